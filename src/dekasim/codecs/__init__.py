@@ -1,0 +1,7 @@
+"""Codecs: the contract (:mod:`dekasim.codecs.base`) and the built-in codecs, registered by name."""
+
+from dekasim.codecs.base import (Codec, Decoded, LinkCounts, available_codecs, build_codec,
+                                 register_codec)
+from dekasim.codecs import analog  # noqa: F401  (registers "analog")
+
+__all__ = ["Codec", "Decoded", "LinkCounts", "available_codecs", "build_codec", "register_codec"]
