@@ -1,0 +1,5 @@
+import sys
+
+from dekasim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""``dekasim`` command line: run, validate, plot, list.
+
+Errors a user can fix print one line naming the file, key, value and fix, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from dekasim.errors import DekasimError
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dekasim", description="Link-level simulator for generative semantic "
+                                "communication: 3GPP TDL channels over OFDM with pluggable codecs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run every codec x condition point of a scenario")
+    r.add_argument("scenario", help="TOML scenario file, e.g. scenarios/default.toml")
+    r.add_argument("--out", help="output directory (default: the scenario's output_dir or runs/<name>)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario key, e.g. --set sweep.snr_db=[0,10] (repeatable)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-plots", action="store_true", help="do not draw figures at the end")
+    v = sub.add_parser("validate", help="check a scenario file without running it")
+    v.add_argument("scenario")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    pl = sub.add_parser("plot", help="(re)draw figures from one or more run directories (overlaid)")
+    pl.add_argument("dirs", nargs="+", help="run directories holding results.jsonl")
+    pl.add_argument("--out", help="where to write the figures (default: the first directory)")
+    pl.add_argument("--x", choices=("snr_db", "ebno_db"), default="snr_db",
+                    help="x axis: Es/N0 per data RE (default) or Eb/N0 (codecs that send bits)")
+    sub.add_parser("list", help="show codecs, channel profiles and presets")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dekasim.sim import run_scenario
+
+    command = "dekasim " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("dekasim", "__main__.py") \
+        else None
+    result = run_scenario(args.scenario, out_dir=args.out, overrides=args.overrides, progress=not args.no_progress,
+                          plots=not args.no_plots, command=command)
+    new = len(result.rows) - result.skipped
+    print(f"{new} point(s) run, {result.skipped} already done -> {result.out_dir}/results.jsonl, results.csv, "
+          f"manifest.json")
+    for fig in result.figures:
+        print(f"figure: {fig}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from dekasim.scenarios import load_scenario
+    from dekasim.sim import sweep_points, validate_scenario
+
+    scenario = load_scenario(args.scenario, args.overrides)
+    validate_scenario(scenario)
+    print(f"{args.scenario}: valid ({len(sweep_points(scenario))} points, {len(scenario.codecs)} codecs, "
+          f"hash {scenario.hash()})")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from dekasim.errors import ConfigError
+    from dekasim.plots import plot_run
+
+    for d in args.dirs:
+        if not (Path(d) / "results.jsonl").exists():
+            raise ConfigError("dirs", d, "a run directory containing results.jsonl", "run `dekasim run` first")
+    out = Path(args.out or args.dirs[0])
+    for fig in plot_run([Path(d) for d in args.dirs], out, x=args.x):
+        print(f"figure: {fig}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from dekasim.codecs import available_codecs
+    from dekasim.conditions import FIXED_TDL_PROFILES, FLAT_PROFILES, SCALABLE_TDL_PROFILES
+    from dekasim.scenarios import DELAY_SPREAD_PRESETS_NS
+
+    print("codecs:")
+    for name, cls in available_codecs().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {name:<16} [{cls.kind}] {doc}")
+    print("channel profiles (sweep.tdl_profile):")
+    print(f"  scalable TR 38.901 TDL (use delay_spread_ns): {', '.join(SCALABLE_TDL_PROFILES)}")
+    print("  fixed TS 38.101-4 TDL (own delay spread): "
+          + ", ".join(f"{k} ({v:g} ns)" for k, v in FIXED_TDL_PROFILES.items()))
+    print(f"  flat: {', '.join(FLAT_PROFILES)}")
+    print("delay spread presets (sweep.delay_spread_ns, TR 38.901 Table 7.7.3-1):")
+    for k, v in DELAY_SPREAD_PRESETS_NS.items():
+        print(f"  {k:<12} {v:g} ns")
+    print("receivers (sweep.csi): perfect, ls, lmmse")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
+    warnings.simplefilter("default")
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list}
+    try:
+        return handlers[args.command](args)
+    except DekasimError as err:
+        print(f"dekasim: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dekasim: interrupted; finished points are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

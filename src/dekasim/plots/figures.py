@@ -1,0 +1,497 @@
+"""Figures made from result rows only (see :func:`dekasim.plots.load_results`).
+
+Conventions (STYLE.md, "Conventions engineers expect in figures"):
+
+- x axis: ``snr_db`` labelled "Es/N0 per data RE [dB]" (default), or ``ebno_db`` labelled
+  "Eb/N0 [dB]"; rows without a value for the chosen axis are left out.
+- one panel per (TDL profile, delay spread); panel titles name the profile and the delay spread.
+  Several profiles with the same delay spreads are laid out as rows (profile) x columns (spread).
+- one line per codec label (``row["codec"]``), and per variant when the rows of a figure differ in
+  run (``run_label``), CSI, bandwidth ratio or speed. A field that is the same for every row of the
+  figure is named once in the figure title (e.g. "LMMSE CSI · bandwidth ratio 1/12"); a field that
+  varies is named in each legend entry. So legend + titles always name the CSI, the delay spread,
+  the profile and the bandwidth ratio.
+- colour: one per codec label, the same in every panel and every figure made from the same rows
+  (labels sorted, then tab10/tab20); marker: one per variant (e.g. per overlaid run), every
+  second variant with open markers so that overlaid curves with equal values stay visible.
+- line style by ``kind``: analog and learned solid, digital dashed, bound dotted.
+- PSNR on a linear axis with ``grid(True)``; BER/BLER on a log axis with ``grid(which="both")``.
+- error bars from the stored 95 % intervals (``psnr_db_ci95`` half-width; ``ber_ci95`` /
+  ``bler_ci95`` as asymmetric ``[lo, hi]``).
+- saved as PNG and PDF at 300 dpi; built on :class:`matplotlib.figure.Figure` objects, so pyplot's
+  global state is never touched, ``plt.show()`` is never called and nothing needs closing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from dekasim.conditions import FLAT_PROFILES
+from dekasim.errors import ConfigError
+from dekasim.plots.results import RUN_LABEL_KEY, ResultsWarning, load_results, number
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+#: Resolution of the saved PNG (and of rasterised parts of the PDF) [dots per inch].
+DPI = 300
+#: Axis labels of the x quantities a figure may use.
+X_LABELS = {"snr_db": "Es/N0 per data RE [dB]", "ebno_db": "Eb/N0 [dB]"}
+_X_TAGS = {"snr_db": "snr", "ebno_db": "ebno"}
+#: Line style per codec kind; other kinds get dash-dot.
+LINESTYLES = {"analog": "-", "learned": "-", "digital": "--", "bound": ":"}
+_OTHER_LINESTYLE = "-."
+#: Markers per variant (run, CSI, bandwidth ratio, speed); "v" is kept for zero-error bounds.
+MARKERS = ("o", "s", "^", "D", "P", "X", "*", "h", "<", ">")
+_ZERO_MARKER = "v"
+#: Error-rate quantities: metric -> (count of trials, count of errors, axis label).
+_RATES = {"ber": ("bits", "bit_errors", "BER"), "bler": ("blocks", "block_errors", "BLER")}
+
+
+# --------------------------------------------------------------------------------------- labels
+def _fmt_csi(v: Any) -> str:
+    return {"perfect": "perfect CSI", "ls": "LS CSI", "lmmse": "LMMSE CSI"}.get(str(v).lower(),
+                                                                               f"{v} CSI")
+
+
+def _fmt_ratio(v: Any) -> str:
+    r = float(v)
+    frac = Fraction(r).limit_denominator(256)
+    if frac.denominator != 1 and abs(float(frac) - r) <= 1e-6 * abs(r):
+        return f"{frac.numerator}/{frac.denominator}"
+    return f"{r:g}"
+
+
+def _fmt_bw(v: Any) -> str:
+    return f"bandwidth ratio {_fmt_ratio(v)}"
+
+
+def _fmt_speed(v: Any) -> str:
+    return f"{float(v):g} m/s"
+
+
+def _fmt_run(v: Any) -> str:
+    return str(v)
+
+
+#: Row fields that split lines (when they vary) or go into the figure title (when constant).
+_VARIANT_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    (RUN_LABEL_KEY, _fmt_run), ("csi", _fmt_csi), ("bandwidth_ratio", _fmt_bw),
+    ("speed_mps", _fmt_speed))
+
+
+def _profile_name(p: str | None) -> str | None:
+    if p is None:
+        return None
+    if p.lower() == "awgn":
+        return "AWGN"
+    if p.lower() == "rayleigh":
+        return "Rayleigh fading"
+    return f"TDL-{p}"
+
+
+def _panel_title(profile: str | None, ds: float | None) -> str:
+    parts = [_profile_name(profile)] if profile is not None else []
+    if ds is not None:
+        parts.append(f"DS {ds:g} ns")
+    return ", ".join(p for p in parts if p)
+
+
+def _key(v: Any) -> Any:
+    """A hashable, float-noise-free key for a row value (None for null/NaN)."""
+    if isinstance(v, str):
+        return v
+    f = number(v)
+    return None if f is None else float(f"{f:.9g}")
+
+
+def codec_colors(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """One colour (hex) per codec label in ``rows``: labels sorted, then tab10 (tab20 past 10).
+
+    Reads only ``row["codec"]`` (``codec_name`` when ``codec`` is missing). Pass the result as
+    ``colors=`` to keep colours fixed across figures made from different row subsets.
+    """
+    labels = sorted({_codec_label(r) for r in rows})
+    cmap = mpl.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    n = cmap.N
+    return {lab: mpl.colors.to_hex(cmap(i % n)) for i, lab in enumerate(labels)}
+
+
+def _codec_label(row: Mapping[str, Any]) -> str:
+    return str(row.get("codec") or row.get("codec_name") or "?")
+
+
+# ----------------------------------------------------------------------------- curve gathering
+@dataclass
+class _Point:
+    x: float
+    y: float
+    lo: float | None
+    hi: float | None
+
+
+@dataclass
+class _Curve:
+    panel: tuple[str | None, float | None]
+    codec: str
+    variant: tuple[Any, ...]
+    kind: str
+    label: str
+    points: dict[float, _Point] = field(default_factory=dict)
+
+    def sorted_points(self) -> list[_Point]:
+        return [self.points[x] for x in sorted(self.points)]
+
+
+@dataclass
+class _Plan:
+    panels: list[tuple[str | None, float | None]]
+    curves: list[_Curve]
+    title: str
+    colors: dict[str, str]
+    markers: dict[tuple[Any, ...], tuple[str, bool]]  # variant -> (marker, filled)
+
+
+def _plan(rows: Sequence[Mapping[str, Any]], x: str,
+          y_of: Callable[[Mapping[str, Any]], tuple[float, float | None, float | None] | None],
+          colors: Mapping[str, str] | None) -> _Plan | None:
+    if x not in X_LABELS:
+        raise ConfigError("x", x, f"one of {sorted(X_LABELS)}",
+                          "use 'snr_db' (Es/N0 per data RE) or 'ebno_db' (Eb/N0)")
+    color_map = dict(codec_colors(rows))  # computed on *all* rows: same colours in every figure
+    if colors:
+        color_map.update(colors)
+
+    kept: list[tuple[Mapping[str, Any], float, tuple[float, float | None, float | None]]] = []
+    for row in rows:
+        xv = number(row.get(x))
+        yv = y_of(row) if xv is not None else None
+        if yv is not None:
+            kept.append((row, xv, yv))
+    if not kept:
+        return None
+
+    # Fields that are the same for every plotted row go into the title, the others into labels.
+    values = {f: {_key(r.get(f)) for r, _, _ in kept} for f, _ in _VARIANT_FIELDS}
+    varying = [(f, fmt) for f, fmt in _VARIANT_FIELDS if len(values[f]) > 1]
+    title_parts = []
+    for f, fmt in _VARIANT_FIELDS:
+        (v,) = values[f] if len(values[f]) == 1 else (None,)
+        if v is not None:
+            title_parts.append(fmt(v))
+
+    curves: dict[tuple[Any, ...], _Curve] = {}
+    variants: list[tuple[Any, ...]] = []
+    for row, xv, (y, lo, hi) in kept:
+        profile = row.get("tdl_profile")
+        profile = None if profile is None else str(profile)
+        ds = None if profile is not None and profile.lower() in FLAT_PROFILES \
+            else _key(row.get("delay_spread_ns"))
+        panel = (profile, ds)
+        variant = tuple(_key(row.get(f)) for f, _ in varying)
+        if variant not in variants:
+            variants.append(variant)
+        codec = _codec_label(row)
+        ck = (panel, codec, variant)
+        if ck not in curves:
+            extra = [fmt(v) for (_, fmt), v in zip(varying, variant) if v is not None]
+            label = codec + (" — " + ", ".join(extra) if extra else "")
+            curves[ck] = _Curve(panel, codec, variant, str(row.get("kind") or ""), label)
+        curve = curves[ck]
+        if xv in curve.points:
+            warnings.warn(f"{curve.label!r}, {_panel_title(*panel)}: two rows at {x} = {xv:g}; "
+                          f"plotting the later one", ResultsWarning, stacklevel=4)
+        curve.points[xv] = _Point(xv, y, lo, hi)
+
+    def panel_sort(p: tuple[str | None, float | None]) -> tuple[str, float]:
+        return (p[0] or "", -1.0 if p[1] is None else p[1])
+
+    panels = sorted({c.panel for c in curves.values()}, key=panel_sort)
+    codec_order = {c: i for i, c in enumerate(sorted(color_map))}
+    variant_order = {v: i for i, v in enumerate(sorted(variants, key=repr))}
+    ordered = sorted(curves.values(),
+                     key=lambda c: (codec_order.get(c.codec, 1 << 30), variant_order[c.variant]))
+    # odd variants get open markers, so overlaid runs with near-equal results stay visible
+    markers = {v: (MARKERS[i % len(MARKERS)], i % 2 == 0) for v, i in variant_order.items()}
+    return _Plan(panels, ordered, " · ".join(title_parts), color_map, markers)
+
+
+# ------------------------------------------------------------------------------------- drawing
+def _layout(panels: Sequence[tuple[str | None, float | None]], n_legend: int,
+            has_title: bool) -> tuple[int, int, tuple[float, float], int]:
+    """Grid shape, figure size [in] and legend columns.
+
+    Several profiles that share the same delay spreads give a profile x delay-spread grid;
+    otherwise panels fill rows of at most 3 (2 x 2 for four).
+    """
+    n = len(panels)
+    profiles = list(dict.fromkeys(p for p, _ in panels))
+    spreads = {p: {d for q, d in panels if q == p} for p in profiles}
+    first = spreads[profiles[0]]
+    if len(profiles) > 1 and len(first) <= 4 and all(s == first for s in spreads.values()):
+        nrows, ncols = len(profiles), len(first)
+    else:
+        ncols = 2 if n == 4 else min(n, 3)
+        nrows = math.ceil(n / ncols)
+    width = max(5.0, 0.7 + 3.3 * ncols)
+    legend_cols = max(1, min(n_legend, int(width // 2.4)))
+    legend_rows = math.ceil(n_legend / legend_cols)
+    height = 0.6 + 2.7 * nrows + 0.22 * legend_rows + (0.3 if has_title else 0.0)
+    return nrows, ncols, (width, height), legend_cols
+
+
+def _draw(plan: _Plan, x: str, ylabel: str, log_y: bool, zero_note: bool) -> Figure:
+    n_legend = len({c.label for c in plan.curves}) + (1 if zero_note else 0)
+    nrows, ncols, size, legend_cols = _layout(plan.panels, n_legend, bool(plan.title))
+    fig = Figure(figsize=size, layout="constrained")
+    grid = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    axes = {p: grid[i // ncols][i % ncols] for i, p in enumerate(plan.panels)}
+    for i in range(len(plan.panels), nrows * ncols):
+        fig.delaxes(grid[i // ncols][i % ncols])
+
+    bottom = top = None
+    if log_y:
+        bottom, top = _log_limits(plan.curves)
+
+    handles: dict[str, Line2D] = {}
+    for curve in plan.curves:
+        ax = axes[curve.panel]
+        marker, filled = plan.markers[curve.variant]
+        color = plan.colors.get(curve.codec, "k")
+        style = dict(color=color, linestyle=LINESTYLES.get(curve.kind, _OTHER_LINESTYLE),
+                     marker=marker, markerfacecolor=color if filled else "none")
+        pts = curve.sorted_points()
+        line_pts = [p for p in pts if not log_y or p.y > 0]
+        zero_pts = [p for p in pts if log_y and p.y <= 0 and p.hi is not None and p.hi > 0]
+        if line_pts:
+            xs = [p.x for p in line_pts]
+            ys = [p.y for p in line_pts]
+            lower, upper = [], []
+            for p in line_pts:
+                lo = p.y if p.lo is None else min(p.lo, p.y)
+                if log_y and bottom is not None:
+                    lo = max(lo, bottom)  # a lower bound of 0 runs to the bottom of the axis
+                hi = p.y if p.hi is None else max(p.hi, p.y)
+                lower.append(p.y - lo)
+                upper.append(hi - p.y)
+            has_err = any(lower) or any(upper)
+            cont = ax.errorbar(xs, ys, yerr=[lower, upper] if has_err else None, markersize=4,
+                               linewidth=1.4, capsize=2, elinewidth=0.8, **style)
+            cont.lines[0].set_label(curve.label)
+        if zero_pts:
+            ax.plot([p.x for p in zero_pts], [p.hi for p in zero_pts], linestyle="none",
+                    marker=_ZERO_MARKER, markerfacecolor="none", markersize=5,
+                    color=style["color"], label=f"{curve.label} (0 errors: 95 % upper bound)")
+        handles.setdefault(curve.label, Line2D([], [], linewidth=1.4, markersize=4,
+                                               label=curve.label, **style))
+
+    if zero_note and any(ln.get_marker() == _ZERO_MARKER and ln.get_linestyle() == "None"
+                         for ax in axes.values() for ln in ax.get_lines()):
+        handles["_zero"] = Line2D([], [], linestyle="none", marker=_ZERO_MARKER, color="0.3",
+                                  markerfacecolor="none", markersize=5,
+                                  label="0 errors: 95 % upper bound")
+
+    for i, (panel, ax) in enumerate(axes.items()):
+        row, col = divmod(i, ncols)
+        ax.set_title(_panel_title(*panel), fontsize="medium")
+        if log_y:
+            ax.set_yscale("log")
+            ax.grid(True, which="major", alpha=0.6)
+            ax.grid(True, which="minor", alpha=0.2)
+        else:
+            ax.grid(True, alpha=0.6)
+        if col == 0:
+            ax.set_ylabel(ylabel)
+        below = (row + 1) * ncols + col
+        if below >= len(plan.panels):  # lowest panel of its column
+            ax.set_xlabel(X_LABELS[x])
+            ax.tick_params(labelbottom=True)
+    if log_y and bottom is not None and top is not None:
+        next(iter(axes.values())).set_ylim(bottom, top)
+
+    fig.legend(handles=list(handles.values()), loc="outside lower center", ncols=legend_cols,
+               frameon=False, fontsize="small")
+    if plan.title:
+        fig.suptitle(plan.title, fontsize="medium")
+    return fig
+
+
+def _log_limits(curves: Sequence[_Curve]) -> tuple[float | None, float | None]:
+    vals = [v for c in curves for p in c.points.values()
+            for v in (p.y, p.lo, p.hi) if v is not None and v > 0]
+    if not vals:
+        return None, None
+    vmin, vmax = min(vals), max(vals)
+    bottom = 10.0 ** math.floor(math.log10(vmin))
+    if vmin < 1.5 * bottom:
+        bottom /= 1.5
+    top = 10.0 ** math.ceil(math.log10(vmax))
+    if vmax > top / 1.5:
+        top *= 1.5
+    return bottom, top
+
+
+# ---------------------------------------------------------------------------- figure builders
+def psnr_figure(rows: Sequence[Mapping[str, Any]], *, x: str = "snr_db",
+                colors: Mapping[str, str] | None = None) -> Figure | None:
+    """Build (not save) the PSNR-vs-SNR figure.
+
+    Reads from each row: ``psnr_db``, ``psnr_db_ci95`` (95 % half-width, optional), ``x``,
+    ``codec``, ``kind``, ``tdl_profile``, ``delay_spread_ns``, ``csi``, ``bandwidth_ratio``,
+    ``speed_mps`` and ``run_label``. Rows without a finite PSNR or x value are left out.
+
+    :param rows: result rows, e.g. from :func:`~dekasim.plots.load_results`.
+    :param x: ``"snr_db"`` (Es/N0 per data RE, default) or ``"ebno_db"``.
+    :param colors: codec label -> colour, overriding :func:`codec_colors` for those labels.
+    :return: a :class:`~matplotlib.figure.Figure` (one linear-axis panel per profile and delay
+        spread), or ``None`` when no row has a PSNR.
+    """
+    def y_of(row: Mapping[str, Any]) -> tuple[float, float | None, float | None] | None:
+        y = number(row.get("psnr_db"))
+        if y is None:
+            return None
+        ci = number(row.get("psnr_db_ci95"))
+        return (y, None, None) if ci is None else (y, y - abs(ci), y + abs(ci))
+
+    plan = _plan(rows, x, y_of, colors)
+    return None if plan is None else _draw(plan, x, "PSNR [dB]", log_y=False, zero_note=False)
+
+
+def error_rate_figure(rows: Sequence[Mapping[str, Any]], metric: str = "ber", *,
+                      x: str = "snr_db", colors: Mapping[str, str] | None = None) -> Figure | None:
+    """Build (not save) the BER- or BLER-vs-SNR figure on a log axis.
+
+    Reads from each row: ``ber``/``bler``, ``ber_ci95``/``bler_ci95`` (``[lo, hi]``, optional),
+    ``bits``/``blocks``, ``bit_errors``/``block_errors``, and the fields :func:`psnr_figure`
+    reads. Only rows with ``bits > 0`` (``blocks > 0`` for BLER) are drawn, so codecs without a
+    bit stream (analog, learned) are left out. A missing rate is taken as errors / trials.
+
+    Zero-error points cannot sit on a log axis: they are not joined to the curve; instead their
+    95 % upper bound is drawn as an open downward triangle ("v", legend "0 errors: 95 % upper
+    bound"). The bound is the stored ``hi``, or, without a stored interval, the exact
+    Clopper-Pearson bound ``1 - 0.025**(1/n)`` for ``n`` trials. A lower interval end of 0 is
+    drawn down to the bottom of the axis.
+
+    :param metric: ``"ber"`` or ``"bler"``.
+    :return: the figure, or ``None`` when no row has the counts.
+    """
+    if metric not in _RATES:
+        raise ConfigError("metric", metric, f"one of {sorted(_RATES)}")
+    trials_key, errors_key, ylabel = _RATES[metric]
+
+    def y_of(row: Mapping[str, Any]) -> tuple[float, float | None, float | None] | None:
+        n = number(row.get(trials_key))
+        if n is None or n <= 0:
+            return None
+        y = number(row.get(metric))
+        if y is None:
+            e = number(row.get(errors_key))
+            if e is None:
+                return None
+            y = e / n
+        lo = hi = None
+        ci = row.get(f"{metric}_ci95")
+        if isinstance(ci, (list, tuple)) and len(ci) == 2:
+            lo, hi = number(ci[0]), number(ci[1])
+        if y <= 0 and (hi is None or hi <= 0):
+            hi = 1.0 - 0.025 ** (1.0 / n)
+        return y, lo, hi
+
+    plan = _plan(rows, x, y_of, colors)
+    return None if plan is None else _draw(plan, x, ylabel, log_y=True, zero_note=True)
+
+
+# ------------------------------------------------------------------------------------- saving
+def save_figure(fig: Figure, out_dir: PathLike, stem: str) -> list[Path]:
+    """Write ``fig`` as ``out_dir/stem.png`` and ``out_dir/stem.pdf`` at :data:`DPI`.
+
+    Creates ``out_dir`` if needed and writes nothing else. The PDF carries no creation date, so
+    the same rows give the same bytes. :return: the two paths, PNG first.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
+    fig.savefig(png, dpi=DPI)
+    fig.savefig(pdf, dpi=DPI, metadata={"CreationDate": None})
+    return [png, pdf]
+
+
+def plot_psnr(rows: Sequence[Mapping[str, Any]], out_dir: PathLike, *, x: str = "snr_db",
+              colors: Mapping[str, str] | None = None, stem: str | None = None) -> list[Path]:
+    """PSNR [dB] vs SNR: build with :func:`psnr_figure` and write PNG + PDF into ``out_dir``.
+
+    Writes ``psnr_vs_snr.{png,pdf}`` (``psnr_vs_ebno`` for ``x="ebno_db"``, or ``stem``).
+    :return: the written paths; empty when no row has a PSNR (nothing is written).
+    """
+    fig = psnr_figure(rows, x=x, colors=colors)
+    if fig is None:
+        log.info("no row with a PSNR: no PSNR figure written")
+        return []
+    return save_figure(fig, out_dir, stem or f"psnr_vs_{_X_TAGS[x]}")
+
+
+def plot_ber(rows: Sequence[Mapping[str, Any]], out_dir: PathLike, *, x: str = "snr_db",
+             colors: Mapping[str, str] | None = None, stem: str | None = None) -> list[Path]:
+    """BER vs SNR (semilogy): build with :func:`error_rate_figure` and write PNG + PDF.
+
+    Only codecs with bits are drawn; zero-error points show their 95 % upper bound as an open
+    triangle instead of breaking the log axis (see :func:`error_rate_figure`). Writes
+    ``ber_vs_snr.{png,pdf}`` (``ber_vs_ebno`` for ``x="ebno_db"``, or ``stem``) into ``out_dir``.
+    :return: the written paths; empty when no row has bit counts (nothing is written).
+    """
+    fig = error_rate_figure(rows, "ber", x=x, colors=colors)
+    if fig is None:
+        log.info("no row with bit counts: no BER figure written")
+        return []
+    return save_figure(fig, out_dir, stem or f"ber_vs_{_X_TAGS[x]}")
+
+
+def plot_bler(rows: Sequence[Mapping[str, Any]], out_dir: PathLike, *, x: str = "snr_db",
+              colors: Mapping[str, str] | None = None, stem: str | None = None) -> list[Path]:
+    """BLER vs SNR (semilogy), as :func:`plot_ber` with block counts.
+
+    Writes ``bler_vs_snr.{png,pdf}`` (``bler_vs_ebno`` for ``x="ebno_db"``, or ``stem``).
+    :return: the written paths; empty when no row has block counts (nothing is written).
+    """
+    fig = error_rate_figure(rows, "bler", x=x, colors=colors)
+    if fig is None:
+        log.info("no row with block counts: no BLER figure written")
+        return []
+    return save_figure(fig, out_dir, stem or f"bler_vs_{_X_TAGS[x]}")
+
+
+def plot_run(dirs: PathLike | Iterable[PathLike], out_dir: PathLike, *,
+             x: str = "snr_db") -> list[Path]:
+    """All figures of one run, or of several runs overlaid.
+
+    Reads ``results.jsonl`` and ``manifest.json`` of each directory in ``dirs`` (via
+    :func:`~dekasim.plots.load_results`) and writes into ``out_dir`` (created if needed):
+    ``psnr_vs_snr``, ``ber_vs_snr`` and ``bler_vs_snr``, each as ``.png`` and ``.pdf`` at 300 dpi
+    (``*_vs_ebno`` with ``x="ebno_db"``). A figure with no data (e.g. BER of an analog-only run)
+    is skipped. Colours per codec are shared by all figures; overlaid runs are told apart by
+    marker and by the run label (scenario name) in the legend.
+
+    :return: the written paths, in the order PSNR, BER, BLER (PNG before PDF).
+    """
+    rows = load_results(dirs)
+    if not rows:
+        warnings.warn(f"no result rows in {dirs}: no figure written", ResultsWarning, stacklevel=2)
+        return []
+    colors = codec_colors(rows)
+    paths = plot_psnr(rows, out_dir, x=x, colors=colors)
+    paths += plot_ber(rows, out_dir, x=x, colors=colors)
+    paths += plot_bler(rows, out_dir, x=x, colors=colors)
+    return paths

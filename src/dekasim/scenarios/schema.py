@@ -1,0 +1,329 @@
+"""The scenario file: TOML validated into typed, frozen objects.
+
+Every key carries its unit in its name. Every invalid file ends in one :class:`ConfigError` that names
+the file, the key, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+import tomllib
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dekasim.channels.grid import GridConfig
+from dekasim.channels.link import CSI_MODES
+from dekasim.conditions import ALL_PROFILES, FIXED_TDL_PROFILES, FLAT_PROFILES, Condition
+from dekasim.errors import ConfigError
+from dekasim.scenarios.presets import DELAY_SPREAD_PRESETS_NS
+
+PAYLOAD_KINDS = ("photos",)
+EXECUTORS = ("local",)
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """One codec to compare: a registered ``codec`` name, its legend ``label`` and its ``options``."""
+
+    codec: str
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MonteCarlo:
+    """Stop rules of one sweep point.
+
+    :param images_per_point: images sent at every point (the minimum).
+    :param target_block_errors: for codecs that send bits, keep sending (in batches) past
+        ``images_per_point`` until this many block errors are counted, or ``max_images_per_point``;
+        0 disables it.
+    :param max_images_per_point: hard cap on images per point.
+    :param batch_size: images per Monte-Carlo iteration.
+    """
+
+    images_per_point: int = 16
+    target_block_errors: int = 0
+    max_images_per_point: int = 16
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A resolved scenario. Build it with :func:`load_scenario` or :func:`scenario_from_dict`."""
+
+    name: str
+    seed: int
+    payload_kind: str
+    resolution_px: int
+    carrier_frequency_hz: float
+    speed_mps: float
+    grid: GridConfig
+    snr_db: tuple[float, ...]
+    delay_spread_ns: tuple[float, ...]
+    tdl_profile: tuple[str, ...]
+    bandwidth_ratio: tuple[float, ...]
+    csi: tuple[str, ...]
+    codecs: tuple[CodecSpec, ...]
+    monte_carlo: MonteCarlo
+    output_dir: str | None = None
+    executor: str = "local"
+    source: str | None = None
+
+    def conditions(self) -> list[Condition]:
+        """Unique channel conditions of the sweep, delay spread outermost and SNR innermost.
+
+        A fixed-delay profile (``"C300"``…) contributes its own delay spread once."""
+        out: list[Condition] = []
+        seen = set()
+        for profile in self.tdl_profile:
+            for ratio in self.bandwidth_ratio:
+                for ds in self.delay_spread_ns:
+                    for snr in self.snr_db:
+                        c = Condition(snr_db=snr, delay_spread_ns=ds if profile not in FLAT_PROFILES else 300.0,
+                                      tdl_profile=profile, speed_mps=self.speed_mps, bandwidth_ratio=ratio)
+                        if c not in seen:
+                            seen.add(c)
+                            out.append(c)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved scenario as plain data (what the manifest stores and the hash covers)."""
+        d = asdict(self)
+        d["grid"] = asdict(self.grid)
+        d.pop("source")
+        return json.loads(json.dumps(d))
+
+    def hash(self) -> str:
+        """sha256 of the resolved scenario, without ``output_dir`` (where it runs is not what it is)."""
+        d = self.to_dict()
+        d.pop("output_dir", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- key tables: name -> (types, description) -------------------------------------------------
+_NUM = (int, float)
+_TOP = {"name": (str,), "seed": (int,), "output_dir": (str,), "executor": (str,),
+        "payload": (dict,), "channel": (dict,), "ofdm": (dict,), "sweep": (dict,),
+        "codecs": (list,), "monte_carlo": (dict,)}
+_PAYLOAD = {"kind": (str,), "resolution_px": (int,)}
+_CHANNEL = {"carrier_frequency_hz": _NUM, "speed_mps": _NUM}
+_OFDM = {"num_ofdm_symbols": (int,), "fft_size": (int,), "subcarrier_spacing_hz": _NUM,
+         "cyclic_prefix_length": (int,), "num_guard_carriers": (list,), "dc_null": (bool,),
+         "pilot_ofdm_symbol_indices": (list,), "pilot_subcarrier_spacing": (int,)}
+_SWEEP = {"snr_db": (list,) + _NUM, "delay_spread_ns": (list,) + _NUM + (str,), "tdl_profile": (list, str),
+          "bandwidth_ratio": (list,) + _NUM, "csi": (list, str)}
+_CODEC = {"codec": (str,), "label": (str,), "options": (dict,)}
+_MC = {"images_per_point": (int,), "target_block_errors": (int,), "max_images_per_point": (int,),
+       "batch_size": (int,)}
+_REQUIRED_TOP = ("name", "sweep", "codecs")
+
+
+def _check_keys(table: dict, allowed: dict, prefix: str) -> None:
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            fix = f"did you mean '{prefix}{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+            raise ConfigError(dotted, value, "no such key", fix)
+        types = allowed[key]
+        if isinstance(value, bool) and bool not in types:
+            raise ConfigError(dotted, value, f"a value of type {'/'.join(t.__name__ for t in types)}")
+        if not isinstance(value, types):
+            raise ConfigError(dotted, value, f"a value of type {'/'.join(t.__name__ for t in types)}")
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _numbers(field_name: str, values: list, unit_hint: str) -> tuple[float, ...]:
+    if not values:
+        raise ConfigError(field_name, values, "a non-empty list", "an empty sweep axis has no points")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, _NUM) or not math.isfinite(v):
+            raise ConfigError(field_name, v, f"a finite number {unit_hint}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def _delay_spreads(values: list) -> tuple[float, ...]:
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            if v not in DELAY_SPREAD_PRESETS_NS:
+                raise ConfigError("sweep.delay_spread_ns", v,
+                                  f"a number in ns or a preset among {list(DELAY_SPREAD_PRESETS_NS)}")
+            out.append(DELAY_SPREAD_PRESETS_NS[v])
+        else:
+            out.extend(_numbers("sweep.delay_spread_ns", [v], "in nanoseconds"))
+    if not out:
+        raise ConfigError("sweep.delay_spread_ns", values, "a non-empty list", "an empty sweep axis has no points")
+    return tuple(out)
+
+
+def scenario_from_dict(raw: dict[str, Any], source: str | None = None) -> Scenario:
+    """Validate ``raw`` (as parsed from TOML) into a :class:`Scenario`; errors carry ``source``."""
+    try:
+        return _build(copy.deepcopy(raw), source)
+    except ConfigError as err:
+        raise (err.with_source(source) if source and not err.source else err) from None
+
+
+def _build(raw: dict[str, Any], source: str | None) -> Scenario:
+    from dekasim.codecs import available_codecs
+
+    _check_keys(raw, _TOP, "")
+    for key in _REQUIRED_TOP:
+        if key not in raw:
+            raise ConfigError(key, None, "a required key", f"add `{key} = ...` to the scenario")
+    payload = raw.get("payload", {})
+    channel = raw.get("channel", {})
+    ofdm = raw.get("ofdm", {})
+    sweep = raw["sweep"]
+    mc = raw.get("monte_carlo", {})
+    _check_keys(payload, _PAYLOAD, "payload.")
+    _check_keys(channel, _CHANNEL, "channel.")
+    _check_keys(ofdm, _OFDM, "ofdm.")
+    _check_keys(sweep, _SWEEP, "sweep.")
+    _check_keys(mc, _MC, "monte_carlo.")
+
+    kind = payload.get("kind", "photos")
+    if kind not in PAYLOAD_KINDS:
+        raise ConfigError("payload.kind", kind, f"one of {list(PAYLOAD_KINDS)}")
+    executor = raw.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
+    seed = raw.get("seed", 0)
+    if not 0 <= seed < 2 ** 63:
+        raise ConfigError("seed", seed, "an integer in [0, 2^63)")
+
+    grid_kwargs = dict(ofdm)
+    for key in ("num_guard_carriers", "pilot_ofdm_symbol_indices"):
+        if key in grid_kwargs:
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in grid_kwargs[key]):
+                raise ConfigError(f"ofdm.{key}", grid_kwargs[key], "a list of integers")
+            grid_kwargs[key] = tuple(grid_kwargs[key])
+    grid = GridConfig(**grid_kwargs)
+
+    profiles = tuple(_as_list(sweep.get("tdl_profile", ["C"])))
+    if not profiles:
+        raise ConfigError("sweep.tdl_profile", [], "a non-empty list", "an empty sweep axis has no points")
+    for p in profiles:
+        if p not in ALL_PROFILES:
+            raise ConfigError("sweep.tdl_profile", p, f"one of {list(ALL_PROFILES)}")
+    snrs = _numbers("sweep.snr_db", _as_list(sweep.get("snr_db", [])), "(Es/N0 in dB)")
+    ds_given = "delay_spread_ns" in sweep
+    spreads = _delay_spreads(_as_list(sweep.get("delay_spread_ns", [300.0])))
+    ratios = _numbers("sweep.bandwidth_ratio", _as_list(sweep.get("bandwidth_ratio", [1 / 12])),
+                      "(channel uses per real source sample)")
+    csis = tuple(_as_list(sweep.get("csi", ["ls"])))
+    if not csis:
+        raise ConfigError("sweep.csi", [], "a non-empty list", "an empty sweep axis has no points")
+    for c in csis:
+        if c not in CSI_MODES:
+            raise ConfigError("sweep.csi", c, f"one of {list(CSI_MODES)}")
+    for p in profiles:
+        if p in FIXED_TDL_PROFILES and ds_given and any(d != FIXED_TDL_PROFILES[p] for d in spreads):
+            warnings.warn(f"{source or 'scenario'}: tdl_profile '{p}' has a fixed {FIXED_TDL_PROFILES[p]:g} ns "
+                          f"delay spread (TS 38.101-4); sweep.delay_spread_ns = {list(spreads)} is ignored for it. "
+                          "Use the scalable profile letter to sweep the delay spread.", UserWarning, stacklevel=3)
+
+    if not raw["codecs"]:
+        raise ConfigError("codecs", [], "at least one [[codecs]] table", 'add [[codecs]] with codec = "analog"')
+    registered = available_codecs()
+    specs: list[CodecSpec] = []
+    for i, entry in enumerate(raw["codecs"]):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"codecs[{i}]", entry, "a table with codec = NAME")
+        _check_keys(entry, _CODEC, f"codecs[{i}].")
+        if "codec" not in entry:
+            raise ConfigError(f"codecs[{i}].codec", None, "a registered codec name", "run `dekasim list`")
+        if entry["codec"] not in registered:
+            raise ConfigError(f"codecs[{i}].codec", entry["codec"], f"one of {list(registered)}",
+                              "run `dekasim list` to see the registered codecs")
+        specs.append(CodecSpec(entry["codec"], entry.get("label", entry["codec"]), dict(entry.get("options", {}))))
+    labels = [s.label for s in specs]
+    dup = {lbl for lbl in labels if labels.count(lbl) > 1}
+    if dup:
+        raise ConfigError("codecs.label", sorted(dup)[0], "distinct labels, one per codec entry",
+                          "give each [[codecs]] entry its own label")
+
+    mc_obj = MonteCarlo(**mc)
+    for key in ("images_per_point", "max_images_per_point", "batch_size"):
+        if getattr(mc_obj, key) < 1:
+            raise ConfigError(f"monte_carlo.{key}", getattr(mc_obj, key), "an integer >= 1")
+    if mc_obj.target_block_errors < 0:
+        raise ConfigError("monte_carlo.target_block_errors", mc_obj.target_block_errors, "an integer >= 0 (0 = off)")
+    if "max_images_per_point" not in mc:
+        mc_obj = MonteCarlo(mc_obj.images_per_point, mc_obj.target_block_errors,
+                            max(mc_obj.images_per_point, mc_obj.max_images_per_point), mc_obj.batch_size)
+    if mc_obj.max_images_per_point < mc_obj.images_per_point:
+        raise ConfigError("monte_carlo.max_images_per_point", mc_obj.max_images_per_point,
+                          f"an integer >= images_per_point ({mc_obj.images_per_point})")
+
+    scenario = Scenario(
+        name=raw["name"], seed=seed, payload_kind=kind, resolution_px=payload.get("resolution_px", 64),
+        carrier_frequency_hz=float(channel.get("carrier_frequency_hz", 3.5e9)),
+        speed_mps=float(channel.get("speed_mps", 0.0)), grid=grid, snr_db=snrs, delay_spread_ns=spreads,
+        tdl_profile=profiles, bandwidth_ratio=ratios, csi=csis, codecs=tuple(specs), monte_carlo=mc_obj,
+        output_dir=raw.get("output_dir"), executor=executor, source=source)
+    if not 16 <= scenario.resolution_px <= 512:
+        raise ConfigError("payload.resolution_px", scenario.resolution_px, "an image side in pixels within [16, 512]")
+    if not 0.4e9 <= scenario.carrier_frequency_hz <= 100e9:
+        raise ConfigError("channel.carrier_frequency_hz", scenario.carrier_frequency_hz,
+                          "a carrier in Hz within [0.4e9, 100e9] (TR 38.901 validity)", "the key is in Hz: write 3.5e9")
+    scenario.conditions()  # validates every (snr, delay spread, profile, speed, ratio) combination
+    return scenario
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"sweep.snr_db=[0, 10]"`` -> (["sweep", "snr_db"], [0, 10]); the value is parsed as TOML."""
+    if "=" not in text:
+        raise ConfigError("--set", text, "KEY=VALUE, e.g. sweep.snr_db=[0,10] or monte_carlo.images_per_point=8")
+    key, value = text.split("=", 1)
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()  # bare word, e.g. name=my-run
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with each ``KEY=VALUE`` override set (dotted keys into tables)."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError("--set", text, f"a key inside a table; '{part}' is not a table")
+        node[path[-1]] = value
+    return out
+
+
+def read_scenario_file(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML scenario file; missing or malformed files raise ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("scenario", str(path), "an existing TOML file", "check the path; see scenarios/default.toml")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("scenario", str(path), f"valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError("scenario", str(path), "a UTF-8 text file") from None
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, override and validate a scenario file."""
+    raw = apply_overrides(read_scenario_file(path), overrides or [])
+    return scenario_from_dict(raw, source=str(path))

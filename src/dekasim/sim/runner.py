@@ -1,0 +1,285 @@
+"""The Monte-Carlo loop over sweep points, and the scripting entry point :func:`run_scenario`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dekasim.channels.link import OFDMLink
+from dekasim.channels.snr import overhead_factor
+from dekasim.codecs.base import Codec, LinkCounts, build_codec
+from dekasim.conditions import Condition
+from dekasim.errors import ConfigError
+from dekasim.metrics import binomial_ci95, mean_ci95, psnr_db, ssim
+from dekasim.scenarios.schema import CodecSpec, Scenario, load_scenario
+from dekasim.sim.payloads import PhotoSource
+from dekasim.sim.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One codec at one condition with one receiver."""
+
+    spec: CodecSpec
+    cond: Condition
+    csi: str
+
+    def key(self) -> str:
+        """Canonical identity (codec label/name/options, condition, CSI): what the seed and id derive from."""
+        return json.dumps({"codec": self.spec.label, "codec_name": self.spec.codec, "options": self.spec.options,
+                           "cond": self.cond.as_row(), "csi": self.csi}, sort_keys=True)
+
+    @property
+    def point_id(self) -> str:
+        return hashlib.sha256(self.key().encode()).hexdigest()[:16]
+
+
+def point_seed(scenario_seed: int, point: SweepPoint) -> int:
+    """Per-point seed from the scenario seed and the point's identity only, so adding or removing
+    other points changes no point's numbers."""
+    digest = hashlib.sha256(f"{scenario_seed}|{point.key()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def sweep_points(scenario: Scenario) -> list[SweepPoint]:
+    """All points: conditions (delay spread outer, SNR inner) x CSI x codecs."""
+    points = []
+    for cond in scenario.conditions():
+        # AWGN has no channel to estimate: one receiver suffices
+        for csi in scenario.csi[:1] if cond.tdl_profile == "awgn" else scenario.csi:
+            points.extend(SweepPoint(spec, cond, csi) for spec in scenario.codecs)
+    return points
+
+
+def make_payload_source(scenario: Scenario) -> PhotoSource:
+    if scenario.payload_kind == "photos":
+        return PhotoSource(scenario.resolution_px)
+    raise ConfigError("payload.kind", scenario.payload_kind, "photos")
+
+
+def build_codecs(scenario: Scenario, item_shape: tuple[int, ...]) -> dict[tuple[str, float], Codec]:
+    """Every codec of the scenario at every bandwidth ratio (building validates their options)."""
+    out = {}
+    for spec in scenario.codecs:
+        for ratio in scenario.bandwidth_ratio:
+            try:
+                out[(spec.label, ratio)] = build_codec(spec.codec, item_shape, ratio, **spec.options)
+            except ConfigError as err:
+                field = err.field if err.field.startswith("codecs") else f"codecs[{spec.label}].options.{err.field}"
+                raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
+    return out
+
+
+def validate_scenario(scenario: Scenario) -> None:
+    """Everything :func:`run_scenario` checks before the first point: schema (done on load), codec
+    options at every bandwidth ratio, and link physics (pilot density) at every condition."""
+    shape = (3, scenario.resolution_px, scenario.resolution_px)
+    build_codecs(scenario, shape)
+    from dekasim.channels.profiles import check_link_physics
+
+    for cond in scenario.conditions():
+        for csi in scenario.csi:
+            try:
+                check_link_physics(cond, scenario.grid, csi, scenario.carrier_frequency_hz)
+            except ConfigError as err:
+                raise err.with_source(scenario.source) if scenario.source else err from None
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("dekasim", "torch", "sionna-no-rt", "numpy", "scipy", "pillow", "scikit-image"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: OFDMLink,
+              codec: Codec, seed: int) -> dict[str, Any]:
+    """Send images through ``codec`` over ``link`` at ``point`` until the stop rules hold; one result row."""
+    import sionna.phy
+
+    sionna.phy.config.seed = seed  # reseeds Sionna's and torch's global generators
+    mc = scenario.monte_carlo
+    t0 = time.perf_counter()
+    psnrs: list[float] = []
+    ssims: list[float] = []
+    counts: LinkCounts | None = None
+    info: dict[str, Any] = {}
+    status = "done"
+    sent = 0
+    n = codec.n_channel_uses
+    while True:
+        want = mc.images_per_point - sent if sent < mc.images_per_point else mc.batch_size
+        size = min(mc.batch_size, want, mc.max_images_per_point - sent)
+        images = source.batch(sent, size)
+        with torch.no_grad():
+            x = codec.encode(images, point.cond)
+            if tuple(x.shape) != (size, n) or not x.is_complex():
+                raise RuntimeError(f"codec '{point.spec.codec}' emitted {tuple(x.shape)} {x.dtype}, "
+                                   f"its declared channel uses are [{size}, {n}] complex")
+            y, no_eff = link(x, point.cond)
+            decoded = codec.decode(y, no_eff, point.cond)
+        psnrs.extend(psnr_db(images, decoded.payload).tolist())
+        ssims.extend(ssim(images, decoded.payload).tolist())
+        if decoded.counts is not None:
+            counts = counts or LinkCounts()
+            counts += decoded.counts
+        for k, v in decoded.info.items():
+            info.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+        sent += size
+        if sent < mc.images_per_point:
+            continue
+        if counts is None or mc.target_block_errors == 0:
+            break
+        if counts.block_errors >= mc.target_block_errors:
+            status = "target_errors"
+            break
+        if sent >= mc.max_images_per_point:
+            status = "max_images"
+            break
+    runtime = time.perf_counter() - t0
+    psnr_mean, psnr_ci = mean_ci95(psnrs)
+    ssim_mean, ssim_ci = mean_ci95(ssims)
+    row: dict[str, Any] = {
+        "point_id": point.point_id, "codec": point.spec.label, "codec_name": point.spec.codec, "kind": codec.kind,
+        **point.cond.as_row(), "csi": point.csi,
+        "channel_uses": n, "slots_per_image": link.num_slots(n) if point.cond.tdl_profile != "awgn" else 0,
+        "n_images": sent, "psnr_db": psnr_mean, "psnr_db_ci95": psnr_ci, "ssim": ssim_mean, "ssim_ci95": ssim_ci,
+        "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
+        "bit_errors": None, "bits": None, "block_errors": None, "blocks": None,
+        "status": status, "runtime_s": round(runtime, 4), "seed": seed,
+    }
+    if counts is not None and counts.bits > 0:
+        grid = None if point.cond.tdl_profile == "awgn" else scenario.grid
+        bits_per_item = counts.bits / max(counts.blocks, 1)
+        row.update(
+            ber=counts.bit_errors / counts.bits, ber_ci95=list(binomial_ci95(counts.bit_errors, counts.bits)),
+            bler=counts.block_errors / counts.blocks if counts.blocks else None,
+            bler_ci95=list(binomial_ci95(counts.block_errors, counts.blocks)) if counts.blocks else None,
+            bit_errors=counts.bit_errors, bits=counts.bits, block_errors=counts.block_errors, blocks=counts.blocks,
+            ebno_db=point.cond.snr_db + 10 * math.log10(overhead_factor(grid) * n / bits_per_item))
+    notes = link.physics_notes.get(link._key(point.cond)) if point.cond.tdl_profile != "awgn" else None
+    if notes:
+        info["physics_notes"] = notes
+    row["info"] = _summarise_info(info)
+    return row
+
+
+def _summarise_info(info: dict[str, list]) -> dict[str, Any]:
+    """Per-image lists become counts (strings) or means (numbers)."""
+    out: dict[str, Any] = {}
+    for k, vals in info.items():
+        if k == "physics_notes":
+            out[k] = vals
+        elif vals and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out[k] = sum(vals) / len(vals)
+        else:
+            counts: dict[str, int] = {}
+            for v in vals:
+                counts[str(v)] = counts.get(str(v), 0) + 1
+            out[k] = counts
+    return out
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    skipped: int
+    figures: list[Path]
+
+
+def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = None,
+                 overrides: list[str] | None = None, progress: bool = True, plots: bool = True,
+                 command: str | None = None,
+                 on_row: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Run every codec x condition point of a scenario, appending one row per finished point.
+
+    :param scenario: a :class:`Scenario` or the path of a TOML file (then ``overrides`` apply).
+    :param out_dir: output directory; default the scenario's ``output_dir`` or ``runs/<name>``.
+    :param progress: show a progress bar with ETA on stderr.
+    :param plots: draw the figures into ``out_dir`` at the end.
+    :param command: recorded in the manifest (default: this process's argv).
+    :param on_row: called with each new row.
+    :return: :class:`RunResult` with all rows of the directory (old and new).
+
+    Rerunning into the same directory skips finished points; a different scenario is refused.
+
+    Example::
+
+        from dekasim.sim import run_scenario
+        result = run_scenario("scenarios/default.toml", out_dir="runs/default", progress=False)
+        print(result.rows[0]["psnr_db"])
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario, overrides)
+    elif overrides:
+        raise ValueError("overrides apply to scenario files; pass a path")
+    validate_scenario(scenario)
+    out = Path(out_dir or scenario.output_dir or Path("runs") / scenario.name)
+    manifest = {"scenario": scenario.to_dict(), "scenario_hash": scenario.hash(), "seed": scenario.seed,
+                "source": scenario.source, "versions": _versions(),
+                "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "snr_definition": "Es/N0 per data resource element [dB]"}
+    store = ResultStore(out, manifest)
+    done = store.finished_point_ids()
+    points = sweep_points(scenario)
+    pending = [p for p in points if p.point_id not in done]
+    source = make_payload_source(scenario)
+    codecs = build_codecs(scenario, source.item_shape)
+    links: dict[str, OFDMLink] = {}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(points), initial=len(points) - len(pending), disable=not progress, unit="point",
+               desc=scenario.name, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for point in pending:
+            bar.set_postfix_str(f"{point.spec.label} {point.cond.tdl_profile} {point.cond.delay_spread_ns:g} ns "
+                                f"{point.cond.snr_db:g} dB", refresh=True)
+            if point.csi not in links:
+                links[point.csi] = OFDMLink(scenario.grid, point.csi, scenario.carrier_frequency_hz)
+            codec = codecs[(point.spec.label, point.cond.bandwidth_ratio)]
+            row = run_point(point, scenario, source, links[point.csi], codec, point_seed(scenario.seed, point))
+            row["scenario_hash"] = scenario.hash()
+            store.append(row)
+            if on_row:
+                on_row(row)
+            bar.update(1)
+    finally:
+        bar.close()
+    figures: list[Path] = []
+    if plots:
+        figures = draw_figures(store.dir)
+    return RunResult(store.dir, store.rows(), len(points) - len(pending), figures)
+
+
+def draw_figures(run_dir: Path) -> list[Path]:
+    """Figures of one run directory; a plotting failure is logged, never loses the results."""
+    try:
+        from dekasim.plots import plot_run
+    except ImportError:  # plots module not available
+        return []
+    try:
+        return list(plot_run([run_dir], run_dir))
+    except Exception as exc:  # noqa: BLE001 - results are safe on disk; report and go on
+        log.error("drawing figures into %s failed: %s (results are intact; retry with `dekasim plot %s`)",
+                  run_dir, exc, run_dir)
+        return []
