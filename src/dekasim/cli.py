@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: the scenario's output_dir or runs/<name>)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario key, e.g. --set sweep.snr_db=[0,10] (repeatable)")
+    r.add_argument("--executor", choices=("local", "ray"), help="where points run (default: the scenario's "
+                   "executor, else local): in this process, or as Ray tasks")
+    r.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or auto); "
+                   "without it --executor ray starts a local Ray")
+    r.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-plots", action="store_true", help="do not draw figures at the end")
     v = sub.add_parser("validate", help="check a scenario file without running it")
@@ -45,7 +50,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     command = "dekasim " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("dekasim", "__main__.py") \
         else None
     result = run_scenario(args.scenario, out_dir=args.out, overrides=args.overrides, progress=not args.no_progress,
-                          plots=not args.no_plots, command=command)
+                          plots=not args.no_plots, command=command, executor=args.executor,
+                          address=args.address, num_cpus=args.num_cpus)
     new = len(result.rows) - result.skipped
     print(f"{new} point(s) run, {result.skipped} already done -> {result.out_dir}/results.jsonl, results.csv, "
           f"manifest.json")

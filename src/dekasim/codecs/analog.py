@@ -58,8 +58,9 @@ class AnalogCodec(Codec):
         if not self._use_dct():
             return p.reshape(b, -1).to(torch.float64)
         _, h, w = self.payload_shape
-        coeff = dct_matrix(h) @ p.to(torch.float64) @ dct_matrix(w).T
-        return coeff.reshape(b, -1)[:, lowpass_order(self.payload_shape)]
+        dh, dw = dct_matrix(h).to(p.device), dct_matrix(w).to(p.device)
+        coeff = dh @ p.to(torch.float64) @ dw.T
+        return coeff.reshape(b, -1)[:, lowpass_order(self.payload_shape).to(p.device)]
 
     def _synthesise(self, v: torch.Tensor) -> torch.Tensor:
         b = v.shape[0]
@@ -67,9 +68,9 @@ class AnalogCodec(Codec):
             return v.reshape(b, *self.payload_shape)
         _, h, w = self.payload_shape
         flat = torch.zeros_like(v)
-        flat[:, lowpass_order(self.payload_shape)] = v
+        flat[:, lowpass_order(self.payload_shape).to(v.device)] = v
         coeff = flat.reshape(b, *self.payload_shape)
-        return dct_matrix(h).T @ coeff @ dct_matrix(w)
+        return dct_matrix(h).to(v.device).T @ coeff @ dct_matrix(w).to(v.device)
 
     def encode(self, payload: torch.Tensor, cond: Condition) -> torch.Tensor:
         self.check_payload(payload)

@@ -24,7 +24,8 @@ from dekasim.errors import ConfigError
 from dekasim.scenarios.presets import DELAY_SPREAD_PRESETS_NS
 
 PAYLOAD_KINDS = ("photos",)
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Scenario:
     monte_carlo: MonteCarlo
     output_dir: str | None = None
     executor: str = "local"
+    ray_address: str | None = None
+    device: str = "cpu"
     source: str | None = None
 
     def conditions(self) -> list[Condition]:
@@ -101,15 +104,18 @@ class Scenario:
         return json.loads(json.dumps(d))
 
     def hash(self) -> str:
-        """sha256 of the resolved scenario, without ``output_dir`` (where it runs is not what it is)."""
+        """sha256 of the resolved scenario, without where and how it runs (``output_dir``, ``executor``,
+        ``ray_address``): a local and a Ray run of one scenario share a directory and a hash."""
         d = self.to_dict()
-        d.pop("output_dir", None)
+        for key in ("output_dir", "executor", "ray_address"):
+            d.pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- key tables: name -> (types, description) -------------------------------------------------
 _NUM = (int, float)
-_TOP = {"name": (str,), "seed": (int,), "output_dir": (str,), "executor": (str,),
+_TOP = {"name": (str,), "seed": (int,), "output_dir": (str,), "executor": (str,), "ray_address": (str,),
+        "device": (str,),
         "payload": (dict,), "channel": (dict,), "ofdm": (dict,), "sweep": (dict,),
         "codecs": (list,), "monte_carlo": (dict,)}
 _PAYLOAD = {"kind": (str,), "resolution_px": (int,)}
@@ -201,6 +207,19 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
     executor = raw.get("executor", "local")
     if executor not in EXECUTORS:
         raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
+    device = raw.get("device", "cpu")
+    if device not in DEVICES:
+        raise ConfigError("device", device, f"one of {list(DEVICES)}")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and executor == "local":  # Ray workers may have GPUs the driver lacks
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device", "cuda", "a machine with a CUDA GPU visible to torch",
+                              'use device = "auto" (GPU when present, else CPU) or "cpu"')
     seed = raw.get("seed", 0)
     if not 0 <= seed < 2 ** 63:
         raise ConfigError("seed", seed, "an integer in [0, 2^63)")
@@ -274,7 +293,8 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
         carrier_frequency_hz=float(channel.get("carrier_frequency_hz", 3.5e9)),
         speed_mps=float(channel.get("speed_mps", 0.0)), grid=grid, snr_db=snrs, delay_spread_ns=spreads,
         tdl_profile=profiles, bandwidth_ratio=ratios, csi=csis, codecs=tuple(specs), monte_carlo=mc_obj,
-        output_dir=raw.get("output_dir"), executor=executor, source=source)
+        output_dir=raw.get("output_dir"), executor=executor, ray_address=raw.get("ray_address"), device=device,
+        source=source)
     if not 16 <= scenario.resolution_px <= 512:
         raise ConfigError("payload.resolution_px", scenario.resolution_px, "an image side in pixels within [16, 512]")
     if not 0.4e9 <= scenario.carrier_frequency_hz <= 100e9:

@@ -128,7 +128,7 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     while True:
         want = mc.images_per_point - sent if sent < mc.images_per_point else mc.batch_size
         size = min(mc.batch_size, want, mc.max_images_per_point - sent)
-        images = source.batch(sent, size)
+        images = source.batch(sent, size).to(scenario.device)
         with torch.no_grad():
             x = codec.encode(images, point.cond)
             if tuple(x.shape) != (size, n) or not x.is_complex():
@@ -206,9 +206,46 @@ class RunResult:
     figures: list[Path]
 
 
+class _PointContext:
+    """What every point of one scenario shares in a process: the payload, the codecs, one link per CSI."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        import sionna.phy
+
+        sionna.phy.config.device = scenario.device
+        self.scenario = scenario
+        self.source = make_payload_source(scenario)
+        self.codecs = build_codecs(scenario, self.source.item_shape)
+        self.links: dict[str, OFDMLink] = {}
+
+    def link(self, csi: str) -> OFDMLink:
+        if csi not in self.links:
+            s = self.scenario
+            self.links[csi] = OFDMLink(s.grid, csi, s.carrier_frequency_hz, device=s.device)
+        return self.links[csi]
+
+
+_CONTEXTS: dict[str, _PointContext] = {}
+
+
+def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
+    """One finished result row for ``point``; a pure function of (scenario, point), so a Ray worker
+    and the local loop give identical rows. Payload, codecs and links are built once per process."""
+    key = scenario.hash() + scenario.device
+    if key not in _CONTEXTS:
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = _PointContext(scenario)
+    ctx = _CONTEXTS[key]
+    codec = ctx.codecs[(point.spec.label, point.cond.bandwidth_ratio)]
+    row = run_point(point, scenario, ctx.source, ctx.link(point.csi), codec, point_seed(scenario.seed, point))
+    row["scenario_hash"] = scenario.hash()
+    return row
+
+
 def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = None,
                  overrides: list[str] | None = None, progress: bool = True, plots: bool = True,
-                 command: str | None = None,
+                 command: str | None = None, executor: str | None = None, address: str | None = None,
+                 num_cpus: int | None = None,
                  on_row: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Run every codec x condition point of a scenario, appending one row per finished point.
 
@@ -217,10 +254,15 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
     :param progress: show a progress bar with ETA on stderr.
     :param plots: draw the figures into ``out_dir`` at the end.
     :param command: recorded in the manifest (default: this process's argv).
+    :param executor: ``"local"`` (in-process) or ``"ray"``; default the scenario's ``executor``.
+    :param address: Ray cluster address (default the scenario's ``ray_address``; none starts a local Ray).
+    :param num_cpus: CPUs of a local Ray instance.
     :param on_row: called with each new row.
     :return: :class:`RunResult` with all rows of the directory (old and new).
 
-    Rerunning into the same directory skips finished points; a different scenario is refused.
+    Rerunning into the same directory skips finished points; a different scenario is refused. Rows
+    arrive in completion order (any order with Ray); each point's numbers depend only on the
+    scenario seed and the point itself.
 
     Example::
 
@@ -228,6 +270,8 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
         result = run_scenario("scenarios/default.toml", out_dir="runs/default", progress=False)
         print(result.rows[0]["psnr_db"])
     """
+    from dekasim.sim.executors import make_executor
+
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario, overrides)
     elif overrides:
@@ -243,28 +287,22 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
     done = store.finished_point_ids()
     points = sweep_points(scenario)
     pending = [p for p in points if p.point_id not in done]
-    source = make_payload_source(scenario)
-    codecs = build_codecs(scenario, source.item_shape)
-    links: dict[str, OFDMLink] = {}
     from tqdm.auto import tqdm
 
+    runner = make_executor(executor or scenario.executor, address or scenario.ray_address, num_cpus)
     bar = tqdm(total=len(points), initial=len(points) - len(pending), disable=not progress, unit="point",
                desc=scenario.name, file=sys.stderr, dynamic_ncols=True)
     try:
-        for point in pending:
-            bar.set_postfix_str(f"{point.spec.label} {point.cond.tdl_profile} {point.cond.delay_spread_ns:g} ns "
-                                f"{point.cond.snr_db:g} dB", refresh=True)
-            if point.csi not in links:
-                links[point.csi] = OFDMLink(scenario.grid, point.csi, scenario.carrier_frequency_hz)
-            codec = codecs[(point.spec.label, point.cond.bandwidth_ratio)]
-            row = run_point(point, scenario, source, links[point.csi], codec, point_seed(scenario.seed, point))
-            row["scenario_hash"] = scenario.hash()
+        for row in runner.map_unordered(evaluate_point, ((scenario, p) for p in pending)):
             store.append(row)
             if on_row:
                 on_row(row)
+            bar.set_postfix_str(f"{row['codec']} {row['tdl_profile']} {row['delay_spread_ns']:g} ns "
+                                f"{row['snr_db']:g} dB", refresh=False)
             bar.update(1)
     finally:
         bar.close()
+        runner.close()
     figures: list[Path] = []
     if plots:
         figures = draw_figures(store.dir)
