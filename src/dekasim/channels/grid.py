@@ -97,14 +97,16 @@ class GridConfig:
 
     @property
     def pilot_energy_per_slot(self) -> float:
-        """Total pilot energy in one slot, in units of the data symbol energy."""
-        return float(len(self.pilot_ofdm_symbol_indices) * self.num_effective_subcarriers)
+        """Total pilot energy in one slot, in units of the data symbol energy (summed over the actual
+        pilots: ``ceil(n_eff / k) * k`` per pilot symbol, one RE's worth more when k does not divide n_eff)."""
+        return float(self.pilot_subcarrier_spacing * np.count_nonzero(self.pilot_values()))
 
     def pilot_values(self) -> np.ndarray:
         """Pilot symbols in Sionna's layout ``[1, 1, num_pilot_res]`` (complex64).
 
         QPSK from a fixed PN sequence on the comb, zeros elsewhere; amplitude sqrt(k) so each pilot
-        OFDM symbol has unit average energy per RE.
+        OFDM symbol has unit average energy per RE (exactly when k divides the effective subcarriers;
+        otherwise ceil(n_eff / k) * k, see :attr:`pilot_energy_per_slot`).
         """
         k = self.pilot_subcarrier_spacing
         n_eff = self.num_effective_subcarriers

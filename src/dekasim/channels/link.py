@@ -75,6 +75,9 @@ class OFDMLink(torch.nn.Module):
         self.mapper = ResourceGridMapper(self.resource_grid, device=device)
         self.equalizer = LMMSEEqualizer(self.resource_grid, StreamManagement(np.array([[1]]), 1), device=device)
         self.remove_nulls = RemoveNulledSubcarriers(self.resource_grid, device=device)
+        # data REs of the effective grid, flattened (OFDM symbol, subcarrier) as the equaliser orders them
+        self.register_buffer("_data_re", torch.nonzero(self.resource_grid.pilot_pattern.mask[0, 0].reshape(-1) == 0
+                                                       ).reshape(-1), persistent=False)
         self._blocks: dict[tuple, _ConditionBlocks] = {}
         self.physics_notes: dict[tuple, list[str]] = {}
 
@@ -139,7 +142,14 @@ class OFDMLink(torch.nn.Module):
             err_var = torch.zeros((), dtype=torch.float32, device=x.device)
         else:
             h_hat, err_var = blocks.estimator(y, no)
-        x_hat, no_eff = self.equalizer(y, h_hat, err_var, no)
+        x_hat, _ = self.equalizer(y, h_hat, err_var, no)
+        # One stream: the unbiased LMMSE output is y / h_hat with no_eff = (N0 + err_var) / |h_hat|^2.
+        # Computed here directly: Sionna's 1/d - 1 cancels in float32 at high SNR (no_eff quantised in
+        # steps of ~1e-7 |h|^-2, exactly 0 above ~70 dB per RE, i.e. infinite LLRs).
+        h_data = h_hat.reshape(batch * slots, -1).index_select(1, self._data_re)
+        if err_var.dim():
+            err_var = err_var.broadcast_to(h_hat.shape).reshape(batch * slots, -1).index_select(1, self._data_re)
+        no_eff = (no + err_var) / h_data.abs().square()
         x_hat = x_hat.reshape(batch, slots * per_slot)[:, :n]
         no_eff = no_eff.reshape(batch, slots * per_slot)[:, :n]
         return x_hat, no_eff

@@ -275,6 +275,8 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
         raise ConfigError("codecs.label", sorted(dup)[0], "distinct labels, one per codec entry",
                           "give each [[codecs]] entry its own label")
 
+    if "batch_size" not in mc and device == "cuda":
+        mc = {**mc, "batch_size": 64}  # a GPU wants bigger batches; on CPU 16 keeps memory and latency low
     mc_obj = MonteCarlo(**mc)
     for key in ("images_per_point", "max_images_per_point", "batch_size"):
         if getattr(mc_obj, key) < 1:

@@ -1,0 +1,43 @@
+"""Shared fixtures.
+
+Seeding: ``sionna.phy.config.seed = N`` reseeds Sionna's own generators *and* torch's global one
+(which dekasim uses for padding and AWGN), so one assignment makes a whole link run reproducible.
+The ``seed`` fixture derives N from the test's node id, so every test is deterministic on its own,
+whatever runs before it and in whatever order.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """Seed Sionna and torch for this test; returns the seed (stable per test id)."""
+    import sionna.phy
+
+    value = zlib.crc32(request.node.nodeid.encode()) & 0x7FFF_FFFF
+    sionna.phy.config.seed = value
+    return value
+
+
+@pytest.fixture
+def qam_symbols():
+    """``make(batch, n, num_bits_per_symbol=2) -> (bits, x)``: uniform random bits and their Gray QAM
+    symbols from Sionna's ``Mapper`` (unit average energy, complex64, ``x`` of shape ``[batch, n]``,
+    ``bits`` of shape ``[batch, n * num_bits_per_symbol]``). Draws from Sionna's seeded generator."""
+    from sionna.phy.mapping import BinarySource, Mapper
+
+    mappers: dict[int, Mapper] = {}
+    source = BinarySource()
+
+    def make(batch: int, n: int, num_bits_per_symbol: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        if num_bits_per_symbol not in mappers:
+            mappers[num_bits_per_symbol] = Mapper("qam", num_bits_per_symbol)
+        bits = source([batch, n * num_bits_per_symbol])
+        return bits, mappers[num_bits_per_symbol](bits)
+
+    return make
