@@ -127,3 +127,19 @@ batch_size = 8
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     key = lambda r: r["point_id"]  # noqa: E731
     assert sorted(_strip(after), key=key) == sorted(_strip(read_rows(fresh)), key=key)
+
+
+def test_best_mcs_is_chosen_on_independent_calibration_draws(tmp_path):
+    raw = _raw(snr_db=[12], delay_spread_ns=[300])
+    raw["codecs"] = [{"codec": "digital", "label": "digital", "options": {"source_codec": "jpeg", "mcs": "best"}}]
+    raw["payload"] = {"resolution_px": 64}
+    raw["monte_carlo"] = {"images_per_point": 4, "batch_size": 4, "calibration_images": 4}
+    (row,) = run_scenario(scenario_from_dict(raw), out_dir=tmp_path, progress=False, plots=False).rows
+    calib = row["info"]["variant_calibration_psnr_db"]
+    assert len(calib) >= 2
+    best = max(calib, key=calib.get)
+    assert json.loads(best)["mcs"] == row["info"]["mcs_index"]
+    # the lowest supported MCS is always among the candidates
+    from dekasim.codecs.mcs import supported_mcs_indices
+
+    assert min(json.loads(k)["mcs"] for k in calib) == supported_mcs_indices(row["channel_uses"], "qam64")[0]

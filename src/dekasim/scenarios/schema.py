@@ -47,12 +47,15 @@ class MonteCarlo:
         0 disables it.
     :param max_images_per_point: hard cap on images per point.
     :param batch_size: images per Monte-Carlo iteration.
+    :param calibration_images: images each candidate of a codec with variants (``mcs = "best"``) sends,
+        on draws independent of the reported ones, to choose the variant at each point.
     """
 
     images_per_point: int = 16
     target_block_errors: int = 0
     max_images_per_point: int = 16
     batch_size: int = 16
+    calibration_images: int = 8
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ _SWEEP = {"snr_db": (list,) + _NUM, "delay_spread_ns": (list,) + _NUM + (str,), 
           "bandwidth_ratio": (list,) + _NUM, "csi": (list, str)}
 _CODEC = {"codec": (str,), "label": (str,), "options": (dict,)}
 _MC = {"images_per_point": (int,), "target_block_errors": (int,), "max_images_per_point": (int,),
-       "batch_size": (int,)}
+       "batch_size": (int,), "calibration_images": (int,)}
 _REQUIRED_TOP = ("name", "sweep", "codecs")
 
 
@@ -278,14 +281,15 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
     if "batch_size" not in mc and device == "cuda":
         mc = {**mc, "batch_size": 64}  # a GPU wants bigger batches; on CPU 16 keeps memory and latency low
     mc_obj = MonteCarlo(**mc)
-    for key in ("images_per_point", "max_images_per_point", "batch_size"):
+    for key in ("images_per_point", "max_images_per_point", "batch_size", "calibration_images"):
         if getattr(mc_obj, key) < 1:
             raise ConfigError(f"monte_carlo.{key}", getattr(mc_obj, key), "an integer >= 1")
     if mc_obj.target_block_errors < 0:
         raise ConfigError("monte_carlo.target_block_errors", mc_obj.target_block_errors, "an integer >= 0 (0 = off)")
     if "max_images_per_point" not in mc:
         mc_obj = MonteCarlo(mc_obj.images_per_point, mc_obj.target_block_errors,
-                            max(mc_obj.images_per_point, mc_obj.max_images_per_point), mc_obj.batch_size)
+                            max(mc_obj.images_per_point, mc_obj.max_images_per_point), mc_obj.batch_size,
+                            mc_obj.calibration_images)
     if mc_obj.max_images_per_point < mc_obj.images_per_point:
         raise ConfigError("monte_carlo.max_images_per_point", mc_obj.max_images_per_point,
                           f"an integer >= images_per_point ({mc_obj.images_per_point})")

@@ -110,25 +110,31 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: OFDMLink,
-              codec: Codec, seed: int) -> dict[str, Any]:
-    """Send images through ``codec`` over ``link`` at ``point`` until the stop rules hold; one result row."""
+@dataclass
+class _Tally:
+    """What a Monte-Carlo run of one codec at one point accumulates."""
+
+    psnrs: list[float]
+    ssims: list[float]
+    counts: LinkCounts | None
+    info: dict[str, list]
+    status: str
+    sent: int
+
+
+def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: OFDMLink, codec: Codec,
+              seed: int, images_min: int, images_max: int, with_ssim: bool = True) -> _Tally:
+    """Send images through ``codec`` over ``link`` at ``point`` until the stop rules hold."""
     import sionna.phy
 
     sionna.phy.config.seed = seed  # reseeds Sionna's and torch's global generators
     mc = scenario.monte_carlo
-    t0 = time.perf_counter()
-    psnrs: list[float] = []
-    ssims: list[float] = []
-    counts: LinkCounts | None = None
-    info: dict[str, Any] = {}
-    status = "done"
-    sent = 0
+    tally = _Tally([], [], None, {}, "done", 0)
     n = codec.n_channel_uses
     while True:
-        want = mc.images_per_point - sent if sent < mc.images_per_point else mc.batch_size
-        size = min(mc.batch_size, want, mc.max_images_per_point - sent)
-        images = source.batch(sent, size).to(scenario.device)
+        want = images_min - tally.sent if tally.sent < images_min else mc.batch_size
+        size = min(mc.batch_size, want, images_max - tally.sent)
+        images = source.batch(tally.sent, size).to(scenario.device)
         with torch.no_grad():
             x = codec.encode(images, point.cond)
             if tuple(x.shape) != (size, n) or not x.is_complex():
@@ -136,35 +142,69 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
                                    f"its declared channel uses are [{size}, {n}] complex")
             y, no_eff = link(x, point.cond)
             decoded = codec.decode(y, no_eff, point.cond)
-        psnrs.extend(psnr_db(images, decoded.payload).tolist())
-        ssims.extend(ssim(images, decoded.payload).tolist())
+        tally.psnrs.extend(psnr_db(images, decoded.payload).tolist())
+        if with_ssim:
+            tally.ssims.extend(ssim(images, decoded.payload).tolist())
         if decoded.counts is not None:
-            counts = counts or LinkCounts()
-            counts += decoded.counts
+            tally.counts = tally.counts or LinkCounts()
+            tally.counts += decoded.counts
         for k, v in decoded.info.items():
-            info.setdefault(k, []).extend(v if isinstance(v, list) else [v])
-        sent += size
-        if sent < mc.images_per_point:
+            tally.info.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+        tally.sent += size
+        if tally.sent < images_min:
             continue
-        if counts is None or mc.target_block_errors == 0:
+        if tally.counts is None or mc.target_block_errors == 0:
             break
-        if counts.block_errors >= mc.target_block_errors:
-            status = "target_errors"
+        if tally.counts.block_errors >= mc.target_block_errors:
+            tally.status = "target_errors"
             break
-        if sent >= mc.max_images_per_point:
-            status = "max_images"
+        if tally.sent >= images_max:
+            tally.status = "max_images"
             break
+    return tally
+
+
+def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: OFDMLink,
+              codec: Codec, seed: int, variant: Callable[[dict[str, Any]], Codec] | None = None) -> dict[str, Any]:
+    """Send images through ``codec`` over ``link`` at ``point`` until the stop rules hold; one result row.
+
+    A codec with :meth:`variants` (e.g. ``digital`` with ``mcs = "best"``) is first calibrated: every
+    variant sends ``monte_carlo.calibration_images`` images on draws seeded independently of the
+    reported ones; the variant with the highest mean PSNR is then run as usual. ``variant(options)``
+    builds the codec for one variant's option overrides.
+    """
+    mc = scenario.monte_carlo
+    t0 = time.perf_counter()
+    selection: dict[str, float] = {}
+    variants = codec.variants(point.cond) if hasattr(codec, "variants") else []
+    if variants:
+        if variant is None:
+            raise ValueError("run_point: a codec with variants needs the `variant` builder")
+        calib_seed = (seed ^ 0x5DEECE66D) & ((1 << 63) - 1)
+        best_psnr, best = -math.inf, codec
+        for overrides in variants:
+            candidate = variant(overrides)
+            t = _transmit(point, scenario, source, link, candidate, calib_seed, mc.calibration_images,
+                          mc.calibration_images, with_ssim=False)
+            score = sum(t.psnrs) / len(t.psnrs)
+            selection[json.dumps(overrides, sort_keys=True)] = round(score, 4)
+            if score > best_psnr:
+                best_psnr, best = score, candidate
+        codec = best
+    tally = _transmit(point, scenario, source, link, codec, seed, mc.images_per_point, mc.max_images_per_point)
     runtime = time.perf_counter() - t0
-    psnr_mean, psnr_ci = mean_ci95(psnrs)
-    ssim_mean, ssim_ci = mean_ci95(ssims)
+    n = codec.n_channel_uses
+    counts, info = tally.counts, tally.info
+    psnr_mean, psnr_ci = mean_ci95(tally.psnrs)
+    ssim_mean, ssim_ci = mean_ci95(tally.ssims)
     row: dict[str, Any] = {
         "point_id": point.point_id, "codec": point.spec.label, "codec_name": point.spec.codec, "kind": codec.kind,
         **point.cond.as_row(), "csi": point.csi,
         "channel_uses": n, "slots_per_image": link.num_slots(n) if point.cond.tdl_profile != "awgn" else 0,
-        "n_images": sent, "psnr_db": psnr_mean, "psnr_db_ci95": psnr_ci, "ssim": ssim_mean, "ssim_ci95": ssim_ci,
-        "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
+        "n_images": tally.sent, "psnr_db": psnr_mean, "psnr_db_ci95": psnr_ci, "ssim": ssim_mean,
+        "ssim_ci95": ssim_ci, "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
         "bit_errors": None, "bits": None, "block_errors": None, "blocks": None,
-        "status": status, "runtime_s": round(runtime, 4), "seed": seed,
+        "status": tally.status, "runtime_s": round(runtime, 4), "seed": seed,
     }
     if counts is not None and counts.bits > 0:
         grid = None if point.cond.tdl_profile == "awgn" else scenario.grid
@@ -179,6 +219,8 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     if notes:
         info["physics_notes"] = notes
     row["info"] = _summarise_info(info)
+    if selection:
+        row["info"]["variant_calibration_psnr_db"] = selection
     return row
 
 
@@ -217,6 +259,15 @@ class _PointContext:
         self.source = make_payload_source(scenario)
         self.codecs = build_codecs(scenario, self.source.item_shape)
         self.links: dict[str, OFDMLink] = {}
+        self._variants: dict[tuple, Codec] = {}
+
+    def variant(self, spec: CodecSpec, ratio: float, overrides: dict[str, Any]) -> Codec:
+        """The codec of ``spec`` with ``overrides`` applied to its options (built once)."""
+        key = (spec.label, ratio, json.dumps(overrides, sort_keys=True))
+        if key not in self._variants:
+            self._variants[key] = build_codec(spec.codec, self.source.item_shape, ratio,
+                                              **{**spec.options, **overrides})
+        return self._variants[key]
 
     def link(self, csi: str) -> OFDMLink:
         if csi not in self.links:
@@ -236,8 +287,10 @@ def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
         _CONTEXTS.clear()
         _CONTEXTS[key] = _PointContext(scenario)
     ctx = _CONTEXTS[key]
-    codec = ctx.codecs[(point.spec.label, point.cond.bandwidth_ratio)]
-    row = run_point(point, scenario, ctx.source, ctx.link(point.csi), codec, point_seed(scenario.seed, point))
+    ratio = point.cond.bandwidth_ratio
+    codec = ctx.codecs[(point.spec.label, ratio)]
+    row = run_point(point, scenario, ctx.source, ctx.link(point.csi), codec, point_seed(scenario.seed, point),
+                    variant=lambda overrides: ctx.variant(point.spec, ratio, overrides))
     row["scenario_hash"] = scenario.hash()
     return row
 

@@ -1,0 +1,293 @@
+"""The digital codecs end to end: symbols, genie counts, cliffs, the capacity bound, latents."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dekasim.channels import OFDMLink
+from dekasim.codecs import Codec, available_codecs, build_codec
+from dekasim.codecs import mcs as M
+from dekasim.codecs import source_coding as sc
+from dekasim.codecs.digital import DigitalImageCodec, DigitalLatentCodec, IdealCodec, LDPCQAMChain
+from dekasim.conditions import Condition
+from dekasim.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """BP decoding of small batches gains nothing from a second thread and loses 3-10x when the
+    other core is busy; these tests run on one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+SHAPE = (3, 64, 64)
+RATIO = 1 / 12  # 1024 channel uses per 64x64 RGB image
+
+
+def photos(count: int = 4) -> torch.Tensor:
+    """``[count, 3, 64, 64]`` float crops of scikit-image's bundled photographs, in [0, 1]."""
+    from skimage import data
+
+    crops = []
+    spots = [(data.astronaut(), (100, 150)), (data.coffee(), (200, 200)), (data.chelsea(), (50, 100)),
+             (data.rocket(), (150, 250))]
+    for i in range(count):
+        img, (y, x) = spots[i % len(spots)]
+        y, x = y + 8 * (i // len(spots)), x + 8 * (i // len(spots))
+        crops.append(img[y:y + 64, x:x + 64, :3])
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def awgn(x: torch.Tensor, snr_db: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    no = 10 ** (-snr_db / 10)
+    noise = torch.complex(torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g))
+    return x + noise * math.sqrt(no / 2), torch.full(x.shape, no)
+
+
+AWGN = Condition(snr_db=10.0, tdl_profile="awgn")
+
+
+def test_codecs_are_registered_with_their_kind():
+    codecs = available_codecs()
+    assert codecs["digital"] is DigitalImageCodec and DigitalImageCodec.kind == "digital"
+    assert codecs["ideal"] is IdealCodec and IdealCodec.kind == "bound"
+    assert codecs["digital_latent"] is DigitalLatentCodec and DigitalLatentCodec.kind == "digital"
+
+
+@pytest.mark.parametrize("name,shape,options", [
+    ("digital", SHAPE, {"mcs": 9}), ("digital", SHAPE, {}), ("ideal", SHAPE, {}),
+    ("digital_latent", (4, 16, 16), {"mcs": 14}),
+])
+def test_symbols_are_declared_count_and_unit_power(name, shape, options):
+    codec = build_codec(name, shape, RATIO if name != "digital_latent" else 1 / 4, **options)
+    payload = photos(4) if shape == SHAPE else torch.randn(4, *shape)
+    x = codec.encode(payload, AWGN)
+    assert x.dtype == torch.complex64 and x.shape == (4, codec.n_channel_uses)
+    assert x.abs().pow(2).mean().item() == pytest.approx(1.0, abs=0.03)
+    assert torch.isfinite(x.real).all() and torch.isfinite(x.imag).all()
+
+
+def test_noiseless_channel_reproduces_the_source_decoded_image_without_errors():
+    codec = build_codec("digital", SHAPE, RATIO, mcs=14)
+    imgs = photos(4)
+    x = codec.encode(imgs, AWGN)
+    d = codec.decode(x, torch.full(x.shape, 1e-9), AWGN)
+    plan = M.plan_codeblocks(M.mcs_entry(14), 1024)
+    assert d.counts.bit_errors == 0 and d.counts.block_errors == 0 and d.counts.blocks == 4
+    assert d.counts.bits == 4 * plan.num_codewords * plan.k
+    layout = sc.FrameLayout(plan.info_bits, sc.available_source_codecs())
+    u8 = np.rint(imgs.permute(0, 2, 3, 1).numpy().astype(np.float64) * 255).astype(np.uint8)
+    for i in range(4):
+        ref = sc.encode_within_budget(u8[i], layout, reference=imgs[i].permute(1, 2, 0).double().numpy())
+        assert ref.sent and d.info["source_codec"][i] == ref.codec
+        expect = torch.from_numpy(np.array(ref.image)).permute(2, 0, 1).float() / 255.0
+        assert torch.equal(d.payload[i], expect)
+        assert d.info["source_bytes"][i] == len(ref.payload)
+        assert d.info["frame_bits"][i] <= plan.info_bits
+    assert d.info["mcs_index"] == 14 and d.info["modulation_order"] == 4
+    assert d.info["code_rate"] == 553 / 1024 and d.info["ldpc_iterations"] == 20
+    assert all(d.info["image_received"]) and not any(d.info["block_error"])
+    assert d.payload.shape == imgs.shape and d.payload.dtype == imgs.dtype
+
+
+def test_very_low_snr_fails_every_block_and_shows_the_fallback():
+    codec = build_codec("digital", SHAPE, RATIO)  # adaptive: the lowest MCS at -10 dB
+    imgs = photos(4)
+    cond = Condition(snr_db=-10.0, tdl_profile="awgn")
+    x = codec.encode(imgs, cond)
+    y, no = awgn(x, -10.0)
+    d = codec.decode(y, no, cond)
+    assert d.info["mcs_index"] == M.supported_mcs_indices(1024)[0]
+    assert d.counts.block_errors == d.counts.blocks == 4
+    assert d.counts.bit_errors > 0.1 * d.counts.bits
+    assert torch.all(d.payload == 0.5)
+    assert not any(d.info["image_received"])
+
+
+def test_through_the_ofdm_link_at_high_snr_with_adaptive_mcs():
+    codec = build_codec("digital", SHAPE, RATIO)
+    link = OFDMLink(csi="perfect")
+    cond = Condition(snr_db=25.0, tdl_profile="awgn")
+    torch.manual_seed(0)
+    imgs = photos(4)
+    x = codec.encode(imgs, cond)
+    y, no_eff = link(x, cond)
+    d = codec.decode(y, no_eff, cond)
+    assert d.info["mcs_index"] == 28
+    assert d.counts.block_errors == 0
+    psnr = [sc.psnr_db(imgs[i].numpy(), d.payload[i].numpy()) for i in range(4)]
+    assert min(psnr) > 30.0
+
+
+def test_adaptive_mcs_and_quality_rise_with_snr():
+    codec = build_codec("digital", SHAPE, RATIO)
+    imgs = photos(2)
+    mcs, budget = [], []
+    for snr in (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0):
+        codec.encode(imgs, Condition(snr_db=snr, tdl_profile="awgn"))
+        mcs.append(codec._tx["chain"].plan.mcs.index)
+        budget.append(codec._tx["chain"].plan.info_bits)
+    assert mcs == sorted(mcs) and budget == sorted(budget) and mcs[0] < mcs[-1]
+    margin = build_codec("digital", SHAPE, RATIO, mcs_margin_db=5.0)
+    margin.encode(imgs, Condition(snr_db=15.0, tdl_profile="awgn"))
+    assert margin._tx["chain"].plan.mcs.index == mcs[3]  # 15 dB with 5 dB margin = 10 dB
+
+
+def test_single_item_batches_match_the_batch():
+    codec = build_codec("digital", SHAPE, RATIO, mcs=9)
+    imgs = photos(3)
+    x = codec.encode(imgs, AWGN)
+    x1 = codec.encode(imgs[1:2], AWGN)
+    assert torch.equal(x[1:2], x1)
+
+
+def test_decode_needs_a_paired_encode():
+    codec = build_codec("digital", SHAPE, RATIO, mcs=9)
+    with pytest.raises(RuntimeError):
+        codec.decode(torch.zeros(2, 1024, dtype=torch.complex64), torch.ones(2, 1024), AWGN)
+
+
+@pytest.mark.parametrize("options,field", [
+    ({"source_codec": "bpg"}, "source_codec"), ({"mcs": 0}, "mcs"), ({"mcs": 29}, "mcs"),
+    ({"mcs": "fast"}, "mcs"), ({"mcs_margin_db": float("nan")}, "mcs_margin_db"),
+    ({"mcs_table": "qam1024"}, "mcs_table"), ({"headers": "some"}, "headers"),
+    ({"ldpc_iterations": 0}, "ldpc_iterations"),
+])
+def test_bad_options_are_config_errors_naming_the_field(options, field):
+    with pytest.raises(ConfigError) as e:
+        build_codec("digital", SHAPE, RATIO, **options)
+    assert e.value.field == field
+
+
+def test_non_image_payloads_are_refused():
+    with pytest.raises(ConfigError) as e:
+        build_codec("digital", (4, 16, 16), RATIO)
+    assert e.value.field == "payload_shape"
+
+
+def test_save_and_load_round_trip(tmp_path):
+    codec = build_codec("digital", SHAPE, RATIO, source_codec="webp", mcs=12, mcs_margin_db=1.5)
+    codec.save(tmp_path)
+    again = Codec.load(tmp_path)
+    assert isinstance(again, DigitalImageCodec) and again.options == codec.options
+    assert again.fixed_mcs == codec.fixed_mcs and again.codecs == ("webp",)
+
+
+def test_single_source_codec_is_used_for_every_image():
+    codec = build_codec("digital", SHAPE, RATIO, source_codec="jpeg2000", mcs=12)
+    x = codec.encode(photos(2), AWGN)
+    d = codec.decode(x, torch.full(x.shape, 1e-9), AWGN)
+    assert d.info["source_codec"] == ["jpeg2000", "jpeg2000"]
+
+
+# ----------------------------------------------------------------------------------------- ideal
+
+def test_ideal_budget_is_awgn_capacity_and_beats_digital():
+    imgs = photos(4)
+    cond = Condition(snr_db=10.0, tdl_profile="awgn")
+    ideal, digital = build_codec("ideal", SHAPE, RATIO), build_codec("digital", SHAPE, RATIO)
+    x = ideal.encode(imgs, cond)
+    assert x.abs().pow(2).mean().item() == pytest.approx(1.0, abs=1e-5)
+    y, no = awgn(x, 10.0)
+    d = ideal.decode(y, no, cond)
+    cap = math.floor(1024 * math.log2(1 + 10.0))
+    assert all(abs(b - cap) <= 1 for b in d.info["capacity_bits"])
+    assert all(f <= b for f, b in zip(d.info["frame_bits"], d.info["capacity_bits"]))
+    assert d.counts.bit_errors == 0 and d.counts.block_errors == 0
+    xd = digital.encode(imgs, cond)
+    dd = digital.decode(xd, torch.full(xd.shape, 1e-9), cond)
+    for i in range(4):
+        assert sc.psnr_db(imgs[i].numpy(), d.payload[i].numpy()) >= \
+            sc.psnr_db(imgs[i].numpy(), dd.payload[i].numpy()) - 0.05
+
+
+def test_ideal_uses_the_realised_per_symbol_snr_on_fading():
+    imgs = photos(2)
+    cond = Condition(snr_db=10.0, tdl_profile="rayleigh")
+    ideal = build_codec("ideal", SHAPE, RATIO)
+    x = ideal.encode(imgs, cond)
+    gain = torch.tensor([[0.05], [3.0]])  # a deep fade and a good realisation
+    no_eff = 0.1 / gain.expand(2, 1024)
+    d = ideal.decode(x, no_eff, cond)
+    expect = [math.floor(1024 * math.log2(1 + 10 * float(gv))) for gv in gain[:, 0]]
+    assert all(abs(a - b) <= 1 for a, b in zip(d.info["capacity_bits"], expect))
+    assert d.info["capacity_bits"][0] < d.info["capacity_bits"][1]
+
+
+def test_ideal_below_the_smallest_file_shows_the_fallback():
+    ideal = build_codec("ideal", SHAPE, RATIO)
+    x = ideal.encode(photos(1), AWGN)
+    d = ideal.decode(x, torch.full(x.shape, 1e6), AWGN)  # -60 dB: ~1 bit
+    assert d.info["image_sent"] == [False] and torch.all(d.payload == 0.5)
+
+
+# ---------------------------------------------------------------------------------------- latent
+
+def test_latent_noiseless_round_trip_within_half_a_step():
+    torch.manual_seed(0)
+    lat = torch.randn(3, 4, 8, 8) * 2
+    codec = build_codec("digital_latent", (4, 8, 8), 4.0, bits_per_sample=6, mcs=20)
+    x = codec.encode(lat, AWGN)
+    d = codec.decode(x, torch.full(x.shape, 1e-9), AWGN)
+    assert d.counts.block_errors == 0 and d.counts.bit_errors == 0
+    step = (lat.reshape(3, -1).amax(1) - lat.reshape(3, -1).amin(1)) / 63
+    err = (d.payload - lat).reshape(3, -1).abs().amax(1)
+    assert torch.all(err <= step / 2 + 1e-5)
+    assert d.info["bits_per_sample"] == [6, 6, 6] and d.payload.dtype == lat.dtype
+
+
+def test_latent_adaptive_bits_grow_with_the_mcs_and_count_side_info():
+    torch.manual_seed(1)
+    lat = torch.randn(2, 4, 8, 8)
+    bits = []
+    for mcs in (5, 14, 24):  # 1024 symbols carry 734, 2188, 4608 bits
+        codec = build_codec("digital_latent", (4, 8, 8), 4.0, mcs=mcs, entropy_coder="lzma")
+        x = codec.encode(lat, AWGN)
+        d = codec.decode(x, torch.full(x.shape, 1e-9), AWGN)
+        budget = d.info["info_bits_per_item"]
+        assert all(0 < f <= budget for f in d.info["frame_bits"])
+        assert all(f >= 4 + 64 + 8 * s for f, s in zip(d.info["frame_bits"], d.info["source_bytes"]))
+        bits.append(d.info["bits_per_sample"][0])
+        rmse = (d.payload - lat).pow(2).mean().sqrt().item()
+        assert rmse < 6.0 / 2 ** bits[-1]
+    assert bits == sorted(bits) and bits[0] < bits[-1]
+
+
+def test_latent_failures_give_zeros():
+    lat = torch.randn(2, 4, 16, 16) + 5
+    codec = build_codec("digital_latent", (4, 16, 16), 1 / 4, bits_per_sample=16, mcs=3, entropy_coder="none")
+    x = codec.encode(lat, AWGN)  # 16 bits x 1024 samples cannot fit 101 bits
+    d = codec.decode(x, torch.full(x.shape, 1e-9), AWGN)
+    assert d.info["item_sent"] == [False, False] and torch.all(d.payload == 0)
+    codec = build_codec("digital_latent", (4, 16, 16), 1 / 4, mcs=9)
+    x = codec.encode(lat, Condition(snr_db=-10, tdl_profile="awgn"))
+    y, no = awgn(x, -10.0)
+    d = codec.decode(y, no, AWGN)
+    assert d.counts.block_errors == 2 and torch.all(d.payload == 0)
+
+
+def test_latent_options_are_validated():
+    with pytest.raises(ConfigError) as e:
+        build_codec("digital_latent", (8,), 1.0, bits_per_sample=17)
+    assert e.value.field == "bits_per_sample"
+    with pytest.raises(ConfigError) as e:
+        build_codec("digital_latent", (8,), 1.0, entropy_coder="brotli")
+    assert e.value.field == "entropy_coder"
+
+
+def test_chain_is_exact_without_noise_for_every_modulation():
+    for idx, table in ((4, "qam64"), (12, "qam64"), (20, "qam64"), (24, "qam256")):
+        plan = M.plan_codeblocks(M.mcs_entry(idx, table), 300)
+        chain = LDPCQAMChain(plan)
+        bits = torch.randint(0, 2, (3, plan.info_bits)).float()
+        x, u = chain.encode(bits)
+        assert x.shape == (3, 300)
+        u_hat = chain.decode(x, torch.full(x.shape, 1e-9))
+        assert torch.equal(u_hat, u) and torch.equal(chain.payload_bits(u_hat), bits)
