@@ -81,7 +81,7 @@ def validate_condition(c: Condition) -> None:
                         ("speed_mps", c.speed_mps), ("bandwidth_ratio", c.bandwidth_ratio)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(name, value, "a finite number")
-    if c.delay_spread_ns < 0:
+    if c.delay_spread_ns < 0 and c.tdl_profile not in SCALABLE_TDL_PROFILES:  # scalable: range check below
         raise ConfigError("delay_spread_ns", c.delay_spread_ns, "a non-negative RMS delay spread in nanoseconds")
     lo, hi = SNR_RANGE_DB
     if not lo <= c.snr_db <= hi:
