@@ -1,0 +1,253 @@
+"""CALA: condition-aware low-rank adaptation of a frozen DeepJSCC, and its per-condition LoRA oracle.
+
+**CALA** (``"cala"``). On chosen convolutions of the encoder and the decoder (default
+:data:`DEFAULT_LAYERS`, the layers around the channel at the 8x8 bottleneck) sits a bank of ``K``
+rank-1 adapters ``b_i a_i^T`` (``a_i`` over the ``in * k * k`` inputs of the kernel, ``b_i`` over its
+outputs). A small gating network (``10 -> 32 -> K``, GELU, softmax) maps the condition features of
+:func:`~dekasim.codecs.jscc.condition_features` (SNR in dB, log delay spread, log bandwidth ratio,
+speed, TDL profile) to soft weights ``g(c)`` that sum to one, shared by all adapted layers; each layer
+computes with ``W + sum_i g_i(c) b_i a_i^T``. The base JSCC is frozen while the bank and the gate train;
+its weights are never written. Any network of the family without attention can be the base; the shipped
+CALA adapts ``jscc_base`` (the single-condition ``jscc`` run after 1600 of its 2400 steps, so that base
+plus bank cost the same 2400 steps as every baseline). On this budget that base beat the mixed-condition
+one everywhere (see ``benchmarks/jscc_cala.py``); a bank on a ``jscc_mixed`` snapshot gained 0.1-0.2 dB
+over it, the same as on ``jscc``. The condition the gate sees is the
+transmitter's knowledge: exact, or an SNR estimate with a configurable error (``condition_error_db``;
+the decoder adapts to the same estimate, see :mod:`dekasim.codecs.jscc`).
+
+**Per-condition LoRA oracle** (``"lora_oracle"``). The same frozen base with one rank-``r`` LoRA on the
+same layers per condition bucket (SNR centres 0/5/10/15/20 dB x delay spreads 30/100/300/1000/3000 ns;
+a condition uses the bucket of the nearest SNR and the nearest delay spread on a log scale). Each
+LoRA is warm-started from one LoRA trained on the whole condition distribution (a third of the steps),
+then fine-tuned on its bucket only: a per-condition reference, not a compact one (25 LoRAs).
+
+Options (beside those of :mod:`dekasim.codecs.jscc`): ``condition_error_db``; with
+``checkpoint = "none"`` also ``layers`` (list of layer names, default :data:`DEFAULT_LAYERS`) and
+``num_adapters`` (CALA, default 8) or ``rank`` (oracle, default 4).
+A checkpoint of these codecs stores only the bank (+ gate) and names its base checkpoint (file and
+sha256), which is loaded with it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dekasim.codecs.base import register_codec
+from dekasim.codecs.jscc import (NUM_CONDITION_FEATURES, Adapter, Arch, ConditionAwareCodec, JSCCNet,
+                                 condition_features, num_params, read_checkpoint)
+from dekasim.conditions import Condition
+from dekasim.errors import ConfigError
+
+#: Layers that carry adapters by default (around the channel at the bottleneck: two in the encoder,
+#: which alone has no other view of the condition, and the decoder's input layer).
+DEFAULT_LAYERS = ("enc.res2", "enc.out", "dec.inp")
+#: Condition buckets of the LoRA oracle.
+ORACLE_SNR_CENTRES_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
+ORACLE_DELAY_SPREADS_NS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
+
+
+def _key(layer: str) -> str:
+    return layer.replace(".", "_")
+
+
+class CALABank(nn.Module):
+    """A bank of ``num_adapters`` rank-1 adapters per layer and the gate that mixes them.
+
+    :param net: the base network (only its layer shapes are read; it is not stored here).
+    :param layers: names of the adapted convolutions (see :meth:`JSCCNet.layer_names`).
+    :param num_adapters: ``K``.
+    :param gate_hidden: width of the gate's hidden layer.
+    """
+
+    def __init__(self, net: JSCCNet, layers: tuple[str, ...] = DEFAULT_LAYERS, num_adapters: int = 8,
+                 gate_hidden: int = 32) -> None:
+        super().__init__()
+        self.layers = tuple(layers)
+        self.num_adapters = int(num_adapters)
+        self.a = nn.ParameterDict()
+        self.b = nn.ParameterDict()
+        for name in self.layers:
+            conv = net.layer(name)
+            self.a[_key(name)] = nn.Parameter(torch.randn(self.num_adapters, conv.fan_in) / math.sqrt(conv.fan_in))
+            self.b[_key(name)] = nn.Parameter(torch.zeros(self.num_adapters, conv.out_channels))
+        self.gate = nn.Sequential(nn.Linear(NUM_CONDITION_FEATURES, gate_hidden), nn.GELU(),
+                                  nn.Linear(gate_hidden, self.num_adapters))
+
+    def gate_weights(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, F]`` condition features -> ``[B, K]`` soft weights (each row sums to one)."""
+        return torch.softmax(self.gate(features), dim=-1)
+
+    def adapters(self, g: torch.Tensor) -> dict[str, Adapter]:
+        return {name: (self.a[_key(name)], self.b[_key(name)], g) for name in self.layers}
+
+    def num_adapter_params(self) -> int:
+        return sum(p.numel() for p in self.a.values()) + sum(p.numel() for p in self.b.values())
+
+    def num_gate_params(self) -> int:
+        return num_params(self.gate)
+
+
+class LoRAOracleBank(nn.Module):
+    """One rank-``rank`` LoRA per condition bucket on ``layers`` (see the module docstring)."""
+
+    def __init__(self, net: JSCCNet, layers: tuple[str, ...] = DEFAULT_LAYERS, rank: int = 4,
+                 snr_centres_db: tuple[float, ...] = ORACLE_SNR_CENTRES_DB,
+                 delay_spreads_ns: tuple[float, ...] = ORACLE_DELAY_SPREADS_NS) -> None:
+        super().__init__()
+        self.layers = tuple(layers)
+        self.rank = int(rank)
+        self.snr_centres_db = tuple(float(s) for s in snr_centres_db)
+        self.delay_spreads_ns = tuple(float(d) for d in delay_spreads_ns)
+        self.a = nn.ParameterDict()
+        self.b = nn.ParameterDict()
+        for k in range(self.num_buckets):
+            for name in self.layers:
+                conv = net.layer(name)
+                self.a[f"{_key(name)}__{k}"] = nn.Parameter(torch.randn(self.rank, conv.fan_in) / math.sqrt(conv.fan_in))
+                self.b[f"{_key(name)}__{k}"] = nn.Parameter(torch.zeros(self.rank, conv.out_channels))
+
+    @property
+    def num_buckets(self) -> int:
+        return len(self.snr_centres_db) * len(self.delay_spreads_ns)
+
+    def bucket_of(self, snr_db: float, delay_spread_ns: float) -> int:
+        i = min(range(len(self.snr_centres_db)), key=lambda j: abs(self.snr_centres_db[j] - snr_db))
+        ld = math.log10(max(delay_spread_ns, 1.0))
+        k = min(range(len(self.delay_spreads_ns)), key=lambda j: abs(math.log10(self.delay_spreads_ns[j]) - ld))
+        return i * len(self.delay_spreads_ns) + k
+
+    def bucket_params(self, bucket: int) -> list[nn.Parameter]:
+        return [p for n in self.layers for p in (self.a[f"{_key(n)}__{bucket}"], self.b[f"{_key(n)}__{bucket}"])]
+
+    def adapters(self, buckets: list[int]) -> dict[str, Adapter]:
+        present = sorted(set(buckets))
+        g = torch.zeros(len(buckets), len(present) * self.rank)
+        for row, k in enumerate(buckets):
+            i = present.index(k)
+            g[row, i * self.rank:(i + 1) * self.rank] = 1.0
+        return {name: (torch.cat([self.a[f"{_key(name)}__{k}"] for k in present]),
+                       torch.cat([self.b[f"{_key(name)}__{k}"] for k in present]), g) for name in self.layers}
+
+
+class _AdaptedCodec(ConditionAwareCodec):
+    """Shared loading of a frozen base + a bank (the checkpoint names its base)."""
+
+    bank_key = ""
+
+    def read(self, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        manifest, tensors = read_checkpoint(path)
+        base = manifest.get("base")
+        if not base:
+            raise ConfigError("checkpoint", str(path), f"a '{self.name}' manifest naming its base checkpoint")
+        base_manifest, base_tensors = read_checkpoint(Path(path).parent / Path(base["file"]).with_suffix(".json"))
+        if base_manifest["sha256"] != base["sha256"]:
+            raise ConfigError("checkpoint", str(path), f"a base checkpoint with sha256 {base['sha256']}",
+                              f"{base['file']} changed after the adapters were trained on it; retrain them")
+        if base_manifest["arch"] != manifest["arch"]:
+            raise ConfigError("checkpoint", str(path), "a base checkpoint with the same architecture")
+        return manifest, {**base_tensors, **tensors}
+
+    def _bank_settings(self, option: str, value: int | None, default: int) -> int:
+        if self.manifest is not None:
+            if value is not None:
+                raise ConfigError(option, value, f"'{option}' only with checkpoint = 'none' (a checkpoint fixes it)")
+            return int(self.manifest[self.bank_key][option])
+        v = default if value is None else value
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+            raise ConfigError(option, value, "an integer within [1, 64]")
+        return v
+
+    def _layers(self, value: list[str] | None) -> tuple[str, ...]:
+        if self.manifest is not None:
+            if value is not None:
+                raise ConfigError("layers", value, "'layers' only with checkpoint = 'none' (a checkpoint fixes them)")
+            return tuple(self.manifest[self.bank_key]["layers"])
+        if value is None:
+            return DEFAULT_LAYERS
+        names = self.net.layer_names()
+        bad = [n for n in value if n not in names]
+        if bad or not value or len(set(value)) != len(value):
+            raise ConfigError("layers", value, f"distinct names among {names}")
+        return tuple(value)
+
+    def freeze_base(self) -> None:
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def modules_to_save(self) -> dict[str, nn.Module]:
+        return {"net": self.net, "bank": self.bank}
+
+
+@register_codec("cala")
+class CALACodec(_AdaptedCodec):
+    """Frozen base JSCC + a bank of rank-1 adapters mixed by a condition gate."""
+
+    bank_key = "cala"
+
+    def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, num_adapters: int | None = None,
+                 layers: list[str] | None = None, **options: Any) -> None:
+        self._num_adapters_option = num_adapters
+        self._layers_option = None if layers is None else [str(n) for n in layers]
+        extra: dict[str, Any] = {} if num_adapters is None else {"num_adapters": num_adapters}
+        if layers is not None:
+            extra["layers"] = self._layers_option
+        super().__init__(payload_shape, bandwidth_ratio, **options, _extra_options=extra)
+
+    def build(self, arch: Arch) -> None:
+        super().build(arch)
+        k = self._bank_settings("num_adapters", self._num_adapters_option, 8)
+        layers = self._layers(self._layers_option)
+        hidden = int(self.manifest["cala"]["gate_hidden"]) if self.manifest else 32
+        self.bank = CALABank(self.net, layers, k, hidden)
+        self.freeze_base()
+
+    def gate_weights(self, cond: Condition, snr_db: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, K]`` gate weights for ``cond`` (``snr_db`` ``[B]`` overrides its SNR per item)."""
+        snr = torch.tensor([float(cond.snr_db)]) if snr_db is None else snr_db
+        return self.bank.gate_weights(condition_features(snr, cond, self.bandwidth_ratio))
+
+    def _adapt(self, snr_db: torch.Tensor, cond: Condition) -> tuple[dict[str, Adapter], None]:
+        return self.bank.adapters(self.gate_weights(cond, snr_db)), None
+
+    def num_parameters(self) -> dict[str, int]:
+        return {"base": num_params(self.net), "adapters": self.bank.num_adapter_params(),
+                "gate": self.bank.num_gate_params()}
+
+
+@register_codec("lora_oracle")
+class LoRAOracleCodec(_AdaptedCodec):
+    """Frozen base JSCC + one LoRA per condition bucket (an oracle, not compact)."""
+
+    bank_key = "lora_oracle"
+
+    def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, rank: int | None = None,
+                 layers: list[str] | None = None, **options: Any) -> None:
+        self._rank_option = rank
+        self._layers_option = None if layers is None else [str(n) for n in layers]
+        extra: dict[str, Any] = {} if rank is None else {"rank": rank}
+        if layers is not None:
+            extra["layers"] = self._layers_option
+        super().__init__(payload_shape, bandwidth_ratio, **options, _extra_options=extra)
+
+    def build(self, arch: Arch) -> None:
+        super().build(arch)
+        r = self._bank_settings("rank", self._rank_option, 4)
+        layers = self._layers(self._layers_option)
+        if self.manifest:
+            m = self.manifest["lora_oracle"]
+            self.bank = LoRAOracleBank(self.net, layers, r, tuple(m["snr_centres_db"]), tuple(m["delay_spreads_ns"]))
+        else:
+            self.bank = LoRAOracleBank(self.net, layers, r)
+        self.freeze_base()
+
+    def _adapt(self, snr_db: torch.Tensor, cond: Condition) -> tuple[dict[str, Adapter], None]:
+        buckets = [self.bank.bucket_of(float(s), float(cond.delay_spread_ns)) for s in snr_db]
+        return self.bank.adapters(buckets), None
+
+    def num_parameters(self) -> dict[str, int]:
+        return {"base": num_params(self.net), "adapters": num_params(self.bank), "gate": 0}

@@ -1,0 +1,230 @@
+"""CALA and the per-condition LoRA oracle: gate, frozen base, persistence, condition errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dekasim import Condition
+from dekasim.codecs import Codec, build_codec
+from dekasim.codecs.cala import CALACodec, LoRAOracleCodec
+from dekasim.codecs.jscc import CHECKPOINT_DIR, read_checkpoint
+from dekasim.codecs.train_jscc import TrainConfig, train
+from dekasim.errors import ConfigError
+
+AWGN = Condition(snr_db=10.0, tdl_profile="awgn")
+TDL = Condition(snr_db=10.0, delay_spread_ns=300.0, tdl_profile="C")
+SHAPE = (3, 16, 16)
+
+
+def _cfg(codec: str, **kw) -> TrainConfig:
+    base = dict(codec=codec, steps=4, seed=7, batch=4, payload_shape=SHAPE, width=16, delay_spreads_ns=(300.0,),
+                profiles=("C",), csi="perfect", train_photos=("chelsea",), warmup_steps=1, log_every=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def base_ckpt(tmp_path_factory):
+    """A tiny jscc_mixed base (3 steps) and its manifest path."""
+    out = tmp_path_factory.mktemp("base")
+    res = train(_cfg("jscc_mixed", steps=3), out=out, command="python -m dekasim.codecs.train_jscc train (test)")
+    return res["paths"][-1]
+
+
+@pytest.fixture(scope="module")
+def cala_trained(base_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cala")
+    base_file = base_ckpt.parent / base_ckpt.name
+    import shutil
+
+    for suffix in (".json", ".safetensors"):  # a checkpoint names its base by file name in its own directory
+        shutil.copy(base_file.with_suffix(suffix), out / base_file.with_suffix(suffix).name)
+    res = train(_cfg("cala", base=str(out / base_file.name), steps=4, delay_spreads_ns=(30.0, 3000.0)), out=out)
+    return res
+
+
+def _untrained_cala(**kw) -> CALACodec:
+    return build_codec("cala", SHAPE, 1 / 6, checkpoint="none", width=16, **kw)  # type: ignore[return-value]
+
+
+def test_gate_weights_sum_to_one_and_follow_the_condition():
+    codec = _untrained_cala()
+    conds = [TDL, TDL.replace(snr_db=0.0), TDL.replace(delay_spread_ns=3000.0), TDL.replace(tdl_profile="A"), AWGN]
+    g = torch.cat([codec.gate_weights(c) for c in conds])
+    assert g.shape == (5, 8) and (g >= 0).all()
+    torch.testing.assert_close(g.sum(1), torch.ones(5))
+    for i in range(1, 5):
+        assert not torch.allclose(g[0], g[i]), conds[i]
+    per_item = codec.gate_weights(TDL, torch.tensor([0.0, 10.0, 20.0]))
+    torch.testing.assert_close(per_item[1], g[0])
+    assert not torch.allclose(per_item[0], per_item[2])
+
+
+def test_a_fresh_bank_reproduces_its_base_exactly():
+    """b_i start at zero: before training, CALA is its base network."""
+    cala = _untrained_cala(init_seed=2)
+    base = build_codec("jscc_mixed", SHAPE, 1 / 6, checkpoint="none", width=16, init_seed=2)
+    img = torch.rand(3, *SHAPE)
+    torch.testing.assert_close(cala.encode(img, TDL), base.encode(img, TDL))
+    y = cala.encode(img, TDL)
+    no = torch.full(y.shape, 0.05)
+    torch.testing.assert_close(cala.decode(y, no, TDL).payload, base.decode(y, no, TDL).payload)
+
+
+def test_training_cala_leaves_the_base_bit_identical(base_ckpt, cala_trained):
+    _, base_tensors = read_checkpoint(base_ckpt)
+    codec = cala_trained["codec"]
+    for k, v in codec.net.state_dict().items():
+        assert torch.equal(v, base_tensors[f"net.{k}"]), k
+    assert all(not p.requires_grad for p in codec.net.parameters())
+    assert any(p.abs().sum() > 0 for p in codec.bank.b.values())  # the bank did move
+
+
+def test_cala_checkpoint_round_trip(cala_trained):
+    path = [p for p in cala_trained["paths"] if p.name.startswith("cala-")][0]
+    m = json.loads(path.read_text())
+    assert m["base"]["file"].startswith("jscc_mixed-") and set(m["cala"]) == {"layers", "num_adapters", "gate_hidden"}
+    loaded = build_codec("cala", SHAPE, 1 / 6, checkpoint=str(path))
+    trained = cala_trained["codec"]
+    img = torch.rand(2, *SHAPE)
+    a = trained.encode(img, TDL)
+    b = loaded.encode(img, TDL)
+    torch.testing.assert_close(a, b, atol=2e-3, rtol=0)  # fp16 storage of the bank and gate
+    with pytest.raises(ConfigError, match="num_adapters"):
+        build_codec("cala", SHAPE, 1 / 6, checkpoint=str(path), num_adapters=4)
+    # a base changed after the bank was trained is refused
+    base_json = path.parent / m["base"]["file"].replace(".safetensors", ".json")
+    bm = json.loads(base_json.read_text())
+    saved = base_json.read_text()
+    try:
+        bm["sha256"] = "0" * 64
+        base_json.write_text(json.dumps(bm))
+        with pytest.raises(ConfigError):
+            build_codec("cala", SHAPE, 1 / 6, checkpoint=str(path))
+    finally:
+        base_json.write_text(saved)
+
+
+def test_codec_save_load_round_trip_with_options(tmp_path):
+    codec = _untrained_cala(num_adapters=4, condition_error_db=2.0)
+    codec.save(tmp_path)
+    again = Codec.load(tmp_path)
+    assert isinstance(again, CALACodec) and again.config() == codec.config()
+    assert again.bank.num_adapters == 4 and again.condition_error_db == 2.0
+    for k, v in codec.tensors().items():
+        assert torch.equal(again.tensors()[k], v)
+
+
+def test_condition_error_draws_per_item_and_both_ends_share_it():
+    codec = _untrained_cala(condition_error_db=3.0)
+    with torch.no_grad():
+        for p in codec.bank.b.values():
+            p.normal_()
+    img = torch.rand(4, *SHAPE)
+    torch.manual_seed(0)
+    x = codec.encode(img, TDL)
+    err = codec._snr_error.clone()
+    assert err.shape == (4,) and err.std() > 0
+    out = codec.decode(x, torch.full(x.shape, 0.1), TDL).payload
+    assert torch.isfinite(out).all()
+    exact = _untrained_cala()
+    exact.load_tensors(codec.tensors())
+    assert not torch.allclose(exact.encode(img, TDL), x)
+    # equivalent: the exact codec told the erroneous SNR, item by item
+    for i in range(4):
+        xi = exact.encode(img[i:i + 1], TDL.replace(snr_db=10.0 + float(err[i])))
+        torch.testing.assert_close(xi[0], x[i], atol=1e-5, rtol=1e-5)
+    fresh = _untrained_cala(condition_error_db=3.0)
+    with pytest.raises(RuntimeError, match="encode"):
+        fresh.decode(x, torch.full(x.shape, 0.1), TDL)
+
+
+def test_no_nan_at_minus_10_db():
+    codec = _untrained_cala()
+    with torch.no_grad():
+        for p in codec.bank.b.values():
+            p.normal_()
+    cond = Condition(snr_db=-10.0, tdl_profile="awgn")
+    x = codec.encode(torch.rand(4, *SHAPE), cond)
+    y = x + torch.complex(torch.randn(x.shape), torch.randn(x.shape)) * (10 / 2) ** 0.5
+    assert torch.isfinite(codec.decode(y, torch.full(x.shape, 10.0), cond).payload).all()
+
+
+def test_lora_oracle_buckets_and_batch_with_mixed_buckets():
+    codec: LoRAOracleCodec = build_codec("lora_oracle", SHAPE, 1 / 6, checkpoint="none", width=16,
+                                         condition_error_db=6.0)  # type: ignore[assignment]
+    bank = codec.bank
+    assert bank.num_buckets == 25
+    assert bank.bucket_of(0.0, 30.0) == 0 and bank.bucket_of(20.0, 3000.0) == 24
+    assert bank.bucket_of(7.4, 150.0) == bank.bucket_of(5.0, 100.0) and bank.bucket_of(8.0, 200.0) == bank.bucket_of(10, 300)
+    with torch.no_grad():
+        for p in bank.b.values():
+            p.normal_()
+    img = torch.rand(6, *SHAPE)
+    torch.manual_seed(1)
+    x = codec.encode(img, TDL)  # items fall in different SNR buckets
+    snr = 10.0 + codec._snr_error
+    assert len({bank.bucket_of(float(s), 300.0) for s in snr}) > 1
+    exact = build_codec("lora_oracle", SHAPE, 1 / 6, checkpoint="none", width=16)
+    exact.load_tensors(codec.tensors())
+    for i in range(6):
+        xi = exact.encode(img[i:i + 1], TDL.replace(snr_db=float(snr[i])))
+        torch.testing.assert_close(xi[0], x[i], atol=1e-5, rtol=1e-5)
+
+
+def test_lora_oracle_training_touches_only_its_buckets_and_not_the_base(base_ckpt, tmp_path):
+    import shutil
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(base_ckpt.with_suffix(suffix), tmp_path / base_ckpt.with_suffix(suffix).name)
+    res = train(_cfg("lora_oracle", base=str(tmp_path / base_ckpt.name), steps=25, rank=2), out=tmp_path)
+    codec = res["codec"]
+    _, base_tensors = read_checkpoint(base_ckpt)
+    for k, v in codec.net.state_dict().items():
+        assert torch.equal(v, base_tensors[f"net.{k}"]), k
+    moved = [k for k in range(25) if any(p.abs().sum() > 0 for p in codec.bank.bucket_params(k)[1::2])]
+    assert moved == list(range(25))  # one step each
+    loaded = build_codec("lora_oracle", SHAPE, 1 / 6, checkpoint=str(res["paths"][-1]))
+    assert loaded.bank.rank == 2
+
+
+def test_default_overhead_is_within_five_percent_of_the_base():
+    codec = build_codec("cala", (3, 32, 32), 1 / 6, checkpoint="none")
+    n = codec.num_parameters()
+    assert (n["adapters"] + n["gate"]) / n["base"] <= 0.05
+
+
+SHIPPED_CALA = sorted(CHECKPOINT_DIR.glob("cala-*.json"))
+
+
+@pytest.mark.skipif(not SHIPPED_CALA, reason="no shipped CALA checkpoint")
+def test_shipped_cala_overhead():
+    for path in SHIPPED_CALA:
+        m = json.loads(path.read_text())
+        base = json.loads((path.parent / m["base"]["file"]).with_suffix(".json").read_text())
+        assert (m["params"]["adapters"] + m["params"]["gate"]) / m["params"]["base"] <= 0.05
+        assert m["bytes"] / base["bytes"] <= 0.05
+
+
+@pytest.mark.skipif(not SHIPPED_CALA, reason="no shipped CALA checkpoint")
+def test_module_example_with_the_shipped_checkpoint():
+    import warnings
+
+    from dekasim.channels import GridConfig, OFDMLink
+    from dekasim.metrics import psnr_db
+    from dekasim.sim.payloads import PhotoSource
+
+    images = PhotoSource(32).images[:4]
+    codec = build_codec("cala", (3, 32, 32), 1 / 6)
+    cond = Condition(snr_db=5.0, delay_spread_ns=1000.0, tdl_profile="C")
+    x = codec.encode(images, cond)
+    assert x.shape == (4, 512) and x.dtype == torch.complex64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 1000 ns TDL-C reaches past the cyclic prefix
+        y, no_eff = OFDMLink(GridConfig(pilot_subcarrier_spacing=1), csi="ls")(x, cond)
+    images_hat = codec.decode(y, no_eff, cond).payload
+    assert images_hat.shape == images.shape
+    assert psnr_db(images, images_hat).mean() > 15.0  # a trained codec, not a grey image (~11 dB)
