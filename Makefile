@@ -26,6 +26,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/channel_throughput.py
 	$(PY) benchmarks/default_scenario_profile.py
+	$(PY) benchmarks/ray_vs_local.py
+	$(PY) benchmarks/jscc_cala.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -55,9 +55,14 @@ def test_untrained_network_is_seeded():
 
 def test_missing_default_checkpoint_names_the_option_and_the_command():
     with pytest.raises(ConfigError, match="checkpoint") as err:
-        build_codec("jscc", (4, 8, 8), 1 / 6)
+        build_codec("jscc", (3, 16, 16), 1 / 6)
     assert err.value.field == "checkpoint"
-    assert "train_jscc train --codec jscc --payload-shape 4 8 8 --bandwidth-ratio 1/6" in str(err.value)
+    assert "train_jscc train --codec jscc --payload-shape 3 16 16 --bandwidth-ratio 1/6" in str(err.value)
+    assert 'checkpoint = "none"' in str(err.value)
+    with pytest.raises(ConfigError, match="--base DIR/jscc_base-3x16x16-bw1_4.json"):
+        build_codec("cala", (3, 16, 16), 1 / 4)
+    with pytest.raises(ConfigError, match="photographs only") as err:  # latents: no training data yet
+        build_codec("jscc", (4, 8, 8), 1 / 6)
     assert 'checkpoint = "none"' in str(err.value)
 
 

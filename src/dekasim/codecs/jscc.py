@@ -402,14 +402,20 @@ def resolve_checkpoint(codec: str, payload_shape: tuple[int, ...], bandwidth_rat
         if path.exists():
             return path
         shape = " ".join(str(int(s)) for s in payload_shape)
+        ratio = Fraction(bandwidth_ratio).limit_denominator(10_000)
+        base = (f" --base DIR/jscc_base-{stem.split('-', 1)[1]}.json (from a --codec jscc run with --snapshot-at N)"
+                if codec in ("cala", "lora_oracle") else "")
+        train = (f"train one with `python -m dekasim.codecs.train_jscc train --codec {codec} --payload-shape {shape} "
+                 f"--bandwidth-ratio {ratio}{base} --steps N --out DIR` and set the option checkpoint = "
+                 f"\"DIR/{stem}.json\"" if len(payload_shape) == 3 and int(payload_shape[0]) == 3 and
+                 int(payload_shape[1]) == int(payload_shape[2]) else
+                 "the trainer learns on photographs only so far ([3, S, S] images); for this payload train "
+                 "your own network and save it with save_checkpoint()")
         raise ConfigError(
             "checkpoint", None,
             f"a trained checkpoint for codec '{codec}', payload {tuple(payload_shape)} and bandwidth_ratio "
-            f"{Fraction(bandwidth_ratio).limit_denominator(10_000)}: none is shipped "
-            f"(shipped: {', '.join(shipped_checkpoints()) or 'none'})",
-            f"train one with `python -m dekasim.codecs.train_jscc train --codec {codec} --payload-shape {shape} "
-            f"--bandwidth-ratio {Fraction(bandwidth_ratio).limit_denominator(10_000)} --out DIR` and set the "
-            f"option checkpoint = \"DIR/{stem}.json\", or checkpoint = \"none\" for an untrained network")
+            f"{ratio}: none is shipped (shipped: {', '.join(shipped_checkpoints()) or 'none'})",
+            f"{train}; or checkpoint = \"none\" for an untrained network")
     return Path(checkpoint)
 
 
