@@ -296,6 +296,18 @@ def _to_payload(images: list[np.ndarray | None], shape: tuple[int, ...], like: t
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().to(device=like.device, dtype=like.dtype)
 
 
+def _source_info(coded: list[sc.SourceCoded]) -> dict[str, list]:
+    """Per-image facts of the source coding step, as ``Decoded.info`` lists."""
+    return {
+        "source_codec": [c.codec or "none" for c in coded],
+        "source_quality": [sc.quality_grid(c.codec)[c.quality_index] if c.sent else None for c in coded],
+        "source_bytes": [len(c.payload) for c in coded],
+        "frame_bits": [c.frame_bits for c in coded],
+        "source_psnr_db": [c.psnr_db for c in coded],
+        "image_sent": [c.sent for c in coded],
+    }
+
+
 def _check_image_shape(payload_shape: tuple[int, ...]) -> None:
     if len(payload_shape) != 3 or payload_shape[0] != 3 or min(payload_shape[1:]) < 8:
         raise ConfigError("payload_shape", tuple(payload_shape), "an RGB image shape [3, H, W] with H, W >= 8",
@@ -379,13 +391,8 @@ class DigitalImageCodec(_LinkCodec):
             out.append(img)
         coded: list[sc.SourceCoded] = tx["coded"]
         info = self._link_info(tx["chain"])
+        info.update(_source_info(coded))
         info.update({
-            "source_codec": [c.codec or "none" for c in coded],
-            "source_quality": [sc.quality_grid(c.codec)[c.quality_index] if c.sent else None for c in coded],
-            "source_bytes": [len(c.payload) for c in coded],
-            "frame_bits": [c.frame_bits for c in coded],
-            "source_psnr_db": [c.psnr_db for c in coded],
-            "image_sent": [c.sent for c in coded],
             "block_error": [not bool(v) for v in ok],
             "image_received": [im is not None for im in out],
         })
@@ -448,15 +455,7 @@ class IdealCodec(Codec):
         images, ref = self._tx["images"]
         coded = [sc.encode_within_budget(im, sc.FrameLayout(bud, self.codecs, self.headers), reference=r)
                  for im, r, bud in zip(images, ref, budgets)]
-        info = {
-            "capacity_bits": budgets,
-            "source_codec": [c.codec or "none" for c in coded],
-            "source_quality": [sc.quality_grid(c.codec)[c.quality_index] if c.sent else None for c in coded],
-            "source_bytes": [len(c.payload) for c in coded],
-            "frame_bits": [c.frame_bits for c in coded],
-            "source_psnr_db": [c.psnr_db for c in coded],
-            "image_sent": [c.sent for c in coded],
-        }
+        info = {"capacity_bits": budgets, **_source_info(coded)}
         counts = LinkCounts(bit_errors=0, bits=int(sum(budgets)), block_errors=0, blocks=len(coded))
         images_out = [c.image if c.sent else None for c in coded]
         return Decoded(payload=_to_payload(images_out, self.payload_shape, self._tx["like"]), counts=counts,

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import platform
 import random
@@ -423,8 +424,12 @@ def grid_conditions(snrs: tuple[float, ...] = EVAL_SNR_DB, spreads: tuple[float,
             for d in spreads for s in snrs]
 
 
+_cli_log = logging.getLogger("dekasim.train_jscc")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the command's console output
     p = argparse.ArgumentParser(prog="python -m dekasim.codecs.train_jscc", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train one codec through the OFDM/TDL link and write its checkpoint")
@@ -461,10 +466,10 @@ def main(argv: list[str] | None = None) -> int:
                           rank=a.rank, threads=a.threads, loss=a.loss,
                           layers=None if a.layers is None else tuple(a.layers))
         command = "python -m dekasim.codecs.train_jscc " + " ".join(shlex.quote(s) for s in argv)
-        res = train(cfg, a.out, command, log=lambda m: print(m, flush=True))
+        res = train(cfg, a.out, command, log=_cli_log.info)
         for path in res["paths"]:
-            print(f"wrote {path} (sha256 {json.loads(Path(path).read_text())['sha256'][:12]}…)")
-        print(f"training: {res['wall_s']:.0f} s wall, {res['cpu_s']:.0f} s CPU")
+            _cli_log.info(f"wrote {path} (sha256 {json.loads(Path(path).read_text())['sha256'][:12]}…)")
+        _cli_log.info(f"training: {res['wall_s']:.0f} s wall, {res['cpu_s']:.0f} s CPU")
         return 0
     from dekasim.sim.payloads import PhotoSource
 
@@ -472,12 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     images = PhotoSource(32).images
     conds = grid_conditions(tuple(a.snr_db), tuple(a.delay_spreads_ns))
     link = make_link("ls", 1)
-    print("codec".ljust(14) + "".join(f"{c.snr_db:g}dB/{c.delay_spread_ns:g}ns".rjust(14) for c in conds))
+    _cli_log.info("codec".ljust(14) + "".join(f"{c.snr_db:g}dB/{c.delay_spread_ns:g}ns".rjust(14) for c in conds))
     for spec in a.codecs:
         name, _, ckpt = spec.partition("=")
         codec = build_codec(name, (3, 32, 32), 1 / 6, **({"checkpoint": ckpt} if ckpt else {}))
         psnr = evaluate(codec, images, conds, link, a.repeats, a.seed)
-        print(name.ljust(14) + "".join(f"{v:14.2f}" for v in psnr))
+        _cli_log.info(name.ljust(14) + "".join(f"{v:14.2f}" for v in psnr))
     return 0
 
 

@@ -321,7 +321,7 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
 
         from dekasim.sim import run_scenario
         result = run_scenario("scenarios/default.toml", out_dir="runs/default", progress=False)
-        print(result.rows[0]["psnr_db"])
+        first_psnr_db = result.rows[0]["psnr_db"]
     """
     from dekasim.sim.executors import make_executor
 
