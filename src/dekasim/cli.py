@@ -1,4 +1,4 @@
-"""``dekasim`` command line: run, validate, plot, list.
+"""``dekasim`` command line: run, validate, plot, list, world (train/check/sample), align.
 
 Errors a user can fix print one line naming the file, key, value and fix, and exit with status 2.
 """
@@ -41,14 +41,46 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--x", choices=("snr_db", "ebno_db"), default="snr_db",
                     help="x axis: Es/N0 per data RE (default) or Eb/N0 (codecs that send bits)")
     sub.add_parser("list", help="show codecs, channel profiles and presets")
+    w = sub.add_parser("world", help="the embedded world's text-to-image models: train, check, sample")
+    wsub = w.add_subparsers(dest="world_command", required=True)
+    wt = wsub.add_parser("train", help="train (or resume) a cloud/edge LDM; reproduces the shipped models")
+    wt.add_argument("--preset", choices=("cloud", "edge", "toy"), required=True)
+    wt.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    wt.add_argument("--steps", type=int, default=20000, help="optimiser steps of the whole run (default 20000)")
+    wt.add_argument("--seed", type=int, default=None, help="default: 11 for cloud, 12 for edge, 0 for toy")
+    wt.add_argument("--batch-size", type=int, default=32)
+    wt.add_argument("--threads", type=int, default=1, help="torch threads (1 per run is fastest on shared cores)")
+    wt.add_argument("--time-budget-s", type=float, default=None, help="stop this call after this long; resume later")
+    wt.add_argument("--checkpoint-every", type=int, default=250)
+    wt.add_argument("--float32", action="store_true", help="save the UNet in float32 (default float16)")
+    wc = wsub.add_parser("check", help="attribute-checker quality of a model on held-out prompts")
+    wc.add_argument("model", help="'cloud', 'edge', a model directory or a `world train` run directory")
+    wc.add_argument("--n", type=int, default=256, help="prompts (default 256)")
+    wc.add_argument("--split", choices=("heldout", "train", "all"), default="heldout")
+    wc.add_argument("--dialect", help="judge by this rendering convention (default: the model's own)")
+    wc.add_argument("--seed", type=int, default=0)
+    wc.add_argument("--out", help="write the report here as JSON")
+    ws = wsub.add_parser("sample", help="generate images for prompts into one PNG grid")
+    ws.add_argument("model")
+    ws.add_argument("--prompt", action="append", required=True, help="a caption (repeatable)")
+    ws.add_argument("--seed", type=int, default=0)
+    ws.add_argument("--out", required=True, help="PNG file")
+    a = sub.add_parser("align", help="MAKD: align the edge model to the cloud model (pack + report)")
+    a.add_argument("--cloud", default="cloud", help="'cloud', a model directory or a run directory")
+    a.add_argument("--edge", default="edge", help="'edge', a model directory or a run directory")
+    a.add_argument("--out", required=True, help="output directory (packs, report.json/.md, grid.png)")
+    a.add_argument("--subject", default="triangle", help="the caption word to align (default triangle)")
+    a.add_argument("--methods", default="none,metaword,lora,makd", help="comma-separated subset")
+    a.add_argument("--bits", default="8,4,2", help="quantisation levels of the MAKD pack ('' for none)")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an AlignConfig field, e.g. budget_steps=600 or lora_rank=4 (repeatable)")
     return p
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dekasim.sim import run_scenario
 
-    command = "dekasim " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("dekasim", "__main__.py") \
-        else None
+    command = _command_line()
     result = run_scenario(args.scenario, out_dir=args.out, overrides=args.overrides, progress=not args.no_progress,
                           plots=not args.no_plots, command=command, executor=args.executor,
                           address=args.address, num_cpus=args.num_cpus)
@@ -105,12 +137,31 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line() -> str | None:
+    return "dekasim " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("dekasim", "__main__.py") \
+        else None
+
+
+def _cmd_world(args: argparse.Namespace) -> int:
+    from dekasim.generative.cli_support import world_check, world_sample, world_train
+
+    handler = {"train": world_train, "check": world_check, "sample": world_sample}[args.world_command]
+    return handler(args, _command_line())
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    from dekasim.generative.cli_support import align
+
+    return align(args, _command_line())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
     warnings.simplefilter("default")
-    handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list}
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list,
+                "world": _cmd_world, "align": _cmd_align}
     try:
         return handlers[args.command](args)
     except DekasimError as err:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dekasim.channels.grid import GridConfig
-from dekasim.conditions import FIXED_TDL_PROFILES, SCALABLE_TDL_PROFILES, Condition
+from dekasim.conditions import SCALABLE_TDL_PROFILES, Condition
 from dekasim.errors import ConfigError
 
 SPEED_OF_LIGHT = 299_792_458.0

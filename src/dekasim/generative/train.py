@@ -414,3 +414,40 @@ def step_time(preset: str, batch_size: int = 32, steps: int = 6, warmup: int = 2
             "text_encoder_params": model.n_params("text_encoder"),
             "batch_size": batch_size, "threads": threads, "wall_s_per_step": res.wall_s / res.steps,
             "cpu_s_per_step": res.cpu_s / res.steps, "warmup_wall_s": warm.wall_s}
+
+
+def model_from_checkpoint(run_dir: str | Path, weights: str = "ema") -> TextToImageLDM:
+    """The model of an unfinished (or finished) run from its ``checkpoint/``: ``weights="ema"`` (what
+    the run will ship) or ``"live"``. For looking at a long run while it trains; nothing is written.
+
+    :param run_dir: the ``out_dir`` of :func:`train` (holds ``train_config.json`` and ``checkpoint/``).
+    """
+    from safetensors.torch import load_file
+
+    run = Path(run_dir)
+    ckpt = run / "checkpoint"
+    if not (ckpt / "state.json").exists() or not (run / "train_config.json").exists():
+        raise ConfigError("run_dir", str(run), "a training directory holding train_config.json and checkpoint/",
+                          "give the --out directory of `dekasim world train`")
+    if weights not in ("ema", "live"):
+        raise ConfigError("weights", weights, "'ema' or 'live'")
+    config = TrainConfig(**json.loads((run / "train_config.json").read_text()))
+    info = json.loads((ckpt / "state.json").read_text())
+    model = build_ldm(config.preset, world=config.world(), unet=config.unet, tiny_clip=config.tiny_clip,
+                      seed=config.seed)
+    trainable_te = config.train_text_encoder
+    if trainable_te is None:
+        trainable_te = not model.config.text_encoder_source.startswith("package:")
+    params = list(model.unet.parameters()) + (list(model.text_encoder.parameters()) if trainable_te else [])
+    if info["n_params"] != len(params):
+        raise ConfigError("checkpoint", info["n_params"], f"{len(params)} parameter tensors for preset {config.preset}")
+    tensors = load_file(str(ckpt / "state.safetensors"))
+    key = "ema" if weights == "ema" else "param"
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(tensors[f"{key}.{i}"].to(p.dtype))
+    model.config.provenance.update({"train": {k: v for k, v in asdict(config).items() if k not in _RESUME_FREE},
+                                    "steps_done": int(info["step"]), "weights": weights, "snapshot": True})
+    model.text_encoder.requires_grad_(False).eval()
+    model.unet.eval()
+    return model

@@ -1,0 +1,124 @@
+"""The ``dekasim world …`` and ``dekasim align`` commands (argument handling and output only)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from dekasim.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: The seeds of the shipped models (``dekasim world train --preset cloud|edge`` uses them by default).
+DEFAULT_SEEDS = {"cloud": 11, "edge": 12, "toy": 0}
+
+
+def world_train(args: argparse.Namespace, command: str | None) -> int:
+    from dekasim.generative.models import write_manifest
+    from dekasim.generative.quality import generation_quality
+    from dekasim.generative.train import TrainConfig, train
+
+    seed = DEFAULT_SEEDS[args.preset] if args.seed is None else args.seed
+    cfg = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, seed=seed,
+                      threads=args.threads, time_budget_s=args.time_budget_s, checkpoint_every=args.checkpoint_every,
+                      log_every=250, save_unet_dtype="float32" if args.float32 else "float16")
+    out = Path(args.out)
+    res = train(cfg, out, progress=True)
+    if res.model_dir is None:
+        print(f"stopped at step {res.steps}/{cfg.steps}; rerun the same command to resume -> {out}")
+        return 0
+    quality = generation_quality(res.model, n=256, split="heldout")
+    ceiling_note = "fully-correct fraction of held-out prompts by the attribute checker (seed 0, 25 DDIM steps, CFG 1.5)"
+    prov = res.model.config.provenance
+    write_manifest(res.model_dir, {
+        "command": command or f"dekasim world train --preset {args.preset} --out {args.out} --steps {args.steps} "
+                              f"--seed {seed}",
+        "seed": seed, "preset": args.preset, "steps": prov.get("steps_done"), "wall_s": prov.get("wall_s"),
+        "cpu_s": prov.get("cpu_s"), "train_config": dataclasses.asdict(cfg),
+        "quality_heldout": {**quality.as_dict(), "what": ceiling_note}})
+    print(f"model -> {res.model_dir}; held-out fully correct {quality.fully_correct:.1%} "
+          f"(95 % CI {quality.fully_correct_ci95[0]:.1%}-{quality.fully_correct_ci95[1]:.1%}), "
+          f"{quality.ratio_to_ceiling:.1%} of the checker's ceiling")
+    return 0
+
+
+def world_check(args: argparse.Namespace, command: str | None) -> int:
+    from dekasim.generative.models import load_model
+    from dekasim.generative.quality import generation_quality
+
+    model = load_model(args.model)
+    q = generation_quality(model, n=args.n, split=args.split, seed=args.seed, dialect=args.dialect)
+    lo, hi = q.fully_correct_ci95
+    print(f"{args.model}: {q.split} prompts, judged by the '{q.dialect}' convention: fully correct "
+          f"{q.fully_correct:.1%} (95 % CI {lo:.1%}-{hi:.1%}) of {q.n}; checker ceiling {q.ceiling:.1%}; "
+          f"ratio {q.ratio_to_ceiling:.1%}; per attribute "
+          + ", ".join(f"{k} {v:.1%}" for k, v in q.per_attribute.items())
+          + f"; {1000 * q.sample_s_per_image:.0f} ms/image")
+    if args.out:
+        Path(args.out).write_text(json.dumps({**q.as_dict(), "model": args.model, "command": command}, indent=2))
+    return 0
+
+
+def world_sample(args: argparse.Namespace, command: str | None) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from dekasim.generative.models import load_model
+
+    model = load_model(args.model)
+    imgs = model.sample(args.prompt, seeds=args.seed)
+    tiles = [(im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for im in imgs]
+    Image.fromarray(np.concatenate(tiles, axis=1)).save(args.out)
+    print(f"{len(tiles)} image(s) -> {args.out}")
+    return 0
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    from dekasim.generative.makd import AlignConfig
+
+    fields = {f.name: f for f in dataclasses.fields(AlignConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError("--set", item, "KEY=VALUE", "e.g. --set budget_steps=600")
+        key, value = item.split("=", 1)
+        key = key.strip().removeprefix("align.")
+        if key not in fields:
+            raise ConfigError("--set", key, f"an alignment setting, one of {sorted(fields)}")
+        default = fields[key].default
+        try:
+            if isinstance(default, bool):
+                out[key] = value.lower() in ("1", "true", "yes")
+            elif isinstance(default, int) or key in ("threads",):
+                out[key] = int(value)
+            elif isinstance(default, float) or key in ("lora_alpha",):
+                out[key] = float(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise ConfigError(f"align.{key}", value, f"a {type(default).__name__ if default is not None else 'number'}",
+                              f"e.g. --set {key}={default}") from None
+    return out
+
+
+def align(args: argparse.Namespace, command: str | None) -> int:
+    from dekasim.generative.alignment import run_alignment
+    from dekasim.generative.makd import AlignConfig
+    from dekasim.generative.models import load_model
+
+    overrides = _parse_overrides(args.overrides)
+    config = AlignConfig(subject=args.subject, **overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
+    logging.getLogger("dekasim").setLevel(logging.INFO)
+    cloud, edge = load_model(args.cloud), load_model(args.edge)
+    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=command)
+    out = Path(args.out)
+    print((out / "report.md").read_text())
+    print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*")
+    log.debug("alignment wall time %.0f s", report["wall_s"])
+    return 0

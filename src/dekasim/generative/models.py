@@ -1,0 +1,100 @@
+"""Where text-to-image models come from: the shipped default models, local directories, training runs.
+
+A *model spec* is one of
+
+* ``"cloud"`` / ``"edge"`` -- the embedded world's models shipped as package data
+  (``dekasim/generative/data/models/<name>/``, fp16 UNet, with ``manifest.json``: the sha256 of every
+  file, the command and seed that trained it, steps, CPU and wall time, quality on held-out prompts);
+* a local pipeline directory (a saved :class:`~dekasim.generative.ldm.TextToImageLDM`, or any
+  Stable-Diffusion-layout folder) -- never a hub id;
+* the ``--out`` directory of a ``dekasim world train`` run: its finished ``model/`` if there is one,
+  else the EMA weights of its latest checkpoint (to look at a run while it trains).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from dekasim.errors import ConfigError
+
+MANIFEST_NAME = "manifest.json"
+SHIPPED_NAMES = ("cloud", "edge")
+
+
+def shipped_dir(name: str) -> Path:
+    """The package-data directory of shipped model ``name`` (may not exist in a checkout without it)."""
+    return Path(__file__).parent / "data" / "models" / name
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(model_dir: str | Path, facts: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` into ``model_dir``: the sha256 and size of every file below it plus ``facts``
+    (command, seed, steps, times, quality ...)."""
+    d = Path(model_dir)
+    files = {str(p.relative_to(d)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+             for p in sorted(d.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+    manifest = {"kind": "dekasim-ldm", "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **facts, "files": files, "total_bytes": sum(f["bytes"] for f in files.values())}
+    path = d / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def verify_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """Check every file listed in ``model_dir/manifest.json`` against its sha256; returns the manifest."""
+    d = Path(model_dir)
+    path = d / MANIFEST_NAME
+    if not path.exists():
+        raise ConfigError("model", str(d), f"a model directory with {MANIFEST_NAME}")
+    manifest = json.loads(path.read_text())
+    for name, info in manifest.get("files", {}).items():
+        f = d / name
+        if not f.is_file():
+            raise ConfigError(f"model.files[{name}]", str(f), "a file listed in the manifest",
+                              "reinstall dekasim, or retrain with the manifest's command")
+        if _sha256(f) != info["sha256"]:
+            raise ConfigError(f"model.sha256[{name}]", _sha256(f)[:16] + "...", f"{info['sha256'][:16]}... "
+                              "(the manifest's)", "the file was modified: reinstall dekasim, or retrain with the "
+                              f"manifest's command ({manifest.get('command', '?')})")
+    return manifest
+
+
+def load_model(spec: str | Path):
+    """A :class:`~dekasim.generative.ldm.TextToImageLDM` from a model spec (see the module docstring)."""
+    from dekasim.generative.ldm import TextToImageLDM
+    from dekasim.generative.train import model_from_checkpoint
+
+    text = str(spec)
+    if text in SHIPPED_NAMES and not Path(text).exists():
+        d = shipped_dir(text)
+        if not d.is_dir():
+            raise ConfigError("model", text, "a shipped model (package data dekasim/generative/data/models/"
+                              f"{text}/)", f"train it: dekasim world train --preset {text} --out runs/world-{text}, "
+                              f"then pass runs/world-{text}")
+        verify_manifest(d)
+        return TextToImageLDM.from_pretrained(d)
+    d = Path(text)
+    if not d.is_dir():
+        raise ConfigError("model", text, "'cloud', 'edge', or an existing local directory",
+                          "models are never downloaded: give a local path")
+    if (d / "model_index.json").exists() or (d / "unet").is_dir():
+        if (d / MANIFEST_NAME).exists():
+            verify_manifest(d)
+        return TextToImageLDM.from_pretrained(d)
+    if (d / "model" / "model_index.json").exists():
+        return TextToImageLDM.from_pretrained(d / "model")
+    if (d / "checkpoint").is_dir():
+        return model_from_checkpoint(d)
+    raise ConfigError("model", text, "a pipeline directory (unet/, text_encoder/, ...) or a `dekasim world train` "
+                      "output directory")

@@ -1,0 +1,593 @@
+"""The knowledge pack: what MAKD's cloud-side alignment sends to the edge.
+
+A pack holds a **metaword** (one learned token embedding for the edge text encoder), a **G-LoRA** (peft
+LoRA weights on the edge UNet's attention projections) and, later, a CALA bank. On disk it is a
+directory in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
+
+    pack_dir/
+      manifest.json                       compact JSON: kind, format version, base-model hash, metaword, subject,
+                                          placement, LoRA config, info, bits, n_params, payload_bytes, size_bytes,
+                                          and per file: size, sha256, quantisation, tensors (name -> shape, dtype)
+      learned_embeds.safetensors          textual-inversion layout: {metaword: embedding [D] float32}
+      pytorch_lora_weights.safetensors    unquantised LoRA, the layout of diffusers' ``save_lora_adapter``
+      pytorch_lora_weights.q{bits}.safetensors   ... or the LoRA quantised to 8, 4 or 2 bits
+
+LoRA keys are those diffusers 0.42 writes with ``unet.save_lora_adapter``: no ``unet.`` prefix and no
+adapter name, e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight``
+(``[r, in]``) and ``....to_q.lora_B.weight`` (``[out, r]``). The unquantised file also carries the LoRA
+config in its safetensors header (``lora_adapter_metadata``), as diffusers writes it, so the pack
+directory itself loads with diffusers::
+
+    unet.load_lora_adapter(pack_dir, weight_name="pytorch_lora_weights.safetensors",
+                           adapter_name="g_lora", prefix=None)
+
+``prefix=None`` matters: the default ``prefix="transformer"`` filters every key out and loads nothing.
+:func:`load_lora_into_unet` does this from a state dict and checks that every tensor landed.
+
+Quantisation (``bits`` in {8, 4, 2}) is per output row (first dimension), asymmetric and uniform:
+``x[i, j] ~= codes[i, j] * scale[i] + zero[i]`` with ``codes`` in ``[0, 2**bits - 1]``, ``scale`` and
+``zero`` (the row minimum) in float16, and the codes of the flattened matrix packed into bytes
+(``8 // bits`` codes per byte, the first code in the lowest bits). The metaword embedding is never
+quantised: it is ``D`` float32 values.
+
+Sizes: ``size_bytes`` counts the files as stored (safetensors headers and manifest included);
+``payload_bytes`` counts the tensor data alone. For small LoRAs the headers dominate (each quantised
+tensor has three ~90-character keys): on the toy UNet an r=2 G-LoRA's files *grow* when quantised
+(52 KB float32 -> 71/68/67 KB at 8/4/2 bits) while its payload shrinks (23 -> 12/9/8 KB); at r=8 both
+shrink (122 -> 90/78/72 KB files, 93 -> 31/19/13 KB payload).
+
+Loading refuses, with a :class:`~dekasim.errors.ConfigError` naming the field, a pack that is incomplete,
+altered (sha256), inconsistent with its manifest (shapes), of an unknown kind or version, or made for
+another base model. Only JSON and safetensors are read; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from dekasim.errors import ConfigError
+
+FORMAT_VERSION = 1
+KIND = "dekasim-knowledge-pack"
+MANIFEST_NAME = "manifest.json"
+EMBEDS_NAME = "learned_embeds.safetensors"
+LORA_NAME = "pytorch_lora_weights.safetensors"
+PLACEMENTS = ("before_subject", "prefix")
+BITS = (8, 4, 2)
+QUANT_SCHEME = "per_row_asymmetric_uniform"
+#: the safetensors header key under which diffusers stores a LoRA's config (``LORA_ADAPTER_METADATA_KEY``).
+LORA_METADATA_KEY = "lora_adapter_metadata"
+
+
+def quantised_lora_name(bits: int) -> str:
+    """File name of the LoRA quantised to ``bits`` bits."""
+    return f"pytorch_lora_weights.q{bits}.safetensors"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# The pack
+
+
+@dataclass
+class KnowledgePack:
+    """An alignment result for one edge model.
+
+    :param base_model_hash: :func:`model_fingerprint` of the edge model the pack applies to.
+    :param metaword: the new token, e.g. ``"<triangle*>"`` (no whitespace).
+    :param metaword_embedding: its embedding ``[D]`` float32, ``D`` = the edge text encoder's width.
+    :param subject: the caption word the metaword goes with, e.g. ``"triangle"``.
+    :param placement: ``"before_subject"`` (``"a red <triangle*> triangle"``) or ``"prefix"``
+        (``"<triangle*> a red triangle"``).
+    :param lora: LoRA state dict in diffusers' layout (see the module docstring), tensors ``[r, in]`` /
+        ``[out, r]``.
+    :param lora_config: JSON-able peft ``LoraConfig`` fields, e.g.
+        ``{"r": 8, "lora_alpha": 8, "target_modules": ["to_k", "to_out.0", "to_q", "to_v"]}``.
+    :param info: JSON-able facts (method, steps, losses, ...).
+    """
+
+    base_model_hash: str
+    metaword: str | None = None
+    metaword_embedding: torch.Tensor | None = None
+    subject: str | None = None
+    placement: str = "before_subject"
+    lora: dict[str, torch.Tensor] | None = None
+    lora_config: dict | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject inconsistent fields (called on construction and by :func:`save_pack`)."""
+        if self.placement not in PLACEMENTS:
+            raise ConfigError("pack.placement", self.placement, f"one of {list(PLACEMENTS)}")
+        if (self.metaword is None) != (self.metaword_embedding is None):
+            raise ConfigError("pack.metaword", self.metaword, "a metaword together with its embedding (or neither)",
+                              "set both metaword and metaword_embedding")
+        if self.metaword is not None:
+            if not self.metaword or re.search(r"\s", self.metaword):
+                raise ConfigError("pack.metaword", self.metaword, "one token without whitespace, e.g. '<triangle*>'")
+            if not torch.is_tensor(self.metaword_embedding) or self.metaword_embedding.ndim != 1:
+                got = (tuple(self.metaword_embedding.shape) if torch.is_tensor(self.metaword_embedding)
+                       else type(self.metaword_embedding).__name__)
+                raise ConfigError("pack.metaword_embedding", got, "a 1-D tensor [D]")
+        if self.lora is not None:
+            for k, v in self.lora.items():
+                if not torch.is_tensor(v) or not v.is_floating_point():
+                    raise ConfigError(f"pack.lora[{k}]", type(v).__name__, "a floating-point tensor")
+
+    def rewrite(self, prompt: str) -> str:
+        """``prompt`` with the metaword inserted.
+
+        ``"before_subject"`` puts it before the first whole-word, case-insensitive occurrence of
+        ``subject`` (``"a red triangle at"`` -> ``"a red <triangle*> triangle at"``; ``"triangles"`` does not
+        match ``"triangle"``). ``"prefix"`` puts it first. A prompt without the subject, an empty prompt (the
+        classifier-free-guidance null prompt), a prompt that already holds the metaword, and a pack without
+        a metaword give the prompt unchanged. With ``"prefix"`` and no ``subject``, every non-empty prompt
+        gets it.
+        """
+        if self.metaword is None or not prompt.strip():
+            return prompt
+        if re.search(rf"(?<!\S){re.escape(self.metaword)}(?!\S)", prompt):
+            return prompt
+        match = None
+        if self.subject:
+            match = re.search(rf"(?<!\w){re.escape(self.subject)}(?!\w)", prompt, flags=re.IGNORECASE)
+            if match is None:
+                return prompt
+        if self.placement == "prefix":
+            return f"{self.metaword} {prompt}"
+        if match is None:  # before_subject without a subject: nowhere to put it
+            return prompt
+        return f"{prompt[:match.start()]}{self.metaword} {prompt[match.start():]}"
+
+    def n_params(self) -> int:
+        """Learned numbers carried: metaword embedding + LoRA (not counting quantisation side data)."""
+        n = 0 if self.metaword_embedding is None else self.metaword_embedding.numel()
+        return n + sum(v.numel() for v in (self.lora or {}).values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Fingerprint
+
+
+def model_fingerprint(model: Any) -> str:
+    """sha256 (hex) of an edge model's weights: the ``base_model_hash`` a pack is checked against.
+
+    Hashes, in sorted key order, each entry of ``model.unet.state_dict()`` and
+    ``model.text_encoder.state_dict()`` (keys prefixed ``unet.`` / ``text_encoder.``): its name, shape,
+    the word ``float32`` and the bytes of the float32, contiguous CPU tensor. Keys containing ``lora_``
+    are skipped and peft's ``.base_layer.`` is removed from names, so adding a LoRA adapter (not fusing
+    it) leaves the fingerprint unchanged; changing any base weight changes it.
+
+    Values are hashed as float32: a model saved in fp16 and loaded back hashes its loaded (rounded)
+    values, so it differs from the float32 model it was saved from. Adding the metaword token to the text
+    encoder (resizing its embedding) changes the fingerprint: take it from the model before alignment.
+    """
+    parts = [(name, getattr(model, name, None)) for name in ("unet", "text_encoder")]
+    parts = [(name, mod) for name, mod in parts if mod is not None]
+    if not parts:
+        raise ConfigError("model", type(model).__name__, "a model with .unet and/or .text_encoder modules")
+    entries: dict[str, torch.Tensor] = {}
+    for prefix, module in parts:
+        for key, value in module.state_dict().items():
+            if "lora_" in key:
+                continue
+            entries[f"{prefix}.{key.replace('.base_layer.', '.')}"] = value
+    h = hashlib.sha256()
+    for key in sorted(entries):
+        t = entries[key].detach().to(device="cpu", dtype=torch.float32).contiguous()
+        h.update(key.encode())
+        h.update(json.dumps(list(t.shape)).encode())
+        h.update(b"float32")
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Quantisation
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack integer codes in ``[0, 2**bits)`` into bytes.
+
+    :param codes: any shape, integer dtype; flattened in row-major order.
+    :param bits: 8, 4 or 2 (1, 2 or 4 codes per byte; the first code in the lowest bits).
+    :return: ``[ceil(n / (8 // bits))]`` uint8 (the last byte zero-padded).
+    """
+    _check_bits(bits)
+    per_byte = 8 // bits
+    flat = codes.reshape(-1).to(torch.int64)
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 1 << bits):
+        raise ValueError(f"codes outside [0, {(1 << bits) - 1}] for {bits} bits")
+    pad = (-flat.numel()) % per_byte
+    flat = torch.cat([flat, flat.new_zeros(pad)]).reshape(-1, per_byte)
+    shifts = torch.arange(per_byte, dtype=torch.int64) * bits
+    return (flat << shifts).sum(dim=1).to(torch.uint8)
+
+
+def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_codes`: ``[n]`` uint8 codes from the packed bytes."""
+    _check_bits(bits)
+    per_byte = 8 // bits
+    shifts = torch.arange(per_byte, dtype=torch.int64) * bits
+    codes = (packed.reshape(-1, 1).to(torch.int64) >> shifts) & ((1 << bits) - 1)
+    return codes.reshape(-1)[:n].to(torch.uint8)
+
+
+def _check_bits(bits: int) -> None:
+    if bits not in BITS:
+        raise ConfigError("bits", bits, f"one of {list(BITS)} (or None for no quantisation)")
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as ``[rows, cols]``: rows = the first dimension (a 0-D/1-D tensor is one row)."""
+    return x.reshape(1, -1) if x.ndim < 2 else x.reshape(x.shape[0], -1)
+
+
+def quantise_tensor(x: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
+    """Per-row asymmetric uniform quantisation.
+
+    ``x[i, ...] ~= codes * scale[i] + zero[i]``, ``codes`` in ``[0, 2**bits - 1]``; ``zero[i]`` is the row
+    minimum and ``scale[i] = (max - min) / (2**bits - 1)``, both rounded to float16 *before* the codes are
+    chosen, so the decoder's fp16 values are the ones the codes were fitted to. Error per element is at
+    most ``scale[i] / 2`` (plus the fp16 rounding of ``zero[i]``).
+
+    :param x: floating tensor, any shape; rows = the first dimension.
+    :param bits: 8, 4 or 2.
+    :return: ``codes`` ``[ceil(numel * bits / 8)]`` uint8 (packed, :func:`pack_codes`), ``scale`` and
+        ``zero`` ``[rows]`` float16, ``shape`` ``[ndim]`` int64 and ``bits`` ``[]`` int64 (these last two go
+        into the manifest, not the tensor file).
+    """
+    _check_bits(bits)
+    levels = (1 << bits) - 1
+    m = _rows(x.detach().to(device="cpu", dtype=torch.float32))
+    if not torch.isfinite(m).all() or m.abs().max() > torch.finfo(torch.float16).max:
+        raise ConfigError("quantise", "values beyond float16 range or not finite", "finite values with |x| <= 65504",
+                          "quantise a finite tensor, or save the pack unquantised (bits=None)")
+    lo = m.min(dim=1).values if m.shape[1] else m.new_zeros(m.shape[0])
+    hi = m.max(dim=1).values if m.shape[1] else m.new_zeros(m.shape[0])
+    zero = lo.to(torch.float16)
+    tiny = torch.tensor(2.0 ** -24, dtype=torch.float16)  # smallest positive fp16: never divide by 0
+    scale = torch.maximum(((hi - zero.float()) / levels).to(torch.float16), tiny)
+    codes = torch.round((m - zero.float()[:, None]) / scale.float()[:, None]).clamp(0, levels)
+    return {"codes": pack_codes(codes, bits), "scale": scale, "zero": zero,
+            "shape": torch.tensor(list(x.shape), dtype=torch.int64), "bits": torch.tensor(bits, dtype=torch.int64)}
+
+
+def dequantise_tensor(parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """float32 tensor of the original shape from :func:`quantise_tensor`'s ``parts``."""
+    bits = int(parts["bits"])
+    shape = [int(s) for s in parts["shape"].tolist()]
+    n = math.prod(shape)
+    rows = shape[0] if len(shape) >= 2 else 1
+    codes = unpack_codes(parts["codes"], bits, n).reshape(rows, -1).float()
+    x = codes * parts["scale"].float()[:, None] + parts["zero"].float()[:, None]
+    return x.reshape(shape)
+
+
+def _n_packed_bytes(shape: list[int], bits: int) -> int:
+    return -(-math.prod(shape) // (8 // bits))
+
+
+# ----------------------------------------------------------------------------------------------
+# LoRA on a diffusers UNet
+
+
+def _peft_kwargs(lora_config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The entries of ``lora_config`` that peft's ``LoraConfig`` accepts."""
+    if lora_config is None:
+        return None
+    import dataclasses
+
+    from peft import LoraConfig
+
+    known = {f.name for f in dataclasses.fields(LoraConfig)}
+    return {k: v for k, v in lora_config.items() if k in known}
+
+
+def lora_state_dict(unet: torch.nn.Module, adapter_name: str = "g_lora") -> dict[str, torch.Tensor]:
+    """The LoRA tensors of ``adapter_name`` on ``unet``, keyed as diffusers' ``save_lora_adapter`` writes
+    them (``....to_q.lora_A.weight`` ``[r, in]``, ``....to_q.lora_B.weight`` ``[out, r]``): detached CPU
+    copies, ready for :attr:`KnowledgePack.lora`."""
+    from peft.utils import get_peft_model_state_dict
+
+    adapters = sorted(getattr(unet, "peft_config", {}))
+    if adapter_name not in adapters:
+        raise ConfigError("adapter_name", adapter_name, f"an adapter of the UNet: {adapters}",
+                          "add one with unet.add_adapter(LoraConfig(...), adapter_name=...)")
+    sd = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    return {k: v.detach().to("cpu").clone() for k, v in sd.items()}
+
+
+def lora_config_dict(unet: torch.nn.Module, adapter_name: str = "g_lora") -> dict[str, Any]:
+    """The JSON-able :attr:`KnowledgePack.lora_config` of ``adapter_name`` on ``unet``: ``r``,
+    ``lora_alpha``, sorted ``target_modules``, and ``rank_pattern``/``alpha_pattern``/``use_rslora``/
+    ``use_dora`` where they are not defaults."""
+    cfg = unet.peft_config[adapter_name]
+    targets = cfg.target_modules
+    alpha = float(cfg.lora_alpha)
+    out: dict[str, Any] = {"r": int(cfg.r), "lora_alpha": int(alpha) if alpha.is_integer() else alpha,
+                           "target_modules": targets if isinstance(targets, str) else sorted(targets)}
+    for key in ("rank_pattern", "alpha_pattern"):
+        if getattr(cfg, key, None):
+            out[key] = dict(getattr(cfg, key))
+    for key in ("use_rslora", "use_dora"):
+        if getattr(cfg, key, False):
+            out[key] = True
+    return out
+
+
+def load_lora_into_unet(unet: torch.nn.Module, lora: Mapping[str, torch.Tensor], lora_config: Mapping[str, Any] | None,
+                        adapter_name: str = "g_lora") -> None:
+    """Add a pack's LoRA to ``unet`` as adapter ``adapter_name`` (active), in the UNet's dtype.
+
+    Equivalent to diffusers' ``unet.load_lora_adapter(dict(lora), prefix=None, adapter_name=adapter_name,
+    metadata=lora_config)``; without ``lora_config`` diffusers assumes ``lora_alpha = r`` (scale 1).
+    Keys prefixed ``unet.`` (a pipeline-level LoRA file) are accepted. Every tensor must land in the UNet
+    with its shape, else a ConfigError.
+    """
+    from peft.utils import get_peft_model_state_dict
+
+    state = dict(lora)
+    if state and all(k.startswith("unet.") for k in state):
+        state = {k[len("unet."):]: v for k, v in state.items()}
+    if adapter_name in getattr(unet, "peft_config", {}):
+        raise ConfigError("adapter_name", adapter_name, "a name not yet used by an adapter of this UNet",
+                          "choose another adapter_name, or unet.delete_adapters(name) first")
+    from dekasim.generative.ldm import _quiet
+
+    try:
+        with _quiet():
+            unet.load_lora_adapter(state, prefix=None, adapter_name=adapter_name, metadata=_peft_kwargs(lora_config))
+    except (ValueError, RuntimeError, KeyError) as exc:  # peft: no matching module; torch: size mismatch
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError("pack.lora", f"{len(state)} tensors", f"LoRA tensors that fit this UNet ({first[:200]})",
+                          "apply the pack to the edge model it was aligned on (see pack.base_model_hash)") from None
+    landed = set(get_peft_model_state_dict(unet, adapter_name=adapter_name)) if adapter_name in getattr(
+        unet, "peft_config", {}) else set()
+    missing = sorted(set(state) - landed)
+    if missing:
+        raise ConfigError("pack.lora", missing[:3] + (["..."] if len(missing) > 3 else []),
+                          "LoRA keys naming attention projections of this UNet",
+                          "apply the pack to the edge model it was aligned on (see pack.base_model_hash)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Save / load
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _quantisation_entry(bits: int) -> dict[str, Any]:
+    return {"scheme": QUANT_SCHEME, "bits": bits, "axis": 0, "codes_per_byte": 8 // bits,
+            "keys": "<name>.codes (uint8, packed), <name>.scale and <name>.zero (float16, one per row)",
+            "formula": "x[i, j] = codes[i, j] * scale[i] + zero[i]; rows = first dimension; codes of the "
+                       "flattened tensor, first code in the lowest bits",
+            "dequantised_dtype": "float32"}
+
+
+def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = None) -> Path:
+    """Write ``pack`` into ``directory`` (created; earlier pack files there are replaced).
+
+    The manifest (compact JSON) lists every file with its size, sha256, quantisation and tensors (name ->
+    shape and dtype as given, before quantisation), plus ``payload_bytes`` (the tensor data alone, without
+    safetensors headers or manifest: what a wire format that derives names and shapes from the base model
+    and ``lora_config`` would send) and ``size_bytes`` (all files, the manifest included, as
+    :func:`pack_size_bytes`).
+
+    :param bits: None (LoRA stored in its own dtype, float32 or float16) or 8/4/2 (LoRA quantised per
+        row, :func:`quantise_tensor`); the metaword embedding is always float32.
+    :return: the directory. The manifest is written last: a directory without one is not a pack.
+    """
+    from safetensors.torch import save_file
+
+    pack.validate()
+    if bits is not None:
+        _check_bits(bits)
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for stale in [d / MANIFEST_NAME, d / EMBEDS_NAME, d / LORA_NAME, *(d / quantised_lora_name(b) for b in BITS)]:
+        stale.unlink(missing_ok=True)
+    files: list[dict[str, Any]] = []  # name, quantisation, tensors; sizes and hashes added below
+    payload = 0
+    if pack.metaword is not None:
+        emb = pack.metaword_embedding.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        save_file({pack.metaword: emb}, str(d / EMBEDS_NAME), metadata={"format": "pt"})
+        files.append({"name": EMBEDS_NAME, "quantisation": None,
+                      "tensors": {pack.metaword: {"shape": list(emb.shape), "dtype": "float32"}}})
+        payload += emb.numel() * emb.element_size()
+    if pack.lora is not None:
+        lora = {k: v.detach().to("cpu").contiguous() for k, v in sorted(pack.lora.items())}
+        listed = {k: {"shape": list(v.shape), "dtype": _dtype_name(v)} for k, v in lora.items()}
+        if bits is None:
+            header = {"format": "pt"}
+            kwargs = _peft_kwargs(pack.lora_config)
+            if kwargs:  # as diffusers writes it: the pack directory loads with unet.load_lora_adapter
+                header[LORA_METADATA_KEY] = json.dumps(kwargs, sort_keys=True)
+            save_file(lora, str(d / LORA_NAME), metadata=header)
+            files.append({"name": LORA_NAME, "quantisation": None, "tensors": listed})
+            payload += sum(v.numel() * v.element_size() for v in lora.values())
+        else:
+            out: dict[str, torch.Tensor] = {}
+            for k, v in lora.items():
+                q = quantise_tensor(v, bits)
+                out.update({f"{k}.codes": q["codes"], f"{k}.scale": q["scale"], f"{k}.zero": q["zero"]})
+            name = quantised_lora_name(bits)
+            save_file(out, str(d / name), metadata={"format": "pt", "quantisation": QUANT_SCHEME, "bits": str(bits)})
+            files.append({"name": name, "quantisation": _quantisation_entry(bits), "tensors": listed})
+            payload += sum(v.numel() * v.element_size() for v in out.values())
+    for f in files:
+        f["size_bytes"] = (d / f["name"]).stat().st_size
+        f["sha256"] = _sha256(d / f["name"])
+    manifest = {
+        "format_version": FORMAT_VERSION, "kind": KIND, "base_model_hash": pack.base_model_hash,
+        "metaword": pack.metaword, "subject": pack.subject, "placement": pack.placement,
+        "lora_config": pack.lora_config, "info": pack.info, "bits": bits,
+        "metaword_embedding": None if pack.metaword is None else "float32, not quantised (it is tiny)",
+        "n_params": pack.n_params(), "payload_bytes": payload, "files": files}
+    (d / MANIFEST_NAME).write_text(_manifest_text(manifest, sum(f["size_bytes"] for f in files)))
+    return d
+
+
+def _manifest_text(manifest: dict[str, Any], file_bytes: int) -> str:
+    """Compact JSON of ``manifest`` whose ``size_bytes`` equals the pack's total size, this file included."""
+    size = file_bytes
+    for _ in range(10):  # a fixed point: the size's own digits are part of the size
+        text = json.dumps({**manifest, "size_bytes": size}, sort_keys=True, separators=(",", ":")) + "\n"
+        total = file_bytes + len(text.encode())
+        if total == size:
+            return text
+        size = total
+    return text  # pragma: no cover  (converges in two or three rounds)
+
+
+def _read_manifest(d: Path) -> dict[str, Any]:
+    path = d / MANIFEST_NAME
+    if not path.is_file():
+        raise ConfigError("pack.manifest", str(path), f"a knowledge-pack directory holding {MANIFEST_NAME}",
+                          "give the directory written by save_pack; an interrupted save leaves no manifest")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError("pack.manifest", str(path), f"valid JSON ({exc})", "copy the pack again") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        kind = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ConfigError("pack.kind", kind, f"'{KIND}'", "this directory is not a dekasim knowledge pack")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ConfigError("pack.format_version", manifest.get("format_version"), f"{FORMAT_VERSION}",
+                          "use the dekasim version that wrote the pack, or save it again with this one")
+    bits = manifest.get("bits")
+    if bits is not None and bits not in BITS:
+        raise ConfigError("pack.bits", bits, f"null or one of {list(BITS)}")
+    allowed = {EMBEDS_NAME, LORA_NAME if bits is None else quantised_lora_name(bits)}
+    files = manifest.get("files")
+    if not isinstance(files, list) or any(not isinstance(f, dict) or f.get("name") not in allowed for f in files):
+        names = [f.get("name") if isinstance(f, dict) else f for f in files] if isinstance(files, list) else files
+        raise ConfigError("pack.files", names, f"a list of file entries named from {sorted(allowed)}",
+                          "save the pack again")
+    return manifest
+
+
+def _load_verified(d: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of one manifest file entry, after checking the file exists and its sha256."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    name = entry["name"]
+    path = d / name
+    if not path.is_file():
+        raise ConfigError(f"pack.files[{name}]", str(path), "a file of the pack, as listed in manifest.json",
+                          "copy the whole pack directory again")
+    digest = _sha256(path)
+    if digest != entry.get("sha256"):
+        raise ConfigError(f"pack.sha256[{name}]", digest, f"sha256 {entry.get('sha256')} as recorded in "
+                          "manifest.json", "the file was altered or damaged in transit: fetch the pack again")
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise ConfigError(f"pack.files[{name}]", str(path), f"a safetensors file ({exc})",
+                          "fetch the pack again") from None
+
+
+def _check_shape(field_name: str, got: list[int], want: Any) -> None:
+    if got != want:
+        raise ConfigError(field_name, got, f"shape {want} as recorded in manifest.json",
+                          "the tensor file and the manifest disagree: save the pack again")
+
+
+def _file_tensors(entry: dict[str, Any], content: dict[str, torch.Tensor], bits: int | None) -> dict[str, torch.Tensor]:
+    """The tensors a file entry lists, checked against the manifest (quantised ones dequantised)."""
+    listed = entry.get("tensors") or {}
+    q = entry.get("quantisation")
+    if q is not None and (q.get("scheme") != QUANT_SCHEME or q.get("bits") != bits):
+        raise ConfigError(f"pack.files[{entry['name']}].quantisation", q, f"{QUANT_SCHEME} at the pack's bits={bits}")
+    suffixes = (".codes", ".scale", ".zero") if q is not None else ("",)
+    expected = {f"{n}{s}" for n in listed for s in suffixes}
+    if set(content) != expected:
+        odd = sorted(set(content) ^ expected)
+        raise ConfigError(f"pack.files[{entry['name']}]", odd[:3] + (["..."] if len(odd) > 3 else []),
+                          "exactly the tensors listed in manifest.json", "save the pack again")
+    out = {}
+    for name, spec in listed.items():
+        shape, where = spec.get("shape"), f"pack.tensors[{name}]"
+        if q is None:
+            t = content[name]
+            _check_shape(f"{where}.shape", list(t.shape), shape)
+            if _dtype_name(t) != spec.get("dtype"):
+                raise ConfigError(f"{where}.dtype", _dtype_name(t), f"{spec.get('dtype')} as recorded in manifest.json",
+                                  "save the pack again")
+        else:
+            codes, scale, zero = (content[f"{name}{s}"] for s in suffixes)
+            rows = shape[0] if isinstance(shape, list) and len(shape) >= 2 else 1
+            want = [_n_packed_bytes(shape, bits), rows, rows] if isinstance(shape, list) else shape
+            _check_shape(f"{where}.shape", [codes.numel(), scale.numel(), zero.numel()], want)
+            t = dequantise_tensor({"codes": codes, "scale": scale, "zero": zero, "bits": torch.tensor(bits),
+                                   "shape": torch.tensor(shape, dtype=torch.int64)})
+        out[name] = t
+    return out
+
+
+def load_pack(directory: str | Path, base_model_hash: str | None = None) -> KnowledgePack:
+    """Read and verify a pack written by :func:`save_pack`.
+
+    :param base_model_hash: the :func:`model_fingerprint` of the edge model the pack will be applied to;
+        when given, a pack made for another model is refused.
+    :return: the pack; a quantised LoRA comes back dequantised to float32 under the diffusers keys.
+    """
+    d = Path(directory)
+    manifest = _read_manifest(d)
+    if base_model_hash is not None and manifest.get("base_model_hash") != base_model_hash:
+        raise ConfigError("pack.base_model_hash", manifest.get("base_model_hash"),
+                          f"{base_model_hash} (the fingerprint of this edge model)",
+                          "align again against this edge model, or load the edge model the pack was made for")
+    bits = manifest.get("bits")
+    metaword, embedding, lora = manifest.get("metaword"), None, None
+    for entry in manifest["files"]:
+        tensors = _file_tensors(entry, _load_verified(d, entry), bits)
+        if entry["name"] == EMBEDS_NAME:
+            if list(tensors) != [metaword]:
+                raise ConfigError("pack.metaword", metaword, f"the token stored in {EMBEDS_NAME} ({list(tensors)})",
+                                  "save the pack again")
+            embedding = tensors[metaword]
+        else:
+            lora = tensors
+    if (metaword is None) != (embedding is None):
+        raise ConfigError("pack.metaword", metaword, f"a metaword with its embedding in {EMBEDS_NAME} (or neither)",
+                          "save the pack again")
+    return KnowledgePack(base_model_hash=manifest.get("base_model_hash", ""), metaword=metaword,
+                         metaword_embedding=embedding, subject=manifest.get("subject"),
+                         placement=manifest.get("placement", "before_subject"), lora=lora,
+                         lora_config=manifest.get("lora_config"), info=manifest.get("info") or {})
+
+
+def pack_size_bytes(directory: str | Path) -> int:
+    """Bytes of the pack in ``directory``: its tensor files plus ``manifest.json`` (what a downlink sends)."""
+    d = Path(directory)
+    manifest = _read_manifest(d)
+    total = (d / MANIFEST_NAME).stat().st_size
+    for f in manifest.get("files", []):
+        path = d / f["name"]
+        if not path.is_file():
+            raise ConfigError(f"pack.files[{f['name']}]", str(path), "a file of the pack, as listed in manifest.json",
+                              "copy the whole pack directory again")
+        total += path.stat().st_size
+    return total

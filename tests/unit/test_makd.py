@@ -1,0 +1,139 @@
+"""MAKD on tiny models: prompt split, what each phase may change, packs applied, early stopping, the
+whole `dekasim align` path (seconds; the models are random toys, so no quality is asserted here)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from dekasim.errors import ConfigError
+from dekasim.generative.ldm import build_ldm
+from dekasim.generative.makd import (AlignConfig, _train_phase, add_g_lora, add_metaword, align_method,
+                                     alignment_prompts, apply_pack)
+from dekasim.generative.pack import load_pack, model_fingerprint, save_pack
+from dekasim.generative.world import World, parse_caption
+
+TINY = dict(n_train_images=4, n_val_prompts=2, n_test_prompts=4, n_control_prompts=2, budget_steps=4, batch_size=2,
+            eval_every=2, patience=2, sample_steps=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def toy_pair():
+    torch.manual_seed(0)
+    return build_ldm("toy", seed=1, name="cloud-toy"), build_ldm("toy", seed=2, name="edge-toy")
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_prompt_split_keeps_test_prompts_out_of_alignment():
+    world = World()
+    p = alignment_prompts(world, AlignConfig(subject="triangle", n_train_images=40, n_val_prompts=32))
+    train = [parse_caption(c) for c in p.train + p.val]
+    test = [parse_caption(c) for c in p.test]
+    assert all(a.shape == "triangle" for a in train + test)
+    assert not {a.background for a in train} & {a.background for a in test}
+    assert not {a.position for a in train} & {a.position for a in test}
+    assert not set(p.train) & set(p.val)
+    assert all(parse_caption(c).shape != "triangle" for c in p.control)
+    assert len(p.train) == 40 and len(p.val) == 32 and len(p.test) == 128
+    assert p == alignment_prompts(world, AlignConfig(subject="triangle", n_train_images=40, n_val_prompts=32))
+    with pytest.raises(ConfigError, match="align.subject"):
+        alignment_prompts(world, AlignConfig(subject="hexagon"))
+
+
+def test_metaword_phase_changes_only_the_metaword_row(toy_pair):
+    _, edge = toy_pair
+    model = copy.deepcopy(edge)
+    cfg = AlignConfig(**TINY)
+    token_id = add_metaword(model, cfg.metaword, cfg.subject)
+    emb = model.text_encoder.get_input_embeddings().weight
+    assert torch.equal(emb[token_id], emb[model.tokenizer.convert_tokens_to_ids("triangle")])
+    before_te, before_unet = _state(model.text_encoder), _state(model.unet)
+    emb.requires_grad_(True)
+    latents = torch.randn(4, *model.latent_shape)
+    prompts = [f"a small red {cfg.metaword} triangle at the top on a gray background"] * 4
+    scores = iter([0.0, 1.0, 2.0, 3.0])
+    log = _train_phase(model, "metaword", latents, prompts, 4, 0.05, cfg, lambda: next(scores), token_id, [emb], 1)
+    after_te = _state(model.text_encoder)
+    changed = [k for k in before_te if not torch.equal(before_te[k], after_te[k])]
+    assert len(changed) == 1 and changed[0].endswith("embeddings.token_embedding.weight")
+    diff_rows = (before_te[changed[0]] != after_te[changed[0]]).any(dim=1).nonzero().flatten().tolist()
+    assert diff_rows == [token_id]
+    assert all(torch.equal(v, model.unet.state_dict()[k]) for k, v in before_unet.items())
+    assert log.best_step == 4 and log.steps_run == 4
+
+
+def test_lora_phase_leaves_base_weights_and_text_encoder_unchanged(toy_pair):
+    _, edge = toy_pair
+    model = copy.deepcopy(edge)
+    model.unet.requires_grad_(False)
+    base_unet, base_te = _state(model.unet), _state(model.text_encoder)
+    params = add_g_lora(model, rank=2, alpha=2, seed=0)
+    assert params and all("lora_" in n for n, p in model.unet.named_parameters() if p.requires_grad)
+    cfg = AlignConfig(**TINY)
+    scores = iter([0.0, 1.0, 2.0, 3.0])
+    _train_phase(model, "lora", torch.randn(4, *model.latent_shape),
+                 ["a small red triangle at the top on a gray background"] * 4, 4, 0.05, cfg, lambda: next(scores),
+                 None, params, 2)
+    sd = model.unet.state_dict()
+    for k, v in base_unet.items():  # peft renames wrapped layers to <name>.base_layer.weight
+        k2 = k if k in sd else k.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        assert torch.equal(v, sd[k2]), k
+    assert any(p.abs().sum() > 0 for n, p in model.unet.named_parameters() if "lora_B" in n)
+    assert all(torch.equal(v, model.text_encoder.state_dict()[k]) for k, v in base_te.items())
+
+
+def test_early_stopping_keeps_the_best_state(toy_pair):
+    _, edge = toy_pair
+    model = copy.deepcopy(edge)
+    model.unet.requires_grad_(False)
+    params = add_g_lora(model, rank=2, alpha=2, seed=0)
+    start = [p.detach().clone() for p in params]
+    cfg = AlignConfig(**{**TINY, "patience": 1})
+    scores = iter([1.0, 0.5, 0.2, 0.1])  # only worse after the start
+    log = _train_phase(model, "lora", torch.randn(4, *model.latent_shape),
+                       ["a small red triangle at the top on a gray background"] * 4, 40, 0.05, cfg,
+                       lambda: next(scores), None, params, 2)
+    assert log.stopped == "early" and log.best_step == 0 and log.steps_run == 2
+    assert all(torch.equal(a, b) for a, b in zip(start, params))
+
+
+def test_pack_applied_from_disk_reproduces_the_aligned_edge(toy_pair, tmp_path):
+    cloud, edge = toy_pair
+    cfg = AlignConfig(**TINY)
+    prompts = alignment_prompts(World(), cfg)
+    cloud_imgs = cloud.sample(prompts.train, prompts.seeds["train"], steps=2)
+    res = align_method("makd", edge, cloud_imgs, prompts, cfg, lambda aligned: 0.0)
+    assert res.pack.metaword == "<triangle*>" and res.pack.lora
+    save_pack(res.pack, tmp_path / "pack")
+    pack = load_pack(tmp_path / "pack", base_model_hash=model_fingerprint(edge))
+    applied = apply_pack(edge, pack)
+    a = res.edge.sample(prompts.test, prompts.seeds["test"], steps=2)
+    b = applied.sample(prompts.test, prompts.seeds["test"], steps=2)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert applied.prompts(["a small red triangle at the top on a gray background"]) == [
+        "a small red <triangle*> triangle at the top on a gray background"]
+    other = build_ldm("toy", seed=9)
+    with pytest.raises(ConfigError, match="base_model_hash"):
+        apply_pack(other, pack)
+
+
+def test_align_command_writes_pack_report_and_grid(toy_pair, tmp_path):
+    from dekasim.generative.alignment import run_alignment
+
+    cloud, edge = toy_pair
+    report = run_alignment(cloud, edge, AlignConfig(**TINY), tmp_path, bits=(8, 2))
+    for name in ("report.json", "report.md", "grid.png", "pack/manifest.json", "pack-q8/manifest.json",
+                 "pack-q2/manifest.json", "pack-metaword/manifest.json", "pack-lora/manifest.json"):
+        assert (tmp_path / name).exists(), name
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert set(saved["results"]) == {"none", "metaword", "lora", "makd"}
+    levels = saved["packs"]["makd_levels"]
+    assert levels["2-bit"]["bytes"] < levels["8-bit"]["bytes"] < levels["none"]["bytes"]
+    assert "| MAKD |" in (tmp_path / "report.md").read_text()
+    assert report["results"]["none"]["pack_params"] == 0
