@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     wt.add_argument("--time-budget-s", type=float, default=None, help="stop this call after this long; resume later")
     wt.add_argument("--checkpoint-every", type=int, default=250)
     wt.add_argument("--float32", action="store_true", help="save the UNet in float32 (default float16)")
+    wt.add_argument("--check-n", type=int, default=256, help="held-out prompts checked when the run ends (default 256)")
     wc = wsub.add_parser("check", help="attribute-checker quality of a model on held-out prompts")
     wc.add_argument("model", help="'cloud', 'edge', a model directory or a `world train` run directory")
     wc.add_argument("--n", type=int, default=256, help="prompts (default 256)")

@@ -31,7 +31,7 @@ def world_train(args: argparse.Namespace, command: str | None) -> int:
     if res.model_dir is None:
         print(f"stopped at step {res.steps}/{cfg.steps}; rerun the same command to resume -> {out}")
         return 0
-    quality = generation_quality(res.model, n=256, split="heldout")
+    quality = generation_quality(res.model, n=args.check_n, split="heldout")
     ceiling_note = "fully-correct fraction of held-out prompts by the attribute checker (seed 0, 25 DDIM steps, CFG 1.5)"
     prov = res.model.config.provenance
     write_manifest(res.model_dir, {

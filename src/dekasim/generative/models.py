@@ -70,6 +70,20 @@ def verify_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def check_model_spec(spec: str | Path) -> None:
+    """The errors :func:`load_model` would raise about where ``spec`` points, without loading anything."""
+    text = str(spec)
+    if text in SHIPPED_NAMES and not Path(text).exists():
+        if not shipped_dir(text).is_dir():
+            raise ConfigError("model", text, "a shipped model (package data dekasim/generative/data/models/"
+                              f"{text}/)", f"train it: dekasim world train --preset {text} --out runs/world-{text}, "
+                              f"then pass runs/world-{text}")
+        return
+    if not Path(text).is_dir():
+        raise ConfigError("model", text, "'cloud', 'edge', or an existing local directory",
+                          "models are never downloaded: give a local path")
+
+
 def load_model(spec: str | Path):
     """A :class:`~dekasim.generative.ldm.TextToImageLDM` from a model spec (see the module docstring)."""
     from dekasim.generative.ldm import TextToImageLDM

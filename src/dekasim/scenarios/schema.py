@@ -23,7 +23,7 @@ from dekasim.conditions import ALL_PROFILES, FIXED_TDL_PROFILES, FLAT_PROFILES, 
 from dekasim.errors import ConfigError
 from dekasim.scenarios.presets import DELAY_SPREAD_PRESETS_NS
 
-PAYLOAD_KINDS = ("photos",)
+PAYLOAD_KINDS = ("photos", "generated")
 EXECUTORS = ("local", "ray")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -81,6 +81,7 @@ class Scenario:
     ray_address: str | None = None
     device: str = "cpu"
     source: str | None = None
+    payload_options: tuple[tuple[str, Any], ...] = ()
 
     def conditions(self) -> list[Condition]:
         """Unique channel conditions of the sweep, delay spread outermost and SNR innermost.
@@ -104,6 +105,8 @@ class Scenario:
         d = asdict(self)
         d["grid"] = asdict(self.grid)
         d.pop("source")
+        if not self.payload_options:  # photo scenarios keep the hash they had before generated payloads
+            d.pop("payload_options")
         return json.loads(json.dumps(d))
 
     def hash(self) -> str:
@@ -121,7 +124,11 @@ _TOP = {"name": (str,), "seed": (int,), "output_dir": (str,), "executor": (str,)
         "device": (str,),
         "payload": (dict,), "channel": (dict,), "ofdm": (dict,), "sweep": (dict,),
         "codecs": (list,), "monte_carlo": (dict,)}
-_PAYLOAD = {"kind": (str,), "resolution_px": (int,)}
+_PAYLOAD = {"kind": (str,), "resolution_px": (int,), "model": (str,), "pack": (str,), "prompts": (str,),
+            "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM}
+#: keys of [payload] that only kind = "generated" takes, with their defaults
+GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
+                      "guidance": 1.5}
 _CHANNEL = {"carrier_frequency_hz": _NUM, "speed_mps": _NUM}
 _OFDM = {"num_ofdm_symbols": (int,), "fft_size": (int,), "subcarrier_spacing_hz": _NUM,
          "cyclic_prefix_length": (int,), "num_guard_carriers": (list,), "dc_null": (bool,),
@@ -207,6 +214,21 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
     kind = payload.get("kind", "photos")
     if kind not in PAYLOAD_KINDS:
         raise ConfigError("payload.kind", kind, f"one of {list(PAYLOAD_KINDS)}")
+    payload_options: tuple[tuple[str, Any], ...] = ()
+    if kind == "generated":
+        payload_options = tuple(sorted({**GENERATED_DEFAULTS, **{k: v for k, v in payload.items()
+                                                                  if k in GENERATED_DEFAULTS}}.items()))
+        opts = dict(payload_options)
+        if opts["prompts"] not in ("heldout", "train", "all"):
+            raise ConfigError("payload.prompts", opts["prompts"], "a world split: 'heldout', 'train' or 'all'")
+        for key in ("n_prompts", "sample_steps"):
+            if opts[key] < 1:
+                raise ConfigError(f"payload.{key}", opts[key], "a positive integer")
+    else:
+        extra = sorted(k for k in payload if k in GENERATED_DEFAULTS)
+        if extra:
+            raise ConfigError(f"payload.{extra[0]}", payload[extra[0]], f"no such key for kind = {kind!r}",
+                              'it belongs to kind = "generated"')
     executor = raw.get("executor", "local")
     if executor not in EXECUTORS:
         raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
@@ -295,7 +317,8 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
                           f"an integer >= images_per_point ({mc_obj.images_per_point})")
 
     scenario = Scenario(
-        name=raw["name"], seed=seed, payload_kind=kind, resolution_px=payload.get("resolution_px", 64),
+        name=raw["name"], seed=seed, payload_kind=kind,
+        resolution_px=payload.get("resolution_px", 32 if kind == "generated" else 64), payload_options=payload_options,
         carrier_frequency_hz=float(channel.get("carrier_frequency_hz", 3.5e9)),
         speed_mps=float(channel.get("speed_mps", 0.0)), grid=grid, snr_db=snrs, delay_spread_ns=spreads,
         tdl_profile=profiles, bandwidth_ratio=ratios, csi=csis, codecs=tuple(specs), monte_carlo=mc_obj,

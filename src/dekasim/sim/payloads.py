@@ -1,7 +1,10 @@
-"""Payload sources: what the codecs carry. Until the generative payload lands, real photographs.
+"""Payload sources: what the codecs carry.
 
-The photographs ship inside scikit-image's wheel (no download): the colour ones are centre-cropped to
-a square and resized to the scenario's resolution with Pillow's Lanczos filter.
+* ``photos`` -- real photographs that ship inside scikit-image's wheel (no download), centre-cropped
+  to a square and resized to the scenario's resolution with Pillow's Lanczos filter;
+* ``generated`` -- the images an edge text-to-image model generates for world prompts (DeKA-g's
+  payload: the user's image is compared with the edge's own image), optionally with a knowledge pack
+  applied (MAKD-aligned edge).
 """
 
 from __future__ import annotations
@@ -63,5 +66,54 @@ class PhotoSource:
     def batch(self, start: int, size: int) -> torch.Tensor:
         """Items ``start .. start+size-1``, cycling through the set (Monte-Carlo repeats reuse photos
         with fresh channel and noise draws)."""
+        idx = torch.arange(start, start + size) % len(self.images)
+        return self.images[idx]
+
+
+class GeneratedSource:
+    """Images an edge text-to-image model generates, ``[N, 3, R, R]`` float32 in [0, 1].
+
+    Prompts are ``n_prompts`` captions of a world split drawn from ``seed``; image ``i`` is sampled with
+    seed ``seed * 1_000_003 + i`` (DDIM, ``sample_steps``, CFG ``guidance``). Generated once per process.
+
+    :param model: ``"edge"``, ``"cloud"``, a model directory or a ``dekasim world train`` run directory.
+    :param pack: a knowledge-pack directory (``dekasim align``) to apply to the model first, or None.
+    """
+
+    kind = "image"
+
+    def __init__(self, model: str = "edge", pack: str | None = None, prompts: str = "heldout", n_prompts: int = 64,
+                 sample_steps: int = 25, guidance: float = 1.5, seed: int = 0, resolution_px: int = 32,
+                 device: str = "cpu") -> None:
+        from dekasim.generative.models import load_model
+        from dekasim.generative.world import World, WorldSpec
+
+        ldm = load_model(model)
+        if ldm.config.resolution_px != resolution_px:
+            raise ConfigError("payload.resolution_px", resolution_px,
+                              f"the model's image side ({ldm.config.resolution_px} px)",
+                              f"set resolution_px = {ldm.config.resolution_px} or leave it out")
+        sampler = ldm
+        if pack is not None:
+            from dekasim.generative.makd import apply_pack
+            from dekasim.generative.pack import load_pack
+
+            sampler = apply_pack(ldm, load_pack(pack), copy_model=False)
+        spec = (ldm.config.world or {}).get("spec")
+        world = World(spec=WorldSpec.from_dict(spec) if spec else None)
+        batch = world.sample(n_prompts, seed=seed, split=prompts)
+        self.prompts = batch.captions
+        self.seeds = [seed * 1_000_003 + i for i in range(n_prompts)]
+        self.resolution_px = resolution_px
+        with torch.no_grad():
+            self.images = sampler.sample(self.prompts, self.seeds, steps=sample_steps, guidance=guidance).float()
+        self.images = self.images.cpu().contiguous()
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def batch(self, start: int, size: int) -> torch.Tensor:
+        """Items ``start .. start+size-1``, cycling through the generated set."""
         idx = torch.arange(start, start + size) % len(self.images)
         return self.images[idx]

@@ -23,7 +23,7 @@ from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 from dekasim.metrics import binomial_ci95, mean_ci95, psnr_db, ssim
 from dekasim.scenarios.schema import CodecSpec, Scenario, load_scenario
-from dekasim.sim.payloads import PhotoSource
+from dekasim.sim.payloads import GeneratedSource, PhotoSource
 from dekasim.sim.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,17 @@ def sweep_points(scenario: Scenario) -> list[SweepPoint]:
     return points
 
 
-def make_payload_source(scenario: Scenario) -> PhotoSource:
+def make_payload_source(scenario: Scenario) -> PhotoSource | GeneratedSource:
     if scenario.payload_kind == "photos":
         return PhotoSource(scenario.resolution_px)
-    raise ConfigError("payload.kind", scenario.payload_kind, "photos")
+    if scenario.payload_kind == "generated":
+        try:
+            return GeneratedSource(**dict(scenario.payload_options), seed=scenario.seed,
+                                   resolution_px=scenario.resolution_px)
+        except ConfigError as err:
+            field = err.field if err.field.startswith("payload") else f"payload.{err.field}"
+            raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
+    raise ConfigError("payload.kind", scenario.payload_kind, "photos or generated")
 
 
 def build_codecs(scenario: Scenario, item_shape: tuple[int, ...]) -> dict[tuple[str, float], Codec]:
@@ -88,6 +95,17 @@ def validate_scenario(scenario: Scenario) -> None:
     options at every bandwidth ratio, and link physics (pilot density) at every condition."""
     shape = (3, scenario.resolution_px, scenario.resolution_px)
     build_codecs(scenario, shape)
+    if scenario.payload_kind == "generated":
+        from dekasim.generative.models import check_model_spec
+
+        opts = dict(scenario.payload_options)
+        try:
+            check_model_spec(opts["model"])
+        except ConfigError as err:
+            raise ConfigError("payload.model", err.value, err.expected, err.fix, scenario.source) from None
+        if opts["pack"] is not None and not (Path(opts["pack"]) / "manifest.json").exists():
+            raise ConfigError("payload.pack", opts["pack"], "a knowledge-pack directory holding manifest.json",
+                              "make one with `dekasim align --out DIR` and give DIR/pack", scenario.source)
     from dekasim.channels.profiles import check_link_physics
 
     for cond in scenario.conditions():
