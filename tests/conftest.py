@@ -14,6 +14,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: tiny models gain nothing from a second thread, and on two
+    shared cores lose several-fold."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def seed(request: pytest.FixtureRequest) -> int:
     """Seed Sionna and torch for this test; returns the seed (stable per test id)."""

@@ -11,6 +11,8 @@ from dekasim.scenarios import scenario_from_dict
 from dekasim.sim import run_scenario
 from dekasim.sim.payloads import GeneratedSource
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):

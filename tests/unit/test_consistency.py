@@ -15,12 +15,7 @@ from dekasim.metrics import ConsistencyReport, consistency, paired_difference
 from dekasim.metrics.consistency import METRICS, local_image_encoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import pytest
 from dekasim.cli import main
 from dekasim.generative.ldm import build_ldm
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def toy_dirs(tmp_path_factory):

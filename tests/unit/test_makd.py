@@ -16,6 +16,8 @@ from dekasim.generative.makd import (AlignConfig, _train_phase, add_g_lora, add_
 from dekasim.generative.pack import load_pack, model_fingerprint, save_pack
 from dekasim.generative.world import World, parse_caption
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(n_train_images=4, n_val_prompts=2, n_test_prompts=4, n_control_prompts=2, budget_steps=4, batch_size=2,
             eval_every=2, patience=2, sample_steps=2, seed=3)
 

@@ -57,7 +57,6 @@ file are ever read; the sha256 is checked on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -69,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dekasim.checksums import sha256_file
 from dekasim.codecs.base import Codec, Decoded, complex_to_real, real_to_complex, register_codec, unit_power
 from dekasim.conditions import SCALABLE_TDL_PROFILES, Condition
 from dekasim.errors import ConfigError
@@ -337,10 +337,6 @@ def ratio_tag(bandwidth_ratio: float) -> str:
 def checkpoint_stem(codec: str, payload_shape: tuple[int, ...], bandwidth_ratio: float) -> str:
     """File stem of a checkpoint, e.g. ``"cala-3x32x32-bw1_6"``."""
     return f"{codec}-{'x'.join(str(int(s)) for s in payload_shape)}-bw{ratio_tag(bandwidth_ratio)}"
-
-
-def sha256_file(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def shipped_checkpoints() -> list[str]:

@@ -44,7 +44,6 @@ renders of both dialects; 99.75 % shape accuracy on degraded renders) with::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -57,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dekasim.checksums import sha256_file
 from dekasim.errors import ConfigError
 from dekasim.generative.world import ATTRIBUTE_NAMES, DIALECTS, Attributes, World, WorldSpec
 
@@ -301,13 +301,6 @@ def _command(*, steps: int, seed: int, batch_size: int, lr: float, out: str) -> 
 # Save / load
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def save_encoder(encoder: WorldFeatureEncoder, directory: str | Path, info: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` (fp32), ``config.json`` and ``manifest.json`` into ``directory``
@@ -324,7 +317,7 @@ def save_encoder(encoder: WorldFeatureEncoder, directory: str | Path, info: dict
     weights = out / WEIGHTS_NAME
     save_file(state, str(weights), metadata={"format": FORMAT})
     (out / CONFIG_NAME).write_text(json.dumps(encoder.config(), indent=2) + "\n", encoding="utf-8")
-    manifest = {"format": FORMAT, "file": WEIGHTS_NAME, "sha256": _sha256(weights), "bytes": weights.stat().st_size,
+    manifest = {"format": FORMAT, "file": WEIGHTS_NAME, "sha256": sha256_file(weights), "bytes": weights.stat().st_size,
                 "parameters": int(sum(v.numel() for v in state.values())), "dtype": "float32",
                 "torch_version": torch.__version__, "numpy_version": np.__version__,
                 "reproducible": "bit-exact only on the same torch build and thread count",
@@ -364,7 +357,7 @@ def load_encoder(directory: str | Path | None = None) -> WorldFeatureEncoder:
     if config.get("format") != FORMAT:
         raise ConfigError("feature_encoder", f"{path / CONFIG_NAME}: format {config.get('format')!r}",
                           f"format {FORMAT!r}", _fix(path))
-    actual = _sha256(path / WEIGHTS_NAME)
+    actual = sha256_file(path / WEIGHTS_NAME)
     if actual != manifest.get("sha256"):
         raise ConfigError("feature_encoder", f"{path / WEIGHTS_NAME} (sha256 {actual})",
                           f"the sha256 recorded in {MANIFEST_NAME}: {manifest.get('sha256')}",

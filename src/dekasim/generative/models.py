@@ -13,12 +13,12 @@ A *model spec* is one of
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from dekasim.checksums import sha256_file
 from dekasim.errors import ConfigError
 
 MANIFEST_NAME = "manifest.json"
@@ -30,19 +30,12 @@ def shipped_dir(name: str) -> Path:
     return Path(__file__).parent / "data" / "models" / name
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def write_manifest(model_dir: str | Path, facts: dict[str, Any]) -> Path:
     """Write ``manifest.json`` into ``model_dir``: the sha256 and size of every file below it plus ``facts``
     (command, seed, steps, times, quality ...)."""
     d = Path(model_dir)
-    files = {str(p.relative_to(d)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    files = {str(p.relative_to(d)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(d.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
     manifest = {"kind": "dekasim-ldm", "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **facts, "files": files, "total_bytes": sum(f["bytes"] for f in files.values())}
@@ -63,8 +56,8 @@ def verify_manifest(model_dir: str | Path) -> dict[str, Any]:
         if not f.is_file():
             raise ConfigError(f"model.files[{name}]", str(f), "a file listed in the manifest",
                               "reinstall dekasim, or retrain with the manifest's command")
-        if _sha256(f) != info["sha256"]:
-            raise ConfigError(f"model.sha256[{name}]", _sha256(f)[:16] + "...", f"{info['sha256'][:16]}... "
+        if sha256_file(f) != info["sha256"]:
+            raise ConfigError(f"model.sha256[{name}]", sha256_file(f)[:16] + "...", f"{info['sha256'][:16]}... "
                               "(the manifest's)", "the file was modified: reinstall dekasim, or retrain with the "
                               f"manifest's command ({manifest.get('command', '?')})")
     return manifest

@@ -53,6 +53,7 @@ from typing import Any, Mapping
 
 import torch
 
+from dekasim.checksums import sha256_file
 from dekasim.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -71,13 +72,6 @@ def quantised_lora_name(bits: int) -> str:
     """File name of the LoRA quantised to ``bits`` bits."""
     return f"pytorch_lora_weights.q{bits}.safetensors"
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -437,7 +431,7 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
             payload += sum(v.numel() * v.element_size() for v in out.values())
     for f in files:
         f["size_bytes"] = (d / f["name"]).stat().st_size
-        f["sha256"] = _sha256(d / f["name"])
+        f["sha256"] = sha256_file(d / f["name"])
     manifest = {
         "format_version": FORMAT_VERSION, "kind": KIND, "base_model_hash": pack.base_model_hash,
         "metaword": pack.metaword, "subject": pack.subject, "placement": pack.placement,
@@ -497,7 +491,7 @@ def _load_verified(d: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"pack.files[{name}]", str(path), "a file of the pack, as listed in manifest.json",
                           "copy the whole pack directory again")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != entry.get("sha256"):
         raise ConfigError(f"pack.sha256[{name}]", digest, f"sha256 {entry.get('sha256')} as recorded in "
                           "manifest.json", "the file was altered or damaged in transit: fetch the pack again")
