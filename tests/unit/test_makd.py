@@ -35,12 +35,16 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_prompt_split_keeps_test_prompts_out_of_alignment():
     world = World()
     p = alignment_prompts(world, AlignConfig(subject="triangle", n_train_images=40, n_val_prompts=32))
-    train = [parse_caption(c) for c in p.train + p.val]
+    train = [parse_caption(c) for c in p.train]
+    val = [parse_caption(c) for c in p.val]
     test = [parse_caption(c) for c in p.test]
-    assert all(a.shape == "triangle" for a in train + test)
+    assert all(a.shape == "triangle" for a in train + val + test)
     assert not {a.background for a in train} & {a.background for a in test}
     assert not {a.position for a in train} & {a.position for a in test}
-    assert not set(p.train) & set(p.val)
+    train_bg, train_pos = {a.background for a in train}, {a.position for a in train}
+    # validation: a new background or a new position, never both, never S_CG's block
+    assert all((a.background in train_bg) != (a.position in train_pos) for a in val)
+    assert not set(p.train) & set(p.val) and not set(p.test) & set(p.val)
     assert all(parse_caption(c).shape != "triangle" for c in p.control)
     assert len(p.train) == 40 and len(p.val) == 32 and len(p.test) == 128
     assert p == alignment_prompts(world, AlignConfig(subject="triangle", n_train_images=40, n_val_prompts=32))

@@ -244,14 +244,16 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Prompts: {report['prompts']}. Budget: {report['config']['budget_steps']} steps per method. "
              "Mean ± 95 % half-width over prompts.", ""]
     for split in ("test", "control"):
-        lines += [f"## {split} prompts", "", "| method | " + " | ".join(REPORT_METRICS) + " | steps | wall s |",
-                  "|---" * (len(REPORT_METRICS) + 3) + "|"]
+        lines += [f"## {split} prompts", "", "| method | " + " | ".join(REPORT_METRICS)
+                  + " | shape agrees | steps | wall s |", "|---" * (len(REPORT_METRICS) + 4) + "|"]
         for m in report["methods"]:
             r = report["results"][m]
             if split not in r:
                 continue
             cells = [_fmt(r[split]["metrics"][k]["mean"], r[split]["metrics"][k]["ci95_halfwidth"])
                      for k in REPORT_METRICS]
+            shape = r[split].get("attribute_agreement_rates", {}).get("shape")
+            cells.append(_fmt(shape["mean"], shape["ci95_halfwidth"]) if shape else "n/a")
             steps = sum(p["steps_run"] for p in r["phases"])
             lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(cells) + f" | {steps} | {r['wall_s']:.0f} |")
         lines.append("")

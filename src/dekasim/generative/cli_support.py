@@ -34,7 +34,13 @@ def world_train(args: argparse.Namespace, command: str | None) -> int:
     quality = generation_quality(res.model, n=args.check_n, split="heldout")
     ceiling_note = "fully-correct fraction of held-out prompts by the attribute checker (seed 0, 25 DDIM steps, CFG 1.5)"
     prov = res.model.config.provenance
-    write_manifest(res.model_dir, {
+    extra = {}
+    if (res.model.config.world or {}).get("dialect", "standard") != "standard":
+        q_std = generation_quality(res.model, n=args.check_n, split="heldout", dialect="standard")
+        extra["quality_heldout_by_standard_convention"] = {
+            **q_std.as_dict(), "what": "the same check judged by the cloud's (standard) rendering convention: "
+                                      "the designed misalignment"}
+    write_manifest(res.model_dir, {**extra,
         "command": command or f"dekasim world train --preset {args.preset} --out {args.out} --steps {args.steps} "
                               f"--seed {seed}",
         "seed": seed, "preset": args.preset, "steps": prov.get("steps_done"), "wall_s": prov.get("wall_s"),

@@ -16,10 +16,13 @@ between (a) and (b) (``metaword_fraction``). Every phase stops early on a valida
 score (edge vs cloud on validation prompts disjoint from S_CG), evaluated every ``eval_every`` steps;
 the best state is kept -- training depth is chosen by the data, not by hand.
 
-Prompts (:func:`alignment_prompts`): S_CG and validation prompts come from one half of the
-backgrounds and the corner/centre positions; the test prompts, on which consistency is reported,
-use the *other* backgrounds and the edge positions -- never seen in alignment -- plus control
-prompts without the subject, which show what alignment costs elsewhere.
+Prompts (:func:`alignment_prompts`): S_CG comes from one half of the backgrounds and the
+corner/centre positions; the test prompts, on which consistency is reported, use the *other*
+backgrounds and the edge positions -- never seen in alignment -- plus control prompts without the
+subject, which show what alignment costs elsewhere. Validation prompts (early stopping) take a new
+background *or* a new position, never both: they measure generalisation along each axis, so that the
+stopping point is not chosen on the training distribution (where a LoRA only keeps improving),
+while the test block stays unseen.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class AlignConfig:
     :param metaword: the new token; default ``"<{subject}*>"``.
     :param placement: ``"before_subject"`` (``a red <triangle*> triangle ...``) or ``"prefix"``.
     :param n_train_images: |S_CG|, cloud images to distil from (the paper used 40 per subject).
-    :param n_val_prompts: validation prompts for early stopping (disjoint from S_CG's prompts).
+    :param n_val_prompts: validation prompts for early stopping (a new background or a new position).
     :param n_test_prompts: test prompts with the subject (other backgrounds and positions).
     :param n_control_prompts: test prompts without the subject.
     :param budget_steps: optimiser steps per method (MAKD: both phases together).
@@ -76,7 +79,7 @@ class AlignConfig:
     n_val_prompts: int = 32
     n_test_prompts: int = 128
     n_control_prompts: int = 64
-    budget_steps: int = 600
+    budget_steps: int = 400
     metaword_fraction: float = 0.5
     lora_rank: int = 8
     lora_alpha: float | None = None
@@ -143,10 +146,11 @@ def alignment_prompts(world: World, config: AlignConfig) -> AlignmentPrompts:
     """S_CG, validation, test and control prompts (see the module docstring for the split).
 
     Align region: backgrounds ``[:half]`` x positions ``[::2]`` (corners and centre); test region:
-    backgrounds ``[half:]`` x positions ``[1::2]`` (edges). S_CG and validation prompts are drawn
-    without replacement from the align region's captions holding the subject (S_CG with replacement
-    when the region is smaller than ``n_train_images``); test prompts from the test region's; control
-    prompts from the test region's captions *without* the subject.
+    backgrounds ``[half:]`` x positions ``[1::2]`` (edges); validation region: the two mixed blocks
+    (align backgrounds x test positions, test backgrounds x align positions). Among captions holding
+    the subject, S_CG prompts are drawn from the align region (without replacement, or with it when
+    the region is smaller than ``n_train_images``), validation and test prompts from their regions;
+    control prompts are test-region captions *without* the subject.
     """
     attr = _subject_attribute(world, config.subject)
     sp = world.spec
@@ -157,18 +161,15 @@ def alignment_prompts(world: World, config: AlignConfig) -> AlignmentPrompts:
     has = [a for a in combos if getattr(a, attr) == config.subject]
     align = [a for a in has if a.background in align_bg and a.position in align_pos]
     test = [a for a in has if a.background in test_bg and a.position in test_pos]
+    val = [a for a in has if (a.background in align_bg) != (a.position in align_pos)]
     control = [a for a in combos if getattr(a, attr) != config.subject and a.background in test_bg
                and a.position in test_pos]
     rng = np.random.default_rng([config.seed, 0xA11])
-    order = rng.permutation(len(align))
     n_tr = config.n_train_images
-    if n_tr + config.n_val_prompts <= len(align):
-        tr_idx, val_idx = order[:n_tr], order[n_tr:n_tr + config.n_val_prompts]
-    else:  # small worlds: S_CG repeats prompts (different seeds), validation keeps its own
-        n_val = min(config.n_val_prompts, max(1, len(align) // 3))
-        val_idx = order[:n_val]
-        rest = order[n_val:] if len(order) > n_val else order
-        tr_idx = rest[rng.integers(0, len(rest), size=n_tr)]
+    if n_tr <= len(align):
+        tr_idx = rng.permutation(len(align))[:n_tr]
+    else:  # small worlds: S_CG repeats prompts (with other seeds)
+        tr_idx = rng.integers(0, len(align), size=n_tr)
 
     def pick(pool: list[Attributes], n: int, salt: int) -> list[str]:
         if n == 0 or not pool:
@@ -177,7 +178,7 @@ def alignment_prompts(world: World, config: AlignConfig) -> AlignmentPrompts:
         idx = r.permutation(len(pool))[:n] if n <= len(pool) else r.integers(0, len(pool), size=n)
         return [pool[i].caption() for i in idx]
 
-    out = AlignmentPrompts(train=[align[i].caption() for i in tr_idx], val=[align[i].caption() for i in val_idx],
+    out = AlignmentPrompts(train=[align[i].caption() for i in tr_idx], val=pick(val or align, config.n_val_prompts, 0x7A1),
                            test=pick(test, config.n_test_prompts, 0x7E57),
                            control=pick(control, config.n_control_prompts, 0xC0))
     base = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000, "control": 4_000_000}
