@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/default_scenario_profile.py
 	$(PY) benchmarks/ray_vs_local.py
 	$(PY) benchmarks/jscc_cala.py
+	$(PY) benchmarks/ldm_sampling.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,8 +1,15 @@
 """The generative payload: the procedural captioned-image world, its attribute checker, and the
-text-to-image latent diffusion models (build, sample, save/load, train).
+text-to-image latent diffusion models (build, sample, save/load, train), and DeKA-g's generation
+alignment.
 
-``world`` and ``checker`` need only numpy and scipy; ``ldm`` and ``train`` import torch, diffusers
-and transformers when first used.
+Modules: ``world`` (captioned scenes), ``checker`` (attributes read back from images), ``ldm``
+(diffusers pipelines, local directories only), ``train`` (resumable training), ``models`` (shipped
+models, local directories, training runs), ``quality`` (checker score of a model), ``features`` (the
+world feature encoder behind the consistency metric), ``makd`` (metaword + G-LoRA and baselines),
+``pack`` (the knowledge pack), ``alignment`` (``dekasim align`` end to end), ``cli_support``.
+
+``world`` and ``checker`` need only numpy and scipy; the others import torch, diffusers, transformers
+and peft when first used.
 """
 
 from dekasim.generative.checker import Checker, CheckReport, checker_accuracy, degrade
