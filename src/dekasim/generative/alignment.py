@@ -25,18 +25,12 @@ from dekasim.errors import ConfigError
 from dekasim.generative.makd import (METHODS, AlignConfig, AlignedEdge, MethodResult, align_method,
                                      alignment_prompts, apply_pack)
 from dekasim.generative.pack import load_pack, model_fingerprint, pack_size_bytes, save_pack
-from dekasim.generative.world import World, WorldSpec
+from dekasim.generative.models import model_world
 
 log = logging.getLogger(__name__)
 
 REPORT_METRICS = ("attribute_agreement", "all_attributes_agree", "feature_cosine", "psnr_db", "ssim")
 METHOD_LABELS = {"none": "edge (unaligned)", "metaword": "metaword only", "lora": "LoRA only", "makd": "MAKD"}
-
-
-def _world_of(model) -> World:
-    cfg = model.config.world or {}
-    spec = WorldSpec.from_dict(cfg["spec"]) if cfg.get("spec") else WorldSpec()
-    return World(spec=spec)
 
 
 def model_bytes(model, dtype_bytes: int = 4) -> int:
@@ -73,7 +67,7 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
         torch.set_num_threads(int(config.threads))
     t_start = time.perf_counter()
     try:
-        world = _world_of(edge)
+        world = model_world(edge)
         prompts = alignment_prompts(world, config)
         kw = {"steps": config.sample_steps, "guidance": config.guidance}
         t0 = time.perf_counter()
@@ -88,15 +82,15 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
 
         base_hash = model_fingerprint(edge)
         results: dict[str, MethodResult] = {}
-        evals: dict[str, dict[str, Any]] = {}
+        reports: dict[str, dict[str, Any]] = {}  # method -> split -> ConsistencyReport
         images: dict[str, torch.Tensor] = {}
         for m in methods:
             log.info("aligning: %s", m)
             res = align_method(m, edge, cloud_imgs["train"], prompts, config, val_score, base_hash=base_hash)
             results[m] = res
-            evals[m], images[m] = _evaluate(res.edge, prompts, cloud_imgs, kw, encoder)
+            reports[m], images[m] = _evaluate(res.edge, prompts, cloud_imgs, kw, encoder)
             log.info("%s: test %s = %.4f (%.0f s)", m, config.val_metric,
-                     evals[m]["test"]["metrics"][config.val_metric]["mean"], res.wall_s)
+                     reports[m]["test"][config.val_metric].mean, res.wall_s)
         report: dict[str, Any] = {
             "config": asdict(config), "methods": list(methods), "base_model_hash": base_hash,
             "prompts": {k: len(getattr(prompts, k)) for k in ("train", "val", "test", "control")},
@@ -106,24 +100,21 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
                      "text_encoder_params": edge.n_params("text_encoder"), "bytes_fp32": model_bytes(edge),
                      "bytes_fp16": model_bytes(edge, 2), "unet_bytes_fp16": 2 * edge.n_params("unet")},
             "cloud_sampling_s": cloud_s,
-            "results": {m: {**evals[m], "wall_s": results[m].wall_s,
+            "results": {m: {**{k: r.as_dict() for k, r in reports[m].items()}, "wall_s": results[m].wall_s,
                             "phases": [asdict(p) for p in results[m].phases],
                             "pack_params": results[m].pack.n_params()} for m in methods},
         }
-        if "none" in evals:
+        if "none" in reports:
             for m in methods:
                 if m != "none":
-                    report["results"][m]["vs_none"] = {
-                        k: _paired(evals[m]["_reports"][k], evals["none"]["_reports"][k])
-                        for k in ("test", "control") if k in evals[m]["_reports"]}
+                    report["results"][m]["vs_none"] = {k: _paired(r, reports["none"][k])
+                                                       for k, r in reports[m].items()}
         if out is not None:
             packs = _write_packs(results, edge, out, bits, prompts, cloud_imgs, kw, encoder)
             report["packs"] = packs
             _grid(out / "grid.png", prompts, cloud_imgs["test"], images, grid_prompts)
         report["wall_s"] = time.perf_counter() - t_start
         report["command"] = command
-        for m in methods:
-            report["results"][m].pop("_reports", None)
         if out is not None:
             (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
             (out / "report.md").write_text(render_markdown(report))
@@ -142,11 +133,6 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _summary(rep) -> dict[str, Any]:
-    """Means and 95 % half-widths per metric, per-attribute agreement rates."""
-    return rep.as_dict()
-
-
 def _paired(a, b) -> dict[str, dict[str, float]]:
     from dekasim.metrics.consistency import paired_difference
 
@@ -157,21 +143,21 @@ def _paired(a, b) -> dict[str, dict[str, float]]:
     return out
 
 
-def _evaluate(aligned: AlignedEdge, prompts, cloud_imgs: dict, kw: dict, encoder) -> tuple[dict[str, Any], torch.Tensor]:
+def _evaluate(aligned: AlignedEdge, prompts, cloud_imgs: dict, kw: dict,
+              encoder) -> tuple[dict[str, Any], torch.Tensor]:
+    """Consistency reports of ``aligned`` against the cloud per split (test, control) and its test images."""
     from dekasim.metrics.consistency import consistency
 
-    res: dict[str, Any] = {"_reports": {}}
+    reports: dict[str, Any] = {}
     test_imgs = None
     for k in ("test", "control"):
         if cloud_imgs.get(k) is None:
             continue
         imgs = aligned.sample(getattr(prompts, k), prompts.seeds[k], **kw)
-        rep = consistency(imgs, cloud_imgs[k], encoder=encoder)
-        res["_reports"][k] = rep
-        res[k] = _summary(rep)
+        reports[k] = consistency(imgs, cloud_imgs[k], encoder=encoder)
         if k == "test":
             test_imgs = imgs
-    return res, test_imgs
+    return reports, test_imgs
 
 
 def _write_packs(results: dict[str, MethodResult], edge, out: Path, bits: Sequence[int], prompts, cloud_imgs,
@@ -199,7 +185,7 @@ def _write_packs(results: dict[str, MethodResult], edge, out: Path, bits: Sequen
         imgs = aligned.sample(prompts.test, prompts.seeds["test"], **kw)
         rep = consistency(imgs, cloud_imgs["test"], encoder=encoder)
         levels["none" if b is None else f"{b}-bit"] = {"dir": str(d), "bytes": pack_size_bytes(d),
-                                                       "test": _summary(rep)}
+                                                       "test": rep.as_dict()}
     packs["makd_levels"] = levels
     return packs
 

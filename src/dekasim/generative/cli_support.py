@@ -99,7 +99,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
         try:
             if isinstance(default, bool):
                 out[key] = value.lower() in ("1", "true", "yes")
-            elif isinstance(default, int) or key in ("threads",):
+            elif isinstance(default, int):
                 out[key] = int(value)
             elif isinstance(default, float) or key in ("lora_alpha",):
                 out[key] = float(value)

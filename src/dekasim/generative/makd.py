@@ -312,7 +312,11 @@ def _train_phase(model: TextToImageLDM, phase: str, latents: torch.Tensor, promp
     sched = model.scheduler
     tokens = model.tokenize(prompts)
     emb = model.text_encoder.get_input_embeddings().weight
-    frozen_rows = emb.detach().clone() if phase == "metaword" else None
+    frozen_rows = keep = None
+    if phase == "metaword":  # every row but the metaword's is restored after each step
+        frozen_rows = emb.detach().clone()
+        keep = torch.ones(emb.shape[0], dtype=torch.bool)
+        keep[metaword_id] = False
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
     def snapshot() -> list[torch.Tensor]:
@@ -345,12 +349,10 @@ def _train_phase(model: TextToImageLDM, phase: str, latents: torch.Tensor, promp
         loss = F.mse_loss(model.predict(xt, t, states, mask), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if phase == "metaword":
-            keep = torch.ones(emb.shape[0], dtype=torch.bool)
-            keep[metaword_id] = False
+        if keep is not None:
             emb.grad[keep] = 0.0
         opt.step()
-        if frozen_rows is not None:
+        if keep is not None:
             with torch.no_grad():  # exactly one row may move
                 emb[keep] = frozen_rows[keep]
         if not math.isfinite(loss.item()):

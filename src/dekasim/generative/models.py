@@ -63,6 +63,18 @@ def verify_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def model_world(model, dialect: str | None = None):
+    """The :class:`~dekasim.generative.world.World` a model was trained on (vocabulary, resolution and
+    caption split from its config; the defaults for a foreign model), drawn in ``dialect`` (default:
+    the model's own)."""
+    from dekasim.generative.world import World, WorldSpec
+
+    cfg = model.config.world or {}
+    return World(spec=WorldSpec.from_dict(cfg["spec"]) if cfg.get("spec") else None,
+                 dialect=dialect or cfg.get("dialect") or "standard", split=cfg.get("split", "combo"),
+                 holdout_fraction=cfg.get("holdout_fraction", 0.1), split_seed=cfg.get("split_seed", 0))
+
+
 def check_model_spec(spec: str | Path) -> None:
     """The errors :func:`load_model` would raise about where ``spec`` points, without loading anything."""
     text = str(spec)
@@ -82,25 +94,19 @@ def load_model(spec: str | Path):
     from dekasim.generative.ldm import TextToImageLDM
     from dekasim.generative.train import model_from_checkpoint
 
+    check_model_spec(spec)
     text = str(spec)
     if text in SHIPPED_NAMES and not Path(text).exists():
         d = shipped_dir(text)
-        if not d.is_dir():
-            raise ConfigError("model", text, "a shipped model (package data dekasim/generative/data/models/"
-                              f"{text}/)", f"train it: dekasim world train --preset {text} --out runs/world-{text}, "
-                              f"then pass runs/world-{text}")
         verify_manifest(d)
         return TextToImageLDM.from_pretrained(d)
     d = Path(text)
-    if not d.is_dir():
-        raise ConfigError("model", text, "'cloud', 'edge', or an existing local directory",
-                          "models are never downloaded: give a local path")
     if (d / "model_index.json").exists() or (d / "unet").is_dir():
         if (d / MANIFEST_NAME).exists():
             verify_manifest(d)
         return TextToImageLDM.from_pretrained(d)
     if (d / "model" / "model_index.json").exists():
-        return TextToImageLDM.from_pretrained(d / "model")
+        return load_model(d / "model")
     if (d / "checkpoint").is_dir():
         return model_from_checkpoint(d)
     raise ConfigError("model", text, "a pipeline directory (unet/, text_encoder/, ...) or a `dekasim world train` "

@@ -15,7 +15,8 @@ import numpy as np
 
 from dekasim.errors import ConfigError
 from dekasim.generative.checker import Checker
-from dekasim.generative.world import ATTRIBUTE_NAMES, World
+from dekasim.generative.models import model_world
+from dekasim.generative.world import ATTRIBUTE_NAMES
 from dekasim.metrics.stats import binomial_ci95
 
 
@@ -56,10 +57,7 @@ def generation_quality(model, n: int = 256, split: str = "heldout", seed: int = 
     """
     if n < 1:
         raise ConfigError("n", n, "a positive number of prompts")
-    world_cfg = model.config.world or {}
-    dialect = dialect or world_cfg.get("dialect") or "standard"
-    world = World(dialect=dialect, split=world_cfg.get("split", "combo"),
-                  holdout_fraction=world_cfg.get("holdout_fraction", 0.1), split_seed=world_cfg.get("split_seed", 0))
+    world = model_world(model, dialect)
     batch = world.sample(n, seed=seed, split=split)
     prompts = batch.captions
     t0 = time.perf_counter()
@@ -72,7 +70,7 @@ def generation_quality(model, n: int = 256, split: str = "heldout", seed: int = 
     ceiling = checker.check(batch.images, intended)
     k = int(report.fully_correct.sum())
     ceil = float(np.mean(ceiling.fully_correct))
-    return QualityReport(split=split, n=n, dialect=dialect, fully_correct=k / n,
+    return QualityReport(split=split, n=n, dialect=world.dialect_name, fully_correct=k / n,
                          fully_correct_ci95=binomial_ci95(k, n),
                          per_attribute={a: float(np.mean(report.correct[a])) for a in ATTRIBUTE_NAMES},
                          ceiling=ceil, ratio_to_ceiling=(k / n) / ceil if ceil else float("nan"),

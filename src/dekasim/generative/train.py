@@ -258,6 +258,16 @@ def _load_checkpoint(path: Path, config: TrainConfig, params: list[torch.nn.Para
     return info
 
 
+def _trainable(model: TextToImageLDM, config: TrainConfig) -> tuple[list[torch.nn.Parameter], bool]:
+    """The parameters a run trains (in checkpoint order) and whether the text encoder is among them
+    (``train_text_encoder`` None: all but the pretrained, packaged MiniLM)."""
+    trainable_te = config.train_text_encoder
+    if trainable_te is None:
+        trainable_te = not model.config.text_encoder_source.startswith("package:")
+    params = list(model.unet.parameters()) + (list(model.text_encoder.parameters()) if trainable_te else [])
+    return params, bool(trainable_te)
+
+
 def train(config: TrainConfig, out_dir: str | Path | None, model: TextToImageLDM | None = None,
           progress: bool = False) -> TrainResult:
     """Train a text-to-image LDM on the world's training captions.
@@ -276,9 +286,7 @@ def train(config: TrainConfig, out_dir: str | Path | None, model: TextToImageLDM
     world = config.world()
     if model is None:
         model = build_ldm(config.preset, world=world, unet=config.unet, tiny_clip=config.tiny_clip, seed=config.seed)
-    trainable_te = config.train_text_encoder
-    if trainable_te is None:
-        trainable_te = not model.config.text_encoder_source.startswith("package:")
+    params, trainable_te = _trainable(model, config)
     old_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -292,7 +300,6 @@ def train(config: TrainConfig, out_dir: str | Path | None, model: TextToImageLDM
         model.text_encoder.train(trainable_te)
         model.unet.train()
         conditioning = _Conditioning(model, captions, trainable_te)
-        params = list(model.unet.parameters()) + (list(model.text_encoder.parameters()) if trainable_te else [])
         opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
         def lr_at(step: int) -> float:
@@ -435,10 +442,7 @@ def model_from_checkpoint(run_dir: str | Path, weights: str = "ema") -> TextToIm
     info = json.loads((ckpt / "state.json").read_text())
     model = build_ldm(config.preset, world=config.world(), unet=config.unet, tiny_clip=config.tiny_clip,
                       seed=config.seed)
-    trainable_te = config.train_text_encoder
-    if trainable_te is None:
-        trainable_te = not model.config.text_encoder_source.startswith("package:")
-    params = list(model.unet.parameters()) + (list(model.text_encoder.parameters()) if trainable_te else [])
+    params, _ = _trainable(model, config)
     if info["n_params"] != len(params):
         raise ConfigError("checkpoint", info["n_params"], f"{len(params)} parameter tensors for preset {config.preset}")
     tensors = load_file(str(ckpt / "state.safetensors"))

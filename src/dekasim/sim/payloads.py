@@ -85,8 +85,7 @@ class GeneratedSource:
     def __init__(self, model: str = "edge", pack: str | None = None, prompts: str = "heldout", n_prompts: int = 64,
                  sample_steps: int = 25, guidance: float = 1.5, seed: int = 0, resolution_px: int = 32,
                  device: str = "cpu") -> None:
-        from dekasim.generative.models import load_model
-        from dekasim.generative.world import World, WorldSpec
+        from dekasim.generative.models import load_model, model_world
 
         ldm = load_model(model)
         if ldm.config.resolution_px != resolution_px:
@@ -99,15 +98,12 @@ class GeneratedSource:
             from dekasim.generative.pack import load_pack
 
             sampler = apply_pack(ldm, load_pack(pack), copy_model=False)
-        spec = (ldm.config.world or {}).get("spec")
-        world = World(spec=WorldSpec.from_dict(spec) if spec else None)
-        batch = world.sample(n_prompts, seed=seed, split=prompts)
+        batch = model_world(ldm).sample(n_prompts, seed=seed, split=prompts)
         self.prompts = batch.captions
         self.seeds = [seed * 1_000_003 + i for i in range(n_prompts)]
         self.resolution_px = resolution_px
-        with torch.no_grad():
-            self.images = sampler.sample(self.prompts, self.seeds, steps=sample_steps, guidance=guidance).float()
-        self.images = self.images.cpu().contiguous()
+        # sample() is no-grad and returns float32 [N, 3, R, R]
+        self.images = sampler.sample(self.prompts, self.seeds, steps=sample_steps, guidance=guidance).cpu()
 
     @property
     def item_shape(self) -> tuple[int, ...]:
