@@ -17,7 +17,15 @@ oracle) when the SNR the codec believes is off by a fixed offset, or carries a r
 checkpoint manifests; the cost of one training step against the channel alone (CPU and wall time,
 median of interleaved repeats).
 
-    .venv/bin/python benchmarks/jscc_cala.py [--repeats 16] [--threads 2] [--quick] [--json out.json]
+``--payload latent`` evaluates the family shipped for DeKA-g's payload instead: the ``48x8x8``
+checkpoints trained on the shipped edge model's latents, sent as latents and scored on the images
+they decode to, for ``--prompts`` (64) captions of the world's held-out split that the edge generates
+(seed ``--seed``; never generated for training). ``--extra NAME=CHECKPOINT.json`` adds any other
+checkpoint of the family to the tables (e.g. single-SNR specialists, to measure how much a
+condition-aware codec could gain at all) and prints its paired difference to ``jscc_mixed`` per SNR.
+
+    .venv/bin/python benchmarks/jscc_cala.py [--payload photos|latent] [--repeats 16] [--threads 2] [--quick]
+                                             [--extra NAME=CHECKPOINT.json ...] [--json out.json]
 
 On a shared machine wall time can swing several-fold while CPU time stays put: both are printed.
 """
@@ -41,6 +49,10 @@ parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--seed", type=int, default=2024)
 parser.add_argument("--quick", action="store_true", help="3x3 grid, 4 repeats (a smoke run)")
 parser.add_argument("--json", default=None, help="also write every number to this JSON file")
+parser.add_argument("--payload", default="photos", choices=["photos", "latent"],
+                    help="photos: the 3x32x32 family on PhotoSource; latent: the 48x8x8 family on edge latents")
+parser.add_argument("--prompts", type=int, default=64, help="latent payload: held-out prompts the edge draws")
+parser.add_argument("--extra", nargs="*", default=[], help="NAME=CHECKPOINT.json: more codecs of the family")
 ARGS = parser.parse_args()
 torch.set_num_threads(ARGS.threads)
 
@@ -48,15 +60,17 @@ import sionna.phy  # noqa: E402
 
 from dekasim import Condition  # noqa: E402
 from dekasim.codecs import build_codec  # noqa: E402
-from dekasim.codecs.jscc import CHECKPOINT_DIR  # noqa: E402
-from dekasim.codecs.train_jscc import (EVAL_DELAY_SPREADS_NS, EVAL_SNR_DB, HELD_OUT_PHOTOS, CropSampler,  # noqa: E402
+from dekasim.codecs.jscc import CHECKPOINT_DIR, checkpoint_stem  # noqa: E402
+from dekasim.codecs.train_jscc import (EVAL_DELAY_SPREADS_NS, EVAL_SNR_DB, HELD_OUT_PHOTOS,  # noqa: E402
                                        forward_through_link, make_link)
 from dekasim.metrics import psnr_db  # noqa: E402
-from dekasim.sim.payloads import PHOTO_NAMES, PhotoSource  # noqa: E402
+from dekasim.sim.payloads import PHOTO_NAMES, GeneratedSource, PhotoSource  # noqa: E402
 
 LEARNED = ["jscc", "jscc_mixed", "adjscc", "cala", "lora_oracle"]
 BASELINES = ["jscc", "jscc_mixed", "adjscc"]
-SHAPE, RATIO = (3, 32, 32), 1 / 6
+LATENT = ARGS.payload == "latent"
+SHAPE, RATIO = ((48, 8, 8) if LATENT else (3, 32, 32)), 1 / 6
+STEM_TAIL = checkpoint_stem("x", SHAPE, RATIO)[2:]          # e.g. "48x8x8-bw1_6"
 SNRS = (0.0, 10.0, 20.0) if ARGS.quick else EVAL_SNR_DB
 SPREADS = (30.0, 300.0, 3000.0) if ARGS.quick else EVAL_DELAY_SPREADS_NS
 REPEATS = 4 if ARGS.quick else ARGS.repeats
@@ -65,9 +79,18 @@ OUT: dict = {"args": vars(ARGS), "machine": {"python": platform.python_version()
 
 warnings.simplefilter("ignore")  # PhysicsWarning: TDL-C at 1000/3000 ns reaches past the 7 us cyclic prefix
 t_start_w, t_start_c = time.perf_counter(), time.process_time()
-images = PhotoSource(32).images
-x_all = images.repeat(REPEATS, 1, 1, 1)
-held = torch.tensor([PHOTO_NAMES[i % len(PHOTO_NAMES)] in HELD_OUT_PHOTOS for i in range(len(x_all))])
+if LATENT:
+    source = GeneratedSource("edge", prompts="heldout", n_prompts=ARGS.prompts, seed=ARGS.seed,
+                             representation="latent")
+    items = source.latents                                   # [N, 48, 8, 8] in [-1, 1]: what the edge sends
+else:
+    source = PhotoSource(32)
+    items = source.images
+REPRESENTATION = "latent" if LATENT else "image"
+x_all = items.repeat(REPEATS, 1, 1, 1)
+images_all = source.to_image(x_all, REPRESENTATION)
+held = None if LATENT else torch.tensor([PHOTO_NAMES[i % len(PHOTO_NAMES)] in HELD_OUT_PHOTOS
+                                         for i in range(len(x_all))])
 link = make_link("ls", 1)
 points = [Condition(snr_db=s, delay_spread_ns=d, tdl_profile="C", bandwidth_ratio=RATIO) for d in SPREADS for s in SNRS]
 
@@ -80,7 +103,7 @@ def run(codec, cond: Condition, seed: int, tx_cond: Condition | None = None) -> 
     z = codec.encode(x_all, seen)
     with torch.no_grad():
         y, no_eff = link(z, cond)
-    return psnr_db(x_all, codec.decode(y, no_eff, seen).payload)
+    return psnr_db(images_all, source.to_image(codec.decode(y, no_eff, seen).payload, REPRESENTATION))
 
 
 def seed_of(i: int) -> int:
@@ -88,11 +111,16 @@ def seed_of(i: int) -> int:
 
 
 codecs = {name: build_codec(name, SHAPE, RATIO) for name in LEARNED}
-_base_manifest = CHECKPOINT_DIR / json.loads((CHECKPOINT_DIR / "cala-3x32x32-bw1_6.json").read_text())["base"]["file"]
+_base_manifest = CHECKPOINT_DIR / json.loads((CHECKPOINT_DIR / f"cala-{STEM_TAIL}.json").read_text())["base"]["file"]
 BASE_NAME = _base_manifest.stem.split("-")[0]          # e.g. "jscc_base": CALA's frozen base, evaluated alone
 codecs[BASE_NAME] = build_codec(json.loads(_base_manifest.with_suffix(".json").read_text())["codec"], SHAPE, RATIO,
                                 checkpoint=str(_base_manifest.with_suffix(".json")))
 codecs["analog"] = build_codec("analog", SHAPE, RATIO)
+EXTRA = []
+for spec in ARGS.extra:
+    name, _, path = spec.partition("=")
+    codecs[name] = build_codec(json.loads(open(path).read())["codec"], SHAPE, RATIO, checkpoint=path)
+    EXTRA.append(name)
 
 # ---------------------------------------------------------------------------------------------- table
 psnr: dict[str, list[torch.Tensor]] = {name: [] for name in codecs}
@@ -115,10 +143,13 @@ def table(rows: dict[str, list[torch.Tensor]], mask: torch.Tensor | None = None,
     return out
 
 
+what = (f"{len(items)} edge images of held-out prompts, sent as 48x8x8 latents, scored on the decoded images"
+        if LATENT else f"{len(items)} photos")
 print(f"PSNR [dB], TDL-C, LS CSI (pilot_subcarrier_spacing=1), Es/N0 per data RE, bandwidth ratio 1/6 "
-      f"({codecs['cala'].n_channel_uses} symbols per 32x32x3 image), {len(images)} photos x {REPEATS} draws")
-OUT["psnr_all"] = table(psnr, None, "All 9 PhotoSource photos")
-OUT["psnr_held_out"] = table(psnr, held, "Held-out photos only (astronaut, coffee, rocket)")
+      f"({codecs['cala'].n_channel_uses} symbols per item of {SHAPE}), {what} x {REPEATS} draws")
+OUT["psnr_all"] = table(psnr, None, "Edge-generated images (held-out prompts)" if LATENT else "All 9 PhotoSource photos")
+if held is not None:
+    OUT["psnr_held_out"] = table(psnr, held, "Held-out photos only (astronaut, coffee, rocket)")
 
 
 def paired(a: str, b: str, mask: torch.Tensor | None = None) -> tuple[float, float]:
@@ -132,10 +163,14 @@ print("\nCALA against the others (mean over the grid of the per-point mean diffe
 OUT["cala_vs"] = {}
 for other in BASELINES + [BASE_NAME, "lora_oracle", "analog"]:
     m, h = paired("cala", other)
-    mh, hh = paired("cala", other, held)
-    OUT["cala_vs"][other] = {"all": [m, h], "held_out": [mh, hh]}
+    OUT["cala_vs"][other] = {"all": [m, h]}
     label = "gap to oracle" if other == "lora_oracle" else "gain over"
-    print(f"  {label:>14} {other:<12} {m:+6.2f} ± {h:.2f} dB   (held-out photos {mh:+6.2f} ± {hh:.2f} dB)")
+    tail = ""
+    if held is not None:
+        mh, hh = paired("cala", other, held)
+        OUT["cala_vs"][other]["held_out"] = [mh, hh]
+        tail = f"   (held-out photos {mh:+6.2f} ± {hh:.2f} dB)"
+    print(f"  {label:>14} {other:<12} {m:+6.2f} ± {h:.2f} dB{tail}")
 gains = [paired("cala", b)[0] for b in ("jscc", "jscc_mixed")]
 print(f"  average gain over the non-adapted baselines (jscc, jscc_mixed): {statistics.mean(gains):+.2f} dB")
 # where does CALA help: per SNR and per delay spread
@@ -150,12 +185,22 @@ for d in (30.0, 3000.0):
         g = codecs["cala"].gate_weights(Condition(snr_db=s_db, delay_spread_ns=d, tdl_profile="C"))[0]
         print(f"    {s_db:4g} dB {d:6g} ns  " + " ".join(f"{v:.2f}" for v in g.tolist()))
 
+print("\nDifference to jscc_mixed by Es/N0, mean over delay spreads [dB] (paired; how much knowing or "
+      "specialising to the condition buys):")
+print(" " * 14 + "".join(f"{s:>7g}dB" for s in SNRS))
+OUT["vs_mixed_by_snr"] = {}
+for name in EXTRA + ["jscc", "adjscc", "cala", "lora_oracle"]:
+    per_snr = [statistics.mean(float((psnr[name][k * len(SNRS) + j] - psnr["jscc_mixed"][k * len(SNRS) + j]).mean())
+                               for k in range(len(SPREADS))) for j in range(len(SNRS))]
+    OUT["vs_mixed_by_snr"][name] = per_snr
+    print(f"  {name:<12}" + "".join(f"{v:+9.2f}" for v in per_snr))
+
 # ---------------------------------------------------------------------------------------------- overhead
 cala = codecs["cala"]
 n = cala.num_parameters()
-m_cala = json.loads((CHECKPOINT_DIR / "cala-3x32x32-bw1_6.json").read_text())
+m_cala = json.loads((CHECKPOINT_DIR / f"cala-{STEM_TAIL}.json").read_text())
 m_base = json.loads((CHECKPOINT_DIR / m_cala["base"]["file"]).with_suffix(".json").read_text())
-m_oracle = json.loads((CHECKPOINT_DIR / "lora_oracle-3x32x32-bw1_6.json").read_text())
+m_oracle = json.loads((CHECKPOINT_DIR / f"lora_oracle-{STEM_TAIL}.json").read_text())
 extra = n["adapters"] + n["gate"]
 print(f"\nOverhead over the base JSCC ({n['base']} params, {m_base['bytes']} B fp16 safetensors):")
 print(f"  CALA bank {n['adapters']} + gate {n['gate']} = {extra} params ({100 * extra / n['base']:.2f} %), "
@@ -199,7 +244,7 @@ print(f"  delay spread unknown (believed 300 ns, SNR exact): cala {vals[0]:.2f},
 # ---------------------------------------------------------------------------------------------- training times
 print("\nTraining (from the manifests; CPU seconds are the honest measure on this shared machine):")
 OUT["training"] = {}
-for path in sorted(CHECKPOINT_DIR.glob("*.json")):
+for path in sorted(CHECKPOINT_DIR.glob(f"*-{STEM_TAIL}.json")):
     m = json.loads(path.read_text())
     t = m["training"]
     OUT["training"][path.stem] = {k: t[k] for k in ("steps", "seed", "wall_s", "cpu_s", "threads", "command")}
@@ -210,7 +255,7 @@ print(f"  (cala and lora_oracle start from {BASE_NAME}, whose time is in its run
 # ---------------------------------------------------------------------------------------------- step cost
 print("\nCost of one training step (batch 32, 512 symbols per item, TDL-C 300 ns, 10 dB, LS), median of 7:")
 cond = Condition(snr_db=10.0, delay_spread_ns=300.0, tdl_profile="C")
-xb = CropSampler().sample(32, torch.Generator().manual_seed(0))
+xb = x_all[:32]
 train_codecs = {"jscc_mixed": build_codec("jscc_mixed", SHAPE, RATIO, checkpoint="none"),
                 "cala": build_codec("cala", SHAPE, RATIO)}
 z0 = torch.complex(torch.randn(32, 512), torch.randn(32, 512)) / math.sqrt(2)

@@ -35,3 +35,16 @@ def test_psnr_rises_with_snr_and_more_bandwidth_helps():
 
     assert run(1 / 12, 0) < run(1 / 12, 10) < run(1 / 12, 20)
     assert run(1 / 12, 20) < run(1 / 3, 20)
+
+
+def test_latents_keep_their_sign_and_images_are_clipped():
+    """Latents (here the edge's [48, 8, 8] in [-1, 1]) are not images: full bandwidth gives them back
+    exactly, negatives included; a 3-channel image is clipped to [0, 1]."""
+    lat = torch.rand(2, 48, 8, 8) * 2 - 1
+    codec = build_codec("analog", (48, 8, 8), 0.5)
+    x = codec.encode(lat, Condition(snr_db=10, tdl_profile="awgn"))
+    torch.testing.assert_close(codec.decode(x, torch.zeros(x.shape), None).payload, lat, atol=1e-5, rtol=0)
+    img = build_codec("analog", (3, 8, 8), 0.5)
+    x = img.encode(torch.rand(2, 3, 8, 8), None)
+    out = img.decode(x * 3, torch.zeros(x.shape), None).payload          # a gain pushes values out of range
+    assert out.min() >= 0 and out.max() <= 1

@@ -61,7 +61,7 @@ def test_missing_default_checkpoint_names_the_option_and_the_command():
     assert 'checkpoint = "none"' in str(err.value)
     with pytest.raises(ConfigError, match="--base DIR/jscc_base-3x16x16-bw1_4.json"):
         build_codec("cala", (3, 16, 16), 1 / 4)
-    with pytest.raises(ConfigError, match="photographs only") as err:  # latents: no training data yet
+    with pytest.raises(ConfigError, match="--payload-shape 4 8 8 --bandwidth-ratio 1/6 --data generated") as err:
         build_codec("jscc", (4, 8, 8), 1 / 6)
     assert 'checkpoint = "none"' in str(err.value)
 

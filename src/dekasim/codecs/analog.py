@@ -39,8 +39,9 @@ class AnalogCodec(Codec):
     ``min(2 n, k)`` coefficients become the real and imaginary parts of the ``n`` symbols, scaled to
     unit average power. The scale (one float per item) is side information assumed known at the
     receiver, as is the mean of the discarded coefficients (zero). The receiver applies the LMMSE
-    shrinkage ``y / (1 + no_eff)`` (unit-power prior), inverts the DCT and, for images, clips to [0, 1].
-    Payloads of one or two dimensions are sent sample by sample.
+    shrinkage ``y / (1 + no_eff)`` (unit-power prior), inverts the DCT and, for images (three channels,
+    the rule the learned codecs' ``payload_kind = "auto"`` follows), clips to [0, 1]; latents keep their
+    range. Payloads of one or two dimensions are sent sample by sample.
     """
 
     kind = "analog"
@@ -88,4 +89,5 @@ class AnalogCodec(Codec):
         full = torch.zeros(y.shape[0], self.n_source_samples, dtype=torch.float64, device=y.device)
         full[:, : self.n_sent] = v
         out = self._synthesise(full).to(torch.float32)
-        return Decoded(payload=out.clamp(0.0, 1.0) if self._use_dct() else out)
+        is_image = self._use_dct() and self.payload_shape[0] == 3
+        return Decoded(payload=out.clamp(0.0, 1.0) if is_image else out)

@@ -135,9 +135,23 @@ class LoRAOracleBank(nn.Module):
 
 
 class _AdaptedCodec(ConditionAwareCodec):
-    """Shared loading of a frozen base + a bank (the checkpoint names its base)."""
+    """Shared options and loading of a frozen base + a bank (the checkpoint names its base).
+
+    Subclasses name their bank's size option (``size_option``: ``num_adapters`` or ``rank``) and its
+    default; ``size`` and ``layers`` are only accepted with ``checkpoint = "none"``.
+    """
 
     bank_key = ""
+    size_option, size_default = "", 0
+
+    def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, size: int | None = None,
+                 layers: list[str] | None = None, **options: Any) -> None:
+        self._size_option = size
+        self._layers_option = None if layers is None else [str(n) for n in layers]
+        extra: dict[str, Any] = {} if size is None else {self.size_option: size}
+        if layers is not None:
+            extra["layers"] = self._layers_option
+        super().__init__(payload_shape, bandwidth_ratio, **options, _extra_options=extra)
 
     def read(self, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         manifest, tensors = read_checkpoint(path)
@@ -152,7 +166,9 @@ class _AdaptedCodec(ConditionAwareCodec):
             raise ConfigError("checkpoint", str(path), "a base checkpoint with the same architecture")
         return manifest, {**base_tensors, **tensors}
 
-    def _bank_settings(self, option: str, value: int | None, default: int) -> int:
+    def _bank_settings(self) -> int:
+        """The bank's size (``size_option``) from the checkpoint, or from the option (default ``size_default``)."""
+        option, value, default = self.size_option, self._size_option, self.size_default
         if self.manifest is not None:
             if value is not None:
                 raise ConfigError(option, value, f"'{option}' only with checkpoint = 'none' (a checkpoint fixes it)")
@@ -188,19 +204,15 @@ class CALACodec(_AdaptedCodec):
     """Frozen base JSCC + a bank of rank-1 adapters mixed by a condition gate."""
 
     bank_key = "cala"
+    size_option, size_default = "num_adapters", 8
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, num_adapters: int | None = None,
                  layers: list[str] | None = None, **options: Any) -> None:
-        self._num_adapters_option = num_adapters
-        self._layers_option = None if layers is None else [str(n) for n in layers]
-        extra: dict[str, Any] = {} if num_adapters is None else {"num_adapters": num_adapters}
-        if layers is not None:
-            extra["layers"] = self._layers_option
-        super().__init__(payload_shape, bandwidth_ratio, **options, _extra_options=extra)
+        super().__init__(payload_shape, bandwidth_ratio, size=num_adapters, layers=layers, **options)
 
     def build(self, arch: Arch) -> None:
         super().build(arch)
-        k = self._bank_settings("num_adapters", self._num_adapters_option, 8)
+        k = self._bank_settings()
         layers = self._layers(self._layers_option)
         hidden = int(self.manifest["cala"]["gate_hidden"]) if self.manifest else 32
         self.bank = CALABank(self.net, layers, k, hidden)
@@ -224,19 +236,15 @@ class LoRAOracleCodec(_AdaptedCodec):
     """Frozen base JSCC + one LoRA per condition bucket (an oracle, not compact)."""
 
     bank_key = "lora_oracle"
+    size_option, size_default = "rank", 4
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, rank: int | None = None,
                  layers: list[str] | None = None, **options: Any) -> None:
-        self._rank_option = rank
-        self._layers_option = None if layers is None else [str(n) for n in layers]
-        extra: dict[str, Any] = {} if rank is None else {"rank": rank}
-        if layers is not None:
-            extra["layers"] = self._layers_option
-        super().__init__(payload_shape, bandwidth_ratio, **options, _extra_options=extra)
+        super().__init__(payload_shape, bandwidth_ratio, size=rank, layers=layers, **options)
 
     def build(self, arch: Arch) -> None:
         super().build(arch)
-        r = self._bank_settings("rank", self._rank_option, 4)
+        r = self._bank_settings()
         layers = self._layers(self._layers_option)
         if self.manifest:
             m = self.manifest["lora_oracle"]

@@ -401,12 +401,13 @@ def resolve_checkpoint(codec: str, payload_shape: tuple[int, ...], bandwidth_rat
         ratio = Fraction(bandwidth_ratio).limit_denominator(10_000)
         base = (f" --base DIR/jscc_base-{stem.split('-', 1)[1]}.json (from a --codec jscc run with --snapshot-at N)"
                 if codec in ("cala", "lora_oracle") else "")
+        square_image = len(payload_shape) == 3 and int(payload_shape[0]) == 3 and \
+            int(payload_shape[1]) == int(payload_shape[2])
+        data = "" if square_image else " --data generated"
         train = (f"train one with `python -m dekasim.codecs.train_jscc train --codec {codec} --payload-shape {shape} "
-                 f"--bandwidth-ratio {ratio}{base} --steps N --out DIR` and set the option checkpoint = "
-                 f"\"DIR/{stem}.json\"" if len(payload_shape) == 3 and int(payload_shape[0]) == 3 and
-                 int(payload_shape[1]) == int(payload_shape[2]) else
-                 "the trainer learns on photographs only so far ([3, S, S] images); for this payload train "
-                 "your own network and save it with save_checkpoint()")
+                 f"--bandwidth-ratio {ratio}{data}{base} --steps N --out DIR` (photo crops for [3, S, S] images, "
+                 f"else the latents of a text-to-image model: --data-model) and set the option checkpoint = "
+                 f"\"DIR/{stem}.json\"")
         raise ConfigError(
             "checkpoint", None,
             f"a trained checkpoint for codec '{codec}', payload {tuple(payload_shape)} and bandwidth_ratio "

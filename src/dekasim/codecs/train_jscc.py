@@ -1,7 +1,17 @@
 """Train the learned codecs *through* the OFDM/TDL link, and evaluate them.
 
 Training (one command per shipped checkpoint; the exact commands, seeds and times are in each
-checkpoint's manifest under ``training``)::
+checkpoint's manifest under ``training``). The ``48x8x8`` family (DeKA-g's payload: the shipped edge
+model's latents, ``--data generated``)::
+
+    G="--payload-shape 48 8 8 --data generated"
+    python -m dekasim.codecs.train_jscc train $G --codec jscc --steps 8000 --snapshot-at 6000 --seed 2 --out DIR
+    python -m dekasim.codecs.train_jscc train $G --codec jscc_mixed --steps 8000 --snapshot-at 6000 --seed 1 --out DIR
+    python -m dekasim.codecs.train_jscc train $G --codec adjscc --steps 8000 --seed 3 --out DIR
+    python -m dekasim.codecs.train_jscc train $G --codec cala --num-adapters 6 --base DIR/jscc_mixed_base-48x8x8-bw1_6.json --steps 2000 --seed 4 --out DIR
+    python -m dekasim.codecs.train_jscc train $G --codec lora_oracle --base DIR/jscc_mixed_base-48x8x8-bw1_6.json --steps 5000 --seed 5 --out DIR
+
+The ``3x32x32`` family (photographs)::
 
     python -m dekasim.codecs.train_jscc train --codec jscc --steps 2400 --snapshot-at 1600 --seed 2 --out DIR
     python -m dekasim.codecs.train_jscc train --codec jscc_mixed --steps 2400 --snapshot-at 1600 --seed 1 --out DIR
@@ -9,28 +19,32 @@ checkpoint's manifest under ``training``)::
     python -m dekasim.codecs.train_jscc train --codec cala --base DIR/jscc_base-3x32x32-bw1_6.json --steps 800 --seed 4 --out DIR
     python -m dekasim.codecs.train_jscc train --codec lora_oracle --base DIR/jscc_base-3x32x32-bw1_6.json --steps 1500 --seed 5 --out DIR
 
-(``--snapshot-at 1600`` also writes ``<codec>_base-…``, the network after 1600 steps: the frozen base of
-CALA and of the oracle, so that base + adapters train for the same 2400 steps as each baseline. The
-shipped set uses the ``jscc`` snapshot; the ``jscc_mixed`` one is not shipped.)
+(``--snapshot-at N`` also writes ``<codec>_base-…``, the network after N steps: the frozen base of
+CALA and of the oracle, so that base + adapters train for the same number of steps as each baseline.
+The photo family's CALA adapts the ``jscc`` snapshot, the latent family's the ``jscc_mixed`` one.)
 
 Evaluation (PSNR over a grid, TDL-C, the scenario's photos, same channel draws for every codec)::
 
     python -m dekasim.codecs.train_jscc evaluate --codecs jscc jscc_mixed adjscc cala lora_oracle
 
-**Data.** Until the generative payload exists the codecs learn on photographs: random 32x32 crops
-(horizontal flips) of an image pyramid of the training photos (:data:`TRAIN_PHOTOS`: six of
-scikit-image's colour photos and matplotlib's ``grace_hopper.jpg``), at scales where a crop covers
-between 32 native pixels and :data:`MAX_CROP_FRACTION` of the photo's short side, log-uniformly.
-Hold-out: :data:`HELD_OUT_PHOTOS` (astronaut, coffee, rocket) are never seen in training, and no
-training crop shows a whole photo, so the evaluation images (:class:`~dekasim.sim.payloads.PhotoSource`:
-the whole centre square resized to 32x32) are never training samples; the six other evaluation photos'
-content is seen at finer scales.
+**Data.** ``--data photos`` (``[3, S, S]`` images): random SxS crops (horizontal flips) of an image
+pyramid of the training photos (:data:`TRAIN_PHOTOS`: six of scikit-image's colour photos and
+matplotlib's ``grace_hopper.jpg``), at scales where a crop covers between S native pixels and
+:data:`MAX_CROP_FRACTION` of the photo's short side, log-uniformly. Hold-out: :data:`HELD_OUT_PHOTOS`
+(astronaut, coffee, rocket) are never seen in training, and no training crop shows a whole photo, so
+the evaluation images (:class:`~dekasim.sim.payloads.PhotoSource`: the whole centre square resized)
+are never training samples; the six other evaluation photos' content is seen at finer scales.
+``--data generated``: a fixed set of ``--data-items`` images the ``--data-model`` (default the shipped
+edge) generates for captions of the world's *training* split, with horizontal flips, served as latents
+(``--representation latent``, default) or images (:class:`~dekasim.codecs.train_data.GeneratedSampler`;
+the scenario payload's held-out captions are never generated for training). The loss is always the
+MSE of the *images* (a latent is decoded by the model's exact latent map first).
 
 **Channel.** :class:`~dekasim.channels.OFDMLink` with ``GridConfig(pilot_subcarrier_spacing=1)`` and
 LS channel estimation (``csi="ls"``; the default comb-2 grid rejects LS at 3000 ns), one condition per
 step (the link caches its blocks per profile and delay spread): Es/N0 uniform in [0, 20] dB, delay
 spread from {30, 100, 300, 1000, 3000} ns, profile from TDL-A/B/C (``jscc``: Es/N0 10 dB, TDL-C 300 ns
-only). Loss: -PSNR of the batch (10 log10 of its MSE; plain MSE lets the 0 dB steps dominate the
+only; ``--single-snr-db`` moves that Es/N0). Loss: -PSNR of the batch (10 log10 of its MSE; plain MSE lets the 0 dB steps dominate the
 gradients, about 4x those at 20 dB); Adam, linear warm-up then cosine decay, gradient norm clipped at 20. The decoder gets ``no_eff`` detached (it is an input, not a path to the encoder).
 """
 
@@ -58,6 +72,7 @@ import torch.nn.functional as F
 from dekasim.codecs.base import build_codec
 from dekasim.codecs.cala import CALACodec, LoRAOracleCodec
 from dekasim.codecs.jscc import JSCCCodec, checkpoint_stem, read_checkpoint, save_checkpoint
+from dekasim.codecs.train_data import GeneratedSampler
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 
@@ -156,12 +171,19 @@ class TrainConfig:
     rank: int | None = None                 # lora_oracle (default 4)
     layers: tuple[str, ...] | None = None   # cala / lora_oracle: adapted layers (default DEFAULT_LAYERS)
     oracle_shared_fraction: float = 1 / 3   # lora_oracle: share of the steps for the common warm start
+    single_snr_db: float = 10.0             # jscc: the Es/N0 of its one condition (TDL-C 300 ns)
     threads: int = 1
     train_photos: tuple[str, ...] = TRAIN_PHOTOS
     warmup_steps: int = 50
     loss: str = "psnr"                      # "psnr": 10 log10(batch MSE); "mse": batch MSE
     clip_grad_norm: float = 20.0
     log_every: int = 100
+    data: str = "photos"                    # "photos" (crops of train_photos) or "generated" (see train_data)
+    representation: str = "latent"          # generated data: "latent" (what the edge sends) or "image"
+    data_model: str = "edge"                # generated data: the text-to-image model
+    data_items: int = 4096                  # generated data: images in the fixed training set
+    data_seed: int = 7                      # generated data: captions and sampling noise
+    data_cache: str | None = "runs/cache"   # generated data: where the set is cached
 
     def __post_init__(self) -> None:
         if self.codec not in ("jscc", "jscc_mixed", "adjscc", "cala", "lora_oracle"):
@@ -177,6 +199,9 @@ class TrainConfig:
             raise ConfigError("oracle_shared_fraction", self.oracle_shared_fraction, "a fraction within [0, 1)")
         if self.loss not in ("psnr", "mse"):
             raise ConfigError("loss", self.loss, "'psnr' (10 log10 of the batch MSE) or 'mse'")
+        if self.data not in ("photos", "generated"):
+            raise ConfigError("data", self.data, "'photos' (crops of training photographs) or 'generated' "
+                              "(images/latents of a text-to-image model)")
         if self.lr is None:
             self.lr = 5e-3 if self.codec in ("cala", "lora_oracle") else 2e-3
         self.payload_shape = tuple(int(s) for s in self.payload_shape)  # type: ignore[assignment]
@@ -225,7 +250,7 @@ def _versions() -> dict[str, str]:
 def _sample_condition(cfg: TrainConfig, rng: random.Random, snr_range: tuple[float, float] | None = None,
                       delay_spread_ns: float | None = None) -> Condition:
     if cfg.codec == "jscc":
-        return SINGLE_CONDITION
+        return SINGLE_CONDITION.replace(snr_db=cfg.single_snr_db)
     lo, hi = snr_range or cfg.snr_db_range
     return Condition(snr_db=rng.uniform(lo, hi),
                      delay_spread_ns=delay_spread_ns if delay_spread_ns is not None else rng.choice(cfg.delay_spreads_ns),
@@ -239,6 +264,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
 
     log = log or (lambda msg: None)
     torch.set_num_threads(cfg.threads)
+    sampler = make_sampler(cfg, log)
     sionna.phy.config.seed = cfg.seed          # also seeds torch's global generator
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -262,11 +288,10 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
     codec.net.train()
     link = make_link(cfg.csi, cfg.pilot_subcarrier_spacing)
     t0w, t0c = time.perf_counter(), time.process_time()
-    sampler = CropSampler(cfg.train_photos, size=cfg.payload_shape[-1])
-    if cfg.payload_shape[0] != 3 or cfg.payload_shape[1] != cfg.payload_shape[2]:
-        raise ConfigError("payload_shape", cfg.payload_shape, "[3, S, S] images (the only training data so far)")
     losses: list[float] = []
     result: dict[str, Any] = {"paths": []}
+    to_image = sampler.to_image if isinstance(sampler, GeneratedSampler) else (lambda v: v)
+    data_facts = _data_facts(cfg, sampler)
 
     def step_on(params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, i: int, n: int, cond: Condition,
                 adapt: Any = None) -> float:
@@ -274,7 +299,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
             group["lr"] = cfg.lr * lr_factor(i, n, min(cfg.warmup_steps, max(1, n // 10)))  # type: ignore[operator]
         x = sampler.sample(cfg.batch, gen)
         a = adapt(cfg.batch) if adapt is not None else None
-        loss = F.mse_loss(forward_through_link(codec, x, cond, link, a), x)
+        # MSE of the images (a latent's PSNR is that of the image it decodes to)
+        loss = F.mse_loss(to_image(forward_through_link(codec, x, cond, link, a)), to_image(x))
         if cfg.loss == "psnr":  # -PSNR of the batch: every condition weighs alike (MSE lets 0 dB dominate)
             loss = 10.0 * torch.log10(loss + 1e-10)
         opt.zero_grad(set_to_none=True)
@@ -333,18 +359,48 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
                 report(i)
                 if out is not None and cfg.snapshot_at is not None and i + 1 == cfg.snapshot_at:
                     result["paths"].append(_save(codec, cfg, out, command, losses, t0w, t0c, base_ref,
-                                                 stem_codec=f"{cfg.codec}_base", steps_done=i + 1))
+                                                 stem_codec=f"{cfg.codec}_base", steps_done=i + 1,
+                                                 data_facts=data_facts))
                     log(f"snapshot after {i + 1} steps: {result['paths'][-1]}")
     codec.eval()
     result.update(losses=losses, wall_s=time.perf_counter() - t0w, cpu_s=time.process_time() - t0c, codec=codec)
     if out is not None:
         result["paths"].append(_save(codec, cfg, out, command, losses, t0w, t0c, base_ref,
-                                     stem_codec=cfg.codec, steps_done=len(losses)))
+                                     stem_codec=cfg.codec, steps_done=len(losses), data_facts=data_facts))
     return result
 
 
+def make_sampler(cfg: TrainConfig, log: Callable[[str], None]) -> "CropSampler | GeneratedSampler":
+    """The training data of ``cfg``; raises a ConfigError when its items do not have ``cfg.payload_shape``."""
+    if cfg.data == "generated":
+        sampler: CropSampler | GeneratedSampler = GeneratedSampler(
+            cfg.data_model, cfg.data_items, cfg.data_seed, representation=cfg.representation,
+            cache_dir=cfg.data_cache, log=log)
+        if tuple(sampler.item_shape) != tuple(cfg.payload_shape):
+            shape = " ".join(map(str, sampler.item_shape))
+            raise ConfigError("payload_shape", cfg.payload_shape,
+                              f"the shape of the generated {cfg.representation}s, {tuple(sampler.item_shape)}",
+                              f"pass --payload-shape {shape}")
+        return sampler
+    if cfg.payload_shape[0] != 3 or cfg.payload_shape[1] != cfg.payload_shape[2]:
+        raise ConfigError("payload_shape", cfg.payload_shape, "[3, S, S] images for photo crops",
+                          "or train on generated latents with --data generated")
+    return CropSampler(cfg.train_photos, size=cfg.payload_shape[-1])
+
+
+def _data_facts(cfg: TrainConfig, sampler: "CropSampler | GeneratedSampler") -> dict[str, Any]:
+    """What a manifest says about the training data."""
+    if isinstance(sampler, GeneratedSampler):
+        return {**sampler.facts, "representation": cfg.representation, "augmentation": "horizontal flips",
+                "held_out": "the world's held-out captions are never generated for training"}
+    return {"train_photos": list(cfg.train_photos), "held_out_photos": list(HELD_OUT_PHOTOS),
+            "crops": f"{cfg.payload_shape[-1]}px random crops of an image pyramid, crop <= "
+                     f"{MAX_CROP_FRACTION} of the short side, horizontal flips"}
+
+
 def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | None, losses: list[float],
-          t0w: float, t0c: float, base_ref: dict[str, str] | None, stem_codec: str, steps_done: int) -> Path:
+          t0w: float, t0c: float, base_ref: dict[str, str] | None, stem_codec: str, steps_done: int,
+          data_facts: dict[str, Any]) -> Path:
     tail = losses[-100:]
     manifest: dict[str, Any] = {
         "codec": cfg.codec, "arch": codec.arch.to_json(), "payload_shape": list(cfg.payload_shape),
@@ -360,12 +416,10 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
                                for i in range(0, len(losses), 100)],
             "channel": {"link": "OFDMLink", "csi": cfg.csi,
                         "grid": f"GridConfig(pilot_subcarrier_spacing={cfg.pilot_subcarrier_spacing})",
-                        "conditions": ("Es/N0 10 dB, TDL-C 300 ns" if cfg.codec == "jscc" else
+                        "conditions": (f"Es/N0 {cfg.single_snr_db:g} dB, TDL-C 300 ns" if cfg.codec == "jscc" else
                                        f"Es/N0 U{list(cfg.snr_db_range)} dB, delay spread {list(cfg.delay_spreads_ns)} "
                                        f"ns, TDL {list(cfg.profiles)}, one condition per step")},
-            "data": {"train_photos": list(cfg.train_photos), "held_out_photos": list(HELD_OUT_PHOTOS),
-                     "crops": f"{cfg.payload_shape[-1]}px random crops of an image pyramid, crop <= "
-                              f"{MAX_CROP_FRACTION} of the short side, horizontal flips"},
+            "data": data_facts,
             "versions": _versions(), "machine": platform.machine(),
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
         },
@@ -391,12 +445,15 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
 # ----------------------------------------------------------------------------------------------------
 
 def evaluate(codec: Any, images: torch.Tensor, conditions: list[Condition], link: torch.nn.Module,
-             repeats: int = 8, seed: int = 0, chunk: int = 256) -> list[float]:
+             repeats: int = 8, seed: int = 0, chunk: int = 256,
+             to_image: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
     """Mean PSNR [dB] of ``codec`` at each condition, through its public encode/decode.
 
-    ``images`` are repeated ``repeats`` times with fresh channel and noise draws. The draws depend only
-    on ``seed`` and the condition's index, so every codec sees the same channels (paired comparison).
+    ``images`` (the codec's items: images, or latents with ``to_image`` their decoder) are repeated
+    ``repeats`` times with fresh channel and noise draws. The draws depend only on ``seed`` and the
+    condition's index, so every codec sees the same channels (paired comparison).
     """
+    to_image = to_image or (lambda v: v)
     import sionna.phy
 
     from dekasim.metrics import psnr_db
@@ -413,7 +470,7 @@ def evaluate(codec: Any, images: torch.Tensor, conditions: list[Condition], link
                 z = codec.encode(x, cond)
                 with torch.no_grad():
                     y, no_eff = link(z, cond)
-                vals.append(psnr_db(x, codec.decode(y, no_eff, cond).payload))
+                vals.append(psnr_db(to_image(x), to_image(codec.decode(y, no_eff, cond).payload)))
             out.append(float(torch.cat(vals).mean()))
     return out
 
@@ -449,6 +506,15 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--layers", nargs="+", default=None, help="cala/lora_oracle: adapted layers, e.g. enc.res2 dec.inp")
     t.add_argument("--loss", default="psnr", choices=["psnr", "mse"])
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--single-snr-db", type=float, default=10.0, help="jscc: the one Es/N0 it trains at (TDL-C 300 ns)")
+    t.add_argument("--data", default="photos", choices=["photos", "generated"],
+                   help="photo crops, or a fixed set generated by a text-to-image model (--data-model)")
+    t.add_argument("--representation", default="latent", choices=["latent", "image"],
+                   help="generated data: the model's latents (what the edge sends) or its images")
+    t.add_argument("--data-model", default="edge", help="generated data: model spec (edge, cloud, a directory)")
+    t.add_argument("--data-items", type=int, default=4096, help="generated data: images in the set")
+    t.add_argument("--data-seed", type=int, default=7, help="generated data: seed of captions and noise")
+    t.add_argument("--data-cache", default="runs/cache", help="generated data: cache directory")
     t.add_argument("--out", required=True, help="directory for <codec>-<shape>-bw<p>_<q>.{safetensors,json}")
     e = sub.add_parser("evaluate", help="PSNR of codecs over an SNR x delay-spread grid (TDL-C, LS CSI)")
     e.add_argument("--codecs", nargs="+", default=["jscc", "jscc_mixed", "adjscc", "cala", "lora_oracle"],
@@ -458,30 +524,38 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--repeats", type=int, default=8)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--payload", default="photos", choices=["photos", "latent"],
+                   help="photos: PhotoSource(32), 3x32x32; latent: the edge's 48x8x8 latents of 64 held-out prompts")
     a = p.parse_args(argv)
     if a.cmd == "train":
         cfg = TrainConfig(codec=a.codec, steps=a.steps, seed=a.seed, batch=a.batch, lr=a.lr,
                           payload_shape=tuple(a.payload_shape), bandwidth_ratio=float(a.bandwidth_ratio), csi=a.csi,
                           base=a.base, snapshot_at=a.snapshot_at, width=a.width, num_adapters=a.num_adapters,
                           rank=a.rank, threads=a.threads, loss=a.loss,
-                          layers=None if a.layers is None else tuple(a.layers))
+                          layers=None if a.layers is None else tuple(a.layers), single_snr_db=a.single_snr_db,
+                          data=a.data, representation=a.representation, data_model=a.data_model,
+                          data_items=a.data_items, data_seed=a.data_seed, data_cache=a.data_cache)
         command = "python -m dekasim.codecs.train_jscc " + " ".join(shlex.quote(s) for s in argv)
         res = train(cfg, a.out, command, log=_cli_log.info)
         for path in res["paths"]:
             _cli_log.info(f"wrote {path} (sha256 {json.loads(Path(path).read_text())['sha256'][:12]}…)")
         _cli_log.info(f"training: {res['wall_s']:.0f} s wall, {res['cpu_s']:.0f} s CPU")
         return 0
-    from dekasim.sim.payloads import PhotoSource
+    from dekasim.sim.payloads import GeneratedSource, PhotoSource
 
     torch.set_num_threads(a.threads)
-    images = PhotoSource(32).images
+    if a.payload == "latent":
+        source = GeneratedSource("edge", prompts="heldout", n_prompts=64, seed=a.seed, representation="latent")
+        images, to_image = source.latents, lambda v: source.to_image(v, "latent")
+    else:
+        images, to_image = PhotoSource(32).images, None
     conds = grid_conditions(tuple(a.snr_db), tuple(a.delay_spreads_ns))
     link = make_link("ls", 1)
     _cli_log.info("codec".ljust(14) + "".join(f"{c.snr_db:g}dB/{c.delay_spread_ns:g}ns".rjust(14) for c in conds))
     for spec in a.codecs:
         name, _, ckpt = spec.partition("=")
-        codec = build_codec(name, (3, 32, 32), 1 / 6, **({"checkpoint": ckpt} if ckpt else {}))
-        psnr = evaluate(codec, images, conds, link, a.repeats, a.seed)
+        codec = build_codec(name, tuple(images.shape[1:]), 1 / 6, **({"checkpoint": ckpt} if ckpt else {}))
+        psnr = evaluate(codec, images, conds, link, a.repeats, a.seed, to_image=to_image)
         _cli_log.info(name.ljust(14) + "".join(f"{v:14.2f}" for v in psnr))
     return 0
 

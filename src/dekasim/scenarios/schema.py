@@ -125,10 +125,10 @@ _TOP = {"name": (str,), "seed": (int,), "output_dir": (str,), "executor": (str,)
         "payload": (dict,), "channel": (dict,), "ofdm": (dict,), "sweep": (dict,),
         "codecs": (list,), "monte_carlo": (dict,)}
 _PAYLOAD = {"kind": (str,), "resolution_px": (int,), "model": (str,), "pack": (str,), "prompts": (str,),
-            "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM}
+            "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM, "representation": (str,)}
 #: keys of [payload] that only kind = "generated" takes, with their defaults
 GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
-                      "guidance": 1.5}
+                      "guidance": 1.5, "representation": "image"}
 _CHANNEL = {"carrier_frequency_hz": _NUM, "speed_mps": _NUM}
 _OFDM = {"num_ofdm_symbols": (int,), "fft_size": (int,), "subcarrier_spacing_hz": _NUM,
          "cyclic_prefix_length": (int,), "num_guard_carriers": (list,), "dc_null": (bool,),
@@ -224,6 +224,12 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
         for key in ("n_prompts", "sample_steps"):
             if opts[key] < 1:
                 raise ConfigError(f"payload.{key}", opts[key], "a positive integer")
+        if opts["representation"] not in ("image", "latent"):
+            raise ConfigError("payload.representation", opts["representation"],
+                              "'image' (every codec gets the image) or 'latent' (codecs that take latents get "
+                              "the edge's latents)")
+        if opts["representation"] == "image":  # the default leaves the hash of earlier generated scenarios alone
+            payload_options = tuple((k, v) for k, v in payload_options if k != "representation")
     else:
         extra = sorted(k for k in payload if k in GENERATED_DEFAULTS)
         if extra:

@@ -4,7 +4,13 @@
   to a square and resized to the scenario's resolution with Pillow's Lanczos filter;
 * ``generated`` -- the images an edge text-to-image model generates for world prompts (DeKA-g's
   payload: the user's image is compared with the edge's own image), optionally with a knowledge pack
-  applied (MAKD-aligned edge).
+  applied (MAKD-aligned edge). With ``representation = "latent"`` the codecs that take latents get
+  the edge's latents (what DeKA-g's transmitter sends) and the receiver's latents are decoded to an
+  image by the model's latent map; metrics are always on images.
+
+Every source serves ``items(start, size, representation)``: ``"image"`` items ``[B, 3, R, R]`` in
+[0, 1], and for generated payloads ``"latent"`` items ``[B, *latent_shape]``; ``to_image`` maps a
+batch of either back to images.
 """
 
 from __future__ import annotations
@@ -69,6 +75,24 @@ class PhotoSource:
         idx = torch.arange(start, start + size) % len(self.images)
         return self.images[idx]
 
+    def shape(self, representation: str) -> tuple[int, ...]:
+        """Item shape of ``representation`` (photos have images only)."""
+        _check_representation(representation, ("image",), "photos")
+        return self.item_shape
+
+    def items(self, start: int, size: int, representation: str = "image") -> torch.Tensor:
+        _check_representation(representation, ("image",), "photos")
+        return self.batch(start, size)
+
+    def to_image(self, payload: torch.Tensor, representation: str = "image") -> torch.Tensor:
+        return payload
+
+
+def _check_representation(representation: str, allowed: tuple[str, ...], kind: str) -> None:
+    if representation not in allowed:
+        raise ConfigError("payload.representation", representation, f"one of {list(allowed)} for kind = {kind!r}",
+                          'latents exist for kind = "generated" only')
+
 
 class GeneratedSource:
     """Images an edge text-to-image model generates, ``[N, 3, R, R]`` float32 in [0, 1].
@@ -84,7 +108,7 @@ class GeneratedSource:
 
     def __init__(self, model: str = "edge", pack: str | None = None, prompts: str = "heldout", n_prompts: int = 64,
                  sample_steps: int = 25, guidance: float = 1.5, seed: int = 0, resolution_px: int = 32,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", representation: str = "image") -> None:
         from dekasim.generative.models import load_model, model_world
 
         ldm = load_model(model)
@@ -102,14 +126,36 @@ class GeneratedSource:
         self.prompts = batch.captions
         self.seeds = [seed * 1_000_003 + i for i in range(n_prompts)]
         self.resolution_px = resolution_px
-        # sample() is no-grad and returns float32 [N, 3, R, R]
-        self.images = sampler.sample(self.prompts, self.seeds, steps=sample_steps, guidance=guidance).cpu()
+        _check_representation(representation, ("image", "latent"), "generated")
+        self.representation = representation
+        self.latent_map = ldm.latents
+        with torch.no_grad():
+            self.latents = sampler.sample_latents(self.prompts, self.seeds, steps=sample_steps,
+                                                  guidance=guidance).cpu().float()
+            self.images = self.latent_map.decode(self.latents).float()  # [N, 3, R, R] in [0, 1]
 
     @property
     def item_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
 
     def batch(self, start: int, size: int) -> torch.Tensor:
-        """Items ``start .. start+size-1``, cycling through the generated set."""
+        """Images ``start .. start+size-1``, cycling through the generated set."""
+        return self.items(start, size, "image")
+
+    def shape(self, representation: str) -> tuple[int, ...]:
+        _check_representation(representation, ("image", "latent"), "generated")
+        return tuple((self.latents if representation == "latent" else self.images).shape[1:])
+
+    def items(self, start: int, size: int, representation: str = "image") -> torch.Tensor:
+        """Items ``start .. start+size-1`` as images or as the edge's latents, cycling through the set."""
+        _check_representation(representation, ("image", "latent"), "generated")
         idx = torch.arange(start, start + size) % len(self.images)
-        return self.images[idx]
+        return (self.latents if representation == "latent" else self.images)[idx]
+
+    def to_image(self, payload: torch.Tensor, representation: str = "image") -> torch.Tensor:
+        """A batch of ``representation`` items as images ``[B, 3, R, R]`` in [0, 1] (latents: the model's
+        latent decoder, as the DeKA-g receiver does)."""
+        if representation == "image":
+            return payload
+        with torch.no_grad():
+            return self.latent_map.to(payload.device).decode(payload.float()).float()

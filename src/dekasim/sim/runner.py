@@ -18,7 +18,7 @@ import torch
 
 from dekasim.channels.link import OFDMLink
 from dekasim.channels.snr import overhead_factor
-from dekasim.codecs.base import Codec, LinkCounts, build_codec
+from dekasim.codecs.base import Codec, LinkCounts, available_codecs, build_codec
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 from dekasim.metrics import binomial_ci95, mean_ci95, psnr_db, ssim
@@ -77,13 +77,25 @@ def make_payload_source(scenario: Scenario) -> PhotoSource | GeneratedSource:
     raise ConfigError("payload.kind", scenario.payload_kind, "photos or generated")
 
 
-def build_codecs(scenario: Scenario, item_shape: tuple[int, ...]) -> dict[tuple[str, float], Codec]:
-    """Every codec of the scenario at every bandwidth ratio (building validates their options)."""
+def codec_representation(scenario: Scenario, codec_name: str) -> str:
+    """What codec ``codec_name`` carries in ``scenario``: ``"latent"`` when the payload is sent as latents
+    (``[payload] representation = "latent"``) and the codec takes latents, else ``"image"``."""
+    wanted = dict(scenario.payload_options).get("representation", "image")
+    kinds = available_codecs()[codec_name].payload_kinds if codec_name in available_codecs() else ("image",)
+    return "latent" if wanted == "latent" and "latent" in kinds else "image"
+
+
+def build_codecs(scenario: Scenario, shapes: dict[str, tuple[int, ...]]) -> dict[tuple[str, float], Codec]:
+    """Every codec of the scenario at every bandwidth ratio (building validates their options).
+
+    :param shapes: item shape by representation (``"image"``, and ``"latent"`` for latent payloads).
+    """
     out = {}
     for spec in scenario.codecs:
+        shape = shapes[codec_representation(scenario, spec.codec)]
         for ratio in scenario.bandwidth_ratio:
             try:
-                out[(spec.label, ratio)] = build_codec(spec.codec, item_shape, ratio, **spec.options)
+                out[(spec.label, ratio)] = build_codec(spec.codec, shape, ratio, **spec.options)
             except ConfigError as err:
                 field = err.field if err.field.startswith("codecs") else f"codecs[{spec.label}].options.{err.field}"
                 raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
@@ -93,19 +105,21 @@ def build_codecs(scenario: Scenario, item_shape: tuple[int, ...]) -> dict[tuple[
 def validate_scenario(scenario: Scenario) -> None:
     """Everything :func:`run_scenario` checks before the first point: schema (done on load), codec
     options at every bandwidth ratio, and link physics (pilot density) at every condition."""
-    shape = (3, scenario.resolution_px, scenario.resolution_px)
-    build_codecs(scenario, shape)
+    shapes = {"image": (3, scenario.resolution_px, scenario.resolution_px)}
     if scenario.payload_kind == "generated":
-        from dekasim.generative.models import check_model_spec
+        from dekasim.generative.models import check_model_spec, load_model
 
         opts = dict(scenario.payload_options)
         try:
             check_model_spec(opts["model"])
+            if opts.get("representation") == "latent":
+                shapes["latent"] = tuple(load_model(opts["model"]).latent_shape)
         except ConfigError as err:
             raise ConfigError("payload.model", err.value, err.expected, err.fix, scenario.source) from None
         if opts["pack"] is not None and not (Path(opts["pack"]) / "manifest.json").exists():
             raise ConfigError("payload.pack", opts["pack"], "a knowledge-pack directory holding manifest.json",
                               "make one with `dekasim align --out DIR` and give DIR/pack", scenario.source)
+    build_codecs(scenario, shapes)
     from dekasim.channels.profiles import check_link_physics
 
     for cond in scenario.conditions():
@@ -141,8 +155,10 @@ class _Tally:
 
 
 def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: OFDMLink, codec: Codec,
-              seed: int, images_min: int, images_max: int, with_ssim: bool = True) -> _Tally:
-    """Send images through ``codec`` over ``link`` at ``point`` until the stop rules hold."""
+              seed: int, images_min: int, images_max: int, with_ssim: bool = True,
+              representation: str = "image") -> _Tally:
+    """Send items (images, or latents when ``representation`` is ``"latent"``) through ``codec`` over
+    ``link`` at ``point`` until the stop rules hold; metrics compare the images."""
     import sionna.phy
 
     sionna.phy.config.seed = seed  # reseeds Sionna's and torch's global generators
@@ -152,17 +168,19 @@ def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     while True:
         want = images_min - tally.sent if tally.sent < images_min else mc.batch_size
         size = min(mc.batch_size, want, images_max - tally.sent)
-        images = source.batch(tally.sent, size).to(scenario.device)
+        items = source.items(tally.sent, size, representation).to(scenario.device)
         with torch.no_grad():
-            x = codec.encode(images, point.cond)
+            x = codec.encode(items, point.cond)
             if tuple(x.shape) != (size, n) or not x.is_complex():
                 raise RuntimeError(f"codec '{point.spec.codec}' emitted {tuple(x.shape)} {x.dtype}, "
                                    f"its declared channel uses are [{size}, {n}] complex")
             y, no_eff = link(x, point.cond)
             decoded = codec.decode(y, no_eff, point.cond)
-        tally.psnrs.extend(psnr_db(images, decoded.payload).tolist())
+        images = source.to_image(items, representation)
+        images_hat = source.to_image(decoded.payload, representation)
+        tally.psnrs.extend(psnr_db(images, images_hat).tolist())
         if with_ssim:
-            tally.ssims.extend(ssim(images, decoded.payload).tolist())
+            tally.ssims.extend(ssim(images, images_hat).tolist())
         if decoded.counts is not None:
             tally.counts = tally.counts or LinkCounts()
             tally.counts += decoded.counts
@@ -183,8 +201,10 @@ def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
 
 
 def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: OFDMLink,
-              codec: Codec, seed: int, variant: Callable[[dict[str, Any]], Codec] | None = None) -> dict[str, Any]:
-    """Send images through ``codec`` over ``link`` at ``point`` until the stop rules hold; one result row.
+              codec: Codec, seed: int, variant: Callable[[dict[str, Any]], Codec] | None = None,
+              representation: str = "image") -> dict[str, Any]:
+    """Send images (or, with ``representation = "latent"``, their latents) through ``codec`` over ``link``
+    at ``point`` until the stop rules hold; one result row.
 
     A codec with :meth:`variants` (e.g. ``digital`` with ``mcs = "best"``) is first calibrated: every
     variant sends ``monte_carlo.calibration_images`` images on draws seeded independently of the
@@ -203,13 +223,14 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
         for overrides in variants:
             candidate = variant(overrides)
             t = _transmit(point, scenario, source, link, candidate, calib_seed, mc.calibration_images,
-                          mc.calibration_images, with_ssim=False)
+                          mc.calibration_images, with_ssim=False, representation=representation)
             score = sum(t.psnrs) / len(t.psnrs)
             selection[json.dumps(overrides, sort_keys=True)] = round(score, 4)
             if score > best_psnr:
                 best_psnr, best = score, candidate
         codec = best
-    tally = _transmit(point, scenario, source, link, codec, seed, mc.images_per_point, mc.max_images_per_point)
+    tally = _transmit(point, scenario, source, link, codec, seed, mc.images_per_point, mc.max_images_per_point,
+                      representation=representation)
     runtime = time.perf_counter() - t0
     n = codec.n_channel_uses
     counts, info = tally.counts, tally.info
@@ -237,6 +258,8 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     if notes:
         info["physics_notes"] = notes
     row["info"] = _summarise_info(info)
+    if representation != "image":
+        row["info"]["payload_representation"] = f"{representation} {list(codec.payload_shape)}"
     if selection:
         row["info"]["variant_calibration_psnr_db"] = selection
     return row
@@ -275,7 +298,10 @@ class _PointContext:
         sionna.phy.config.device = scenario.device
         self.scenario = scenario
         self.source = make_payload_source(scenario)
-        self.codecs = build_codecs(scenario, self.source.item_shape)
+        self.shapes = {"image": self.source.shape("image")}
+        if dict(scenario.payload_options).get("representation") == "latent":
+            self.shapes["latent"] = self.source.shape("latent")
+        self.codecs = build_codecs(scenario, self.shapes)
         self.links: dict[str, OFDMLink] = {}
         self._variants: dict[tuple, Codec] = {}
 
@@ -283,7 +309,8 @@ class _PointContext:
         """The codec of ``spec`` with ``overrides`` applied to its options (built once)."""
         key = (spec.label, ratio, json.dumps(overrides, sort_keys=True))
         if key not in self._variants:
-            self._variants[key] = build_codec(spec.codec, self.source.item_shape, ratio,
+            self._variants[key] = build_codec(spec.codec, self.shapes[codec_representation(self.scenario, spec.codec)],
+                                              ratio,
                                               **{**spec.options, **overrides})
         return self._variants[key]
 
@@ -308,7 +335,8 @@ def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
     ratio = point.cond.bandwidth_ratio
     codec = ctx.codecs[(point.spec.label, ratio)]
     row = run_point(point, scenario, ctx.source, ctx.link(point.csi), codec, point_seed(scenario.seed, point),
-                    variant=lambda overrides: ctx.variant(point.spec, ratio, overrides))
+                    variant=lambda overrides: ctx.variant(point.spec, ratio, overrides),
+                    representation=codec_representation(scenario, point.spec.codec))
     row["scenario_hash"] = scenario.hash()
     return row
 
