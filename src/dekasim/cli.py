@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--subject", default="triangle", help="the caption word to align (default triangle)")
     a.add_argument("--methods", default="none,metaword,lora,makd", help="comma-separated subset")
     a.add_argument("--bits", default="8,4,2", help="quantisation levels of the MAKD pack ('' for none)")
+    a.add_argument("--cala", metavar="PATH", default=None,
+                   help="a CALA checkpoint manifest (cala-*.json, its base checkpoint beside it): every pack "
+                        "written also carries its bank + gate, and the report gives sizes with and without it")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an AlignConfig field, e.g. budget_steps=600 or lora_rank=4 (repeatable)")
     return p

@@ -5,6 +5,8 @@
   R x 1024, spectral efficiency Qm R [bit/symbol].
 - :func:`plan_codeblocks`: how one item's ``n_channel_uses`` symbols carry an MCS: code block count,
   LDPC (k, n) per code block, CRCs, checked against the range Sionna's ``LDPC5GEncoder`` supports.
+- :func:`downlink_channel_uses`: the channel uses that chain needs to send a byte stream (e.g. a
+  knowledge pack) at one MCS, in transport blocks of :data:`DOWNLINK_BLOCK_CHANNEL_USES` symbols.
 - :func:`required_snr_db` / :func:`select_mcs`: link adaptation from a table of the Es/N0 each MCS
   needs for a block error rate of 10 % over AWGN, simulated by this project's own chain
   (:class:`dekasim.codecs.digital.LDPCQAMChain`) at the block length in use and shipped as
@@ -262,6 +264,60 @@ def supported_mcs_indices(n_channel_uses: int, table: str = "qam64") -> tuple[in
     """MCS indices of ``table`` realisable at ``n_channel_uses`` symbols per item, ascending."""
     return tuple(i for i in range(len(MCS_TABLES[check_mcs_table(table)]))
                  if not isinstance(_plan_cached(mcs_entry(i, table), int(n_channel_uses)), str))
+
+
+# --------------------------------------------------------------------------------------------------
+# Downlink cost of a byte stream
+# --------------------------------------------------------------------------------------------------
+
+#: Transport block length [channel uses] in which :func:`downlink_channel_uses` sends a byte stream: the
+#: longest block length of the shipped required-SNR table, so the BLER of each block is known per MCS.
+DOWNLINK_BLOCK_CHANNEL_USES = 1024
+
+
+def downlink_channel_uses(n_bytes: int, mcs_index: int, table: str = "qam64",
+                          block_channel_uses: int = DOWNLINK_BLOCK_CHANNEL_USES) -> int:
+    """Complex channel uses the digital chain needs to send ``n_bytes`` bytes at one MCS.
+
+    The ``8 * n_bytes`` bits go as consecutive transport blocks of the digital chain
+    (:class:`dekasim.codecs.digital.LDPCQAMChain`: CRC24A, code blocks with CRC24B when there are
+    several, 5G LDPC rate-matched to the MCS's code rate, Qm-bit QAM), each laid out by
+    :func:`plan_codeblocks`: as many full blocks of ``block_channel_uses`` symbols as fill up, each
+    carrying ``plan_codeblocks(mcs, block_channel_uses).info_bits`` payload bits, then one last block
+    of the fewest symbols whose plan carries the bits left over.
+
+    Counted: every QAM symbol of those blocks, i.e. payload, CRC and LDPC parity bits, plus the padding
+    symbols a plan leaves (``n mod C``). Not counted: pilots (DMRS), cyclic prefixes, control
+    signalling (the MCS is signalled out of band, as in the chain), retransmissions after a block
+    error, and any framing beyond the CRCs.
+
+    :param n_bytes: bytes to send (>= 0).
+    :param mcs_index: I_MCS of ``table`` (TS 38.214 Table 5.1.3.1-1 for ``"qam64"``, -2 for ``"qam256"``).
+    :param block_channel_uses: symbols per full transport block.
+    :return: channel uses (complex symbols); 0 for 0 bytes.
+    :raises ConfigError: for a negative ``n_bytes`` (field ``n_bytes``), or an MCS the chain cannot
+        realise in blocks of ``block_channel_uses`` symbols (field ``mcs``, e.g. code rates below 1/5).
+    """
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
+        raise ConfigError("n_bytes", n_bytes, "a whole number of bytes >= 0")
+    mcs = mcs_entry(mcs_index, table)
+    full = plan_codeblocks(mcs, int(block_channel_uses))
+    n_full, rest = divmod(8 * n_bytes, full.info_bits)
+    return n_full * int(block_channel_uses) + (_shortest_block(mcs, rest, int(block_channel_uses)) if rest else 0)
+
+
+def _shortest_block(mcs: MCS, bits: int, longest: int) -> int:
+    """Fewest channel uses, at most ``longest``, whose code block plan carries ``bits`` payload bits.
+
+    No plan of ``n`` symbols carries more than ``Qm R n - 24`` payload bits (``C k <= Qm R n``, less the
+    CRC24A), so the search starts there.
+    """
+    start = max(1, math.floor((bits + TB_CRC_BITS) / mcs.spectral_efficiency))
+    for n in range(start, longest + 1):
+        plan = _plan_cached(mcs, n)
+        if not isinstance(plan, str) and plan.info_bits >= bits:
+            return n
+    return longest  # pragma: no cover  (the caller's full block carries them)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,8 +4,14 @@
 :data:`~dekasim.generative.makd.METHODS` on the edge under one step budget, measures edge-vs-cloud
 consistency on test prompts never used in alignment (and on control prompts without the subject),
 writes the MAKD knowledge pack (unquantised and at each requested bit width, each with the
-consistency it keeps), and a report: ``report.json``, ``report.md`` (a table) and ``grid.png``
-(cloud | edge unaligned | metaword | LoRA | MAKD, same prompts and seeds).
+consistency it keeps, its size in bytes and its downlink cost in channel uses at the MCS indices of
+:data:`~dekasim.generative.pack.DOWNLINK_MCS`), and a report: ``report.json``, ``report.md`` (a table)
+and ``grid.png`` (cloud | edge unaligned | metaword | LoRA | MAKD, same prompts and seeds).
+
+With ``cala`` (a CALA checkpoint manifest, ``dekasim align --cala PATH``), every pack written also
+carries that checkpoint's bank + gate (quantised with the pack); the report gives each pack's size with
+and without the bank, and how closely the codec rebuilt from the pack as written
+(:func:`~dekasim.generative.pack.cala_codec_from_pack`) matches the checkpoint's own.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +31,10 @@ import torch
 from dekasim.errors import ConfigError
 from dekasim.generative.makd import (METHODS, AlignConfig, AlignedEdge, MethodResult, align_method,
                                      alignment_prompts, apply_pack)
-from dekasim.generative.pack import load_pack, model_fingerprint, pack_size_bytes, save_pack
+from dekasim.generative.pack import (DOWNLINK_MCS, CALABankPart, KnowledgePack, cala_base_checkpoint,
+                                     cala_codec_from_pack, cala_file_name, load_pack, model_fingerprint,
+                                     pack_downlink_cost, pack_size_bytes, read_cala_checkpoint, save_pack,
+                                     with_cala)
 from dekasim.generative.models import model_world
 
 log = logging.getLogger(__name__)
@@ -40,12 +50,15 @@ def model_bytes(model, dtype_bytes: int = 4) -> int:
 
 def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str | Path | None = None,
                   methods: Sequence[str] = METHODS, bits: Sequence[int] = (8, 4, 2),
-                  grid_prompts: int = 6, command: str | None = None) -> dict[str, Any]:
+                  grid_prompts: int = 6, command: str | None = None,
+                  cala: str | Path | None = None) -> dict[str, Any]:
     """Align ``edge`` to ``cloud`` by every method in ``methods``; returns the report (also written to
     ``out_dir`` with the packs and figure when given).
 
     :param cloud, edge: :class:`~dekasim.generative.ldm.TextToImageLDM` models.
     :param bits: quantisation levels at which the MAKD pack is also written and re-evaluated.
+    :param cala: a CALA checkpoint manifest (``cala-*.json``, its base checkpoint beside it) whose bank +
+        gate every written pack carries; read and checked before any training. None: packs without one.
     """
     from dekasim.metrics.consistency import consistency
 
@@ -59,6 +72,7 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
     for b in bits:
         if b not in (8, 4, 2):
             raise ConfigError("align.bits", b, "quantisation levels among 8, 4, 2")
+    bank = _cala_setup(cala) if cala is not None else None
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -109,8 +123,13 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
                 if m != "none":
                     report["results"][m]["vs_none"] = {k: _paired(r, reports["none"][k])
                                                        for k, r in reports[m].items()}
+        if bank is not None:
+            part: CALABankPart = bank["part"]
+            report["cala"] = {"checkpoint": str(cala), "base_checkpoint": str(bank["base"]),
+                              "n_params": part.n_params(), "layers": part.layers,
+                              "num_adapters": part.num_adapters, "gate_hidden": part.gate_hidden}
         if out is not None:
-            packs = _write_packs(results, edge, out, bits, prompts, cloud_imgs, kw, encoder)
+            packs = _write_packs(results, edge, out, bits, prompts, cloud_imgs, kw, encoder, bank)
             report["packs"] = packs
             _grid(out / "grid.png", prompts, cloud_imgs["test"], images, grid_prompts)
         report["wall_s"] = time.perf_counter() - t_start
@@ -160,31 +179,77 @@ def _evaluate(aligned: AlignedEdge, prompts, cloud_imgs: dict, kw: dict,
     return reports, test_imgs
 
 
+def _cala_setup(cala: str | Path) -> dict[str, Any]:
+    """The bank of the CALA checkpoint ``cala``, its base checkpoint and the codec the checkpoint makes
+    (which checks that the base is there and unchanged): read before any training, so a bad path fails
+    at once."""
+    from dekasim.codecs import build_codec
+
+    part = read_cala_checkpoint(cala)
+    codec = build_codec("cala", tuple(part.arch["payload_shape"]), part.bandwidth_ratio,
+                        checkpoint=str(Path(cala).with_suffix(".json")))
+    return {"part": part, "base": cala_base_checkpoint(cala), "codec": codec}
+
+
+def _cala_check(pack: KnowledgePack, bank: dict[str, Any]) -> dict[str, float]:
+    """The codec rebuilt from ``pack`` (as loaded from disk) against the checkpoint's codec:
+    ``symbols_rel_error`` = ||x_pack - x_ckpt|| / ||x_ckpt|| of the channel symbols of 8 fixed random
+    payloads at Es/N0 5 dB, TDL-C 1000 ns (0 for an unquantised pack, which is bit-identical)."""
+    from dekasim.conditions import Condition
+
+    ref = bank["codec"]
+    codec = cala_codec_from_pack(pack, bank["base"])
+    payload = torch.rand(8, *ref.payload_shape, generator=torch.Generator().manual_seed(0))
+    cond = Condition(snr_db=5.0, delay_spread_ns=1000.0, tdl_profile="C")
+    want, got = ref.encode(payload, cond), codec.encode(payload, cond)
+    return {"symbols_rel_error": float((got - want).norm() / want.norm())}
+
+
+def _pack_sizes(d: Path, pack: KnowledgePack, bits: int | None, bank: dict[str, Any] | None) -> dict[str, Any]:
+    """``bytes`` and ``downlink`` (:func:`pack_downlink_cost`) of the pack saved in ``d``; with a CALA bank
+    also ``bytes_without_cala`` and ``downlink_without_cala`` (the same pack saved without it, in a
+    scratch directory), ``cala_file_bytes`` and ``cala_codec`` (:func:`_cala_check` of the pack as loaded)."""
+    out: dict[str, Any] = {"bytes": pack_size_bytes(d), "downlink": pack_downlink_cost(d)}
+    if bank is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = save_pack(replace(pack, cala=None), Path(tmp) / "pack", bits=bits)
+            out["bytes_without_cala"] = pack_size_bytes(plain)
+            out["downlink_without_cala"] = pack_downlink_cost(plain)
+        out["cala_file_bytes"] = out["downlink"]["files"][cala_file_name(bits)]["size_bytes"]
+        out["cala_codec"] = _cala_check(load_pack(d), bank)
+    return out
+
+
 def _write_packs(results: dict[str, MethodResult], edge, out: Path, bits: Sequence[int], prompts, cloud_imgs,
-                 kw, encoder) -> dict[str, Any]:
+                 kw, encoder, bank: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every trained method's pack unquantised; MAKD's (or the last method's) also at each bit width,
-    reloaded from disk and re-evaluated (so the numbers are those of the files)."""
+    reloaded from disk and re-evaluated (so the numbers are those of the files). With ``bank``
+    (:func:`_cala_setup`) every pack carries its CALA bank."""
     from dekasim.metrics.consistency import consistency
+
+    def with_bank(pack: KnowledgePack) -> KnowledgePack:
+        return pack if bank is None else with_cala(pack, bank["part"])
 
     packs: dict[str, Any] = {}
     main = "makd" if "makd" in results else None
     for m, res in results.items():
         if m == "none":
             continue
-        d = save_pack(res.pack, out / f"pack-{m}")
-        packs[m] = {"dir": str(d), "bytes": pack_size_bytes(d), "n_params": res.pack.n_params()}
+        pack = with_bank(res.pack)
+        d = save_pack(pack, out / f"pack-{m}")
+        packs[m] = {"dir": str(d), **_pack_sizes(d, pack, None, bank), "n_params": pack.n_params()}
     if main is None:
         return packs
     levels: dict[str, Any] = {}
     base_hash = results[main].pack.base_model_hash
     for b in [None, *bits]:
         d = out / ("pack" if b is None else f"pack-q{b}")
-        save_pack(results[main].pack, d, bits=b)
+        save_pack(with_bank(results[main].pack), d, bits=b)
         pack = load_pack(d, base_model_hash=base_hash)
         aligned = apply_pack(edge, pack)
         imgs = aligned.sample(prompts.test, prompts.seeds["test"], **kw)
         rep = consistency(imgs, cloud_imgs["test"], encoder=encoder)
-        levels["none" if b is None else f"{b}-bit"] = {"dir": str(d), "bytes": pack_size_bytes(d),
+        levels["none" if b is None else f"{b}-bit"] = {"dir": str(d), **_pack_sizes(d, pack, b, bank),
                                                        "test": rep.as_dict()}
     packs["makd_levels"] = levels
     return packs
@@ -253,16 +318,45 @@ def render_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {METHOD_LABELS[m]} | {split} | " + " | ".join(cells) + " |")
         lines.append("")
     if report.get("packs", {}).get("makd_levels"):
-        lines += ["## MAKD pack by quantisation (test prompts)", "",
-                  f"Edge model (UNet + text encoder): {report['edge']['bytes_fp16']} B at fp16; its UNet alone "
-                  f"{report['edge']['unet_bytes_fp16']} B.", "",
-                  "| level | bytes | % of edge UNet | % of edge model | attribute_agreement | feature_cosine |",
-                  "|---|---|---|---|---|---|"]
-        for lvl, v in report["packs"]["makd_levels"].items():
-            mt = v["test"]["metrics"]
-            lines.append(f"| {lvl} | {v['bytes']} | {100 * v['bytes'] / report['edge']['unet_bytes_fp16']:.2f} | "
-                         f"{100 * v['bytes'] / report['edge']['bytes_fp16']:.2f} | "
-                         f"{_fmt(mt['attribute_agreement']['mean'], mt['attribute_agreement']['ci95_halfwidth'])} | "
-                         f"{_fmt(mt['feature_cosine']['mean'], mt['feature_cosine']['ci95_halfwidth'])} |")
-        lines.append("")
+        lines += _levels_table(report)
     return "\n".join(lines)
+
+
+def _channel_uses(downlink: dict[str, Any] | None) -> str:
+    """``"n4 / n16 / n27"``: a pack's channel uses at each priced MCS (n/a for a report without them)."""
+    if not downlink:
+        return "n/a"
+    return " / ".join(str(n) for n in downlink["channel_uses"].values())
+
+
+def _levels_table(report: dict[str, Any]) -> list[str]:
+    """The MAKD-pack-by-quantisation table (with CALA columns when the packs carry a bank)."""
+    levels = report["packs"]["makd_levels"]
+    first = next(iter(levels.values()))
+    mcs = "/".join(first["downlink"]["channel_uses"]) if first.get("downlink") else "/".join(map(str, DOWNLINK_MCS))
+    cala = "cala_file_bytes" in first
+    lines = ["## MAKD pack by quantisation (test prompts)", "",
+             f"Edge model (UNet + text encoder): {report['edge']['bytes_fp16']} B at fp16; its UNet alone "
+             f"{report['edge']['unet_bytes_fp16']} B. Channel uses: the whole pack (files + manifest) sent by the "
+             f"digital chain (CRC + 5G LDPC, blocks of 1024 symbols) at MCS {mcs} of TS 38.214 Table 5.1.3.1-1.", ""]
+    if cala:
+        lines += [f"Every pack carries the CALA bank + gate of `{report['cala']['checkpoint']}` "
+                  f"({report['cala']['n_params']} parameters); 'without CALA' is the same pack saved without it, "
+                  "'CALA error' the relative error of the channel symbols of the codec rebuilt from the pack.", ""]
+    head = "| level | bytes | % of edge UNet | % of edge model | channel uses (MCS " + mcs + ") |"
+    if cala:
+        head += " bytes without CALA | channel uses without CALA | CALA file bytes | CALA error |"
+    head += " attribute_agreement | feature_cosine |"
+    lines += [head, "|---" * head.count(" |") + "|"]
+    for lvl, v in levels.items():
+        mt = v["test"]["metrics"]
+        row = (f"| {lvl} | {v['bytes']} | {100 * v['bytes'] / report['edge']['unet_bytes_fp16']:.2f} | "
+               f"{100 * v['bytes'] / report['edge']['bytes_fp16']:.2f} | {_channel_uses(v.get('downlink'))} |")
+        if cala:
+            row += (f" {v['bytes_without_cala']} | {_channel_uses(v['downlink_without_cala'])} | "
+                    f"{v['cala_file_bytes']} | {v['cala_codec']['symbols_rel_error']:.2e} |")
+        row += (f" {_fmt(mt['attribute_agreement']['mean'], mt['attribute_agreement']['ci95_halfwidth'])} | "
+                f"{_fmt(mt['feature_cosine']['mean'], mt['feature_cosine']['ci95_halfwidth'])} |")
+        lines.append(row)
+    lines.append("")
+    return lines

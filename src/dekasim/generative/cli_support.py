@@ -122,7 +122,8 @@ def align(args: argparse.Namespace, command: str | None) -> int:
     bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
     logging.getLogger("dekasim").setLevel(logging.INFO)
     cloud, edge = load_model(args.cloud), load_model(args.edge)
-    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=command)
+    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=command,
+                           cala=getattr(args, "cala", None))
     out = Path(args.out)
     print((out / "report.md").read_text())
     print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*")

@@ -1,16 +1,25 @@
 """The knowledge pack: what MAKD's cloud-side alignment sends to the edge.
 
 A pack holds a **metaword** (one learned token embedding for the edge text encoder), a **G-LoRA** (peft
-LoRA weights on the edge UNet's attention projections) and, later, a CALA bank. On disk it is a
-directory in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
+LoRA weights on the edge UNet's attention projections) and optionally a **CALA bank + gate** (the
+condition-aware adapters of a frozen DeepJSCC, :mod:`dekasim.codecs.cala`). On disk it is a directory
+in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
 
     pack_dir/
       manifest.json                       compact JSON: kind, format version, base-model hash, metaword, subject,
                                           placement, LoRA config, info, bits, n_params, payload_bytes, size_bytes,
-                                          and per file: size, sha256, quantisation, tensors (name -> shape, dtype)
+                                          per file: size, sha256, quantisation, tensors (name -> shape, dtype),
+                                          and, with a CALA bank only, ``cala``: layers, num_adapters, gate_hidden,
+                                          arch, bandwidth_ratio, base (file, sha256, codec), source
       learned_embeds.safetensors          textual-inversion layout: {metaword: embedding [D] float32}
       pytorch_lora_weights.safetensors    unquantised LoRA, the layout of diffusers' ``save_lora_adapter``
       pytorch_lora_weights.q{bits}.safetensors   ... or the LoRA quantised to 8, 4 or 2 bits
+      cala_bank.safetensors               CALA bank + gate, float32, keys of ``CALABank.state_dict()``:
+                                          a.<layer_key> [K, fan_in], b.<layer_key> [K, out] per adapted layer
+                                          (layer_key: "enc.res2" -> "enc_res2"), gate.0.weight [H, 10],
+                                          gate.0.bias [H], gate.2.weight [K, H], gate.2.bias [K]
+      cala_bank.q{bits}.safetensors       ... or a.* and b.* quantised per row (one row per adapter) and the
+                                          gate in float16 (manifest: ``"stored": "quantised"`` / ``"float16"``)
 
 LoRA keys are those diffusers 0.42 writes with ``unet.save_lora_adapter``: no ``unet.`` prefix and no
 adapter name, e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight``
@@ -30,15 +39,27 @@ Quantisation (``bits`` in {8, 4, 2}) is per output row (first dimension), asymme
 (``8 // bits`` codes per byte, the first code in the lowest bits). The metaword embedding is never
 quantised: it is ``D`` float32 values.
 
+**CALA bank.** :func:`with_cala` attaches a CALA checkpoint (``cala-*.json`` of
+:mod:`dekasim.codecs.train_jscc`) to a pack; the pack records the sha256 and file name of the base JSCC
+checkpoint the bank adapts, but not the base itself (the edge already has it). :func:`cala_codec_from_pack`
+rebuilds a working :class:`~dekasim.codecs.cala.CALACodec` from a pack and that base checkpoint, and
+refuses any other base. Unquantised, the rebuilt codec computes bit-identically to the checkpoint's (the
+checkpoint's float16 values are exact in float32).
+
 Sizes: ``size_bytes`` counts the files as stored (safetensors headers and manifest included);
 ``payload_bytes`` counts the tensor data alone. For small LoRAs the headers dominate (each quantised
 tensor has three ~90-character keys): on the toy UNet an r=2 G-LoRA's files *grow* when quantised
 (52 KB float32 -> 71/68/67 KB at 8/4/2 bits) while its payload shrinks (23 -> 12/9/8 KB); at r=8 both
 shrink (122 -> 90/78/72 KB files, 93 -> 31/19/13 KB payload).
 
+Downlink cost: :func:`pack_downlink_cost` prices a saved pack (all files and the manifest as one byte
+stream, and each file alone) in channel uses of the digital chain at a few MCS indices
+(:data:`DOWNLINK_MCS`, see :func:`dekasim.codecs.mcs.downlink_channel_uses`).
+
 Loading refuses, with a :class:`~dekasim.errors.ConfigError` naming the field, a pack that is incomplete,
 altered (sha256), inconsistent with its manifest (shapes), of an unknown kind or version, or made for
-another base model. Only JSON and safetensors are read; nothing is unpickled.
+another base model; a pack's CALA bank is refused on another base JSCC. Only JSON and safetensors are read;
+nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -47,13 +68,14 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from dekasim.checksums import sha256_file
+from dekasim.codecs.mcs import DOWNLINK_BLOCK_CHANNEL_USES, downlink_channel_uses
 from dekasim.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -66,11 +88,129 @@ BITS = (8, 4, 2)
 QUANT_SCHEME = "per_row_asymmetric_uniform"
 #: the safetensors header key under which diffusers stores a LoRA's config (``LORA_ADAPTER_METADATA_KEY``).
 LORA_METADATA_KEY = "lora_adapter_metadata"
+#: the unquantised CALA bank + gate (float32); quantised: :func:`quantised_cala_name`.
+CALA_NAME = "cala_bank.safetensors"
+#: MCS indices of TS 38.214 Table 5.1.3.1-1 at which :func:`pack_downlink_cost` prices a pack by default:
+#: QPSK R = 0.30, 16QAM R = 0.64, 64QAM R = 0.89.
+DOWNLINK_MCS = (4, 16, 27)
+#: Inputs of the CALA gate (the condition features of :func:`dekasim.codecs.jscc.condition_features`).
+CALA_GATE_INPUTS = 10
 
 
 def quantised_lora_name(bits: int) -> str:
     """File name of the LoRA quantised to ``bits`` bits."""
     return f"pytorch_lora_weights.q{bits}.safetensors"
+
+
+def quantised_cala_name(bits: int) -> str:
+    """File name of the CALA bank with its adapters quantised to ``bits`` bits (gate in float16)."""
+    return f"cala_bank.q{bits}.safetensors"
+
+
+def cala_file_name(bits: int | None) -> str:
+    """File name of a pack's CALA bank at ``bits`` (None: unquantised)."""
+    return CALA_NAME if bits is None else quantised_cala_name(bits)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CALA part
+
+
+@dataclass
+class CALABankPart:
+    """A CALA bank + gate (:class:`~dekasim.codecs.cala.CALABank`) and the base it adapts.
+
+    :param tensors: the bank's state dict, floating tensors: ``a.<layer_key>`` ``[K, fan_in]`` and
+        ``b.<layer_key>`` ``[K, out]`` per adapted layer (``layer_key``: the layer name with ``.`` -> ``_``,
+        e.g. ``enc_res2``; ``fan_in = in_channels * k * k``), ``gate.0.weight`` ``[H, 10]``,
+        ``gate.0.bias`` ``[H]``, ``gate.2.weight`` ``[K, H]``, ``gate.2.bias`` ``[K]``.
+    :param layers: adapted layer names, e.g. ``["enc.res2", "enc.out", "dec.inp"]``.
+    :param num_adapters: ``K``.
+    :param gate_hidden: ``H``.
+    :param arch: the base network's architecture (``Arch.to_json()``: payload_shape, n_symbols, ...).
+    :param bandwidth_ratio: of the codec: complex channel uses per real payload sample.
+    :param base: the frozen base JSCC checkpoint: ``{"file": "jscc_base-....safetensors", "sha256":
+        <sha256 of that file>, "codec": "jscc"}``.
+    :param source: ``{"file", "sha256"}`` of the CALA checkpoint the bank came from, or None.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    layers: list[str]
+    num_adapters: int
+    gate_hidden: int
+    arch: dict[str, Any]
+    bandwidth_ratio: float
+    base: dict[str, Any]
+    source: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def expected_shapes(self) -> dict[str, list[int] | None]:
+        """Tensor name -> shape (None where only the rank and first dimension are fixed: a.*, b.*)."""
+        k, h = self.num_adapters, self.gate_hidden
+        out: dict[str, list[int] | None] = {}
+        for layer in self.layers:
+            out[f"a.{layer.replace('.', '_')}"] = None
+            out[f"b.{layer.replace('.', '_')}"] = None
+        out.update({"gate.0.weight": [h, CALA_GATE_INPUTS], "gate.0.bias": [h], "gate.2.weight": [k, h],
+                    "gate.2.bias": [k]})
+        return out
+
+    def validate(self) -> None:
+        """Reject inconsistent fields (ConfigError naming ``pack.cala.<field>``)."""
+        for name in ("num_adapters", "gate_hidden"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"pack.cala.{name}", v, "a positive integer")
+        if not isinstance(self.layers, list) or not self.layers or not all(isinstance(n, str) for n in self.layers):
+            raise ConfigError("pack.cala.layers", self.layers, "a non-empty list of layer names, e.g. ['enc.res2']")
+        sha = self.base.get("sha256") if isinstance(self.base, dict) else None
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha) or not self.base.get("file"):
+            raise ConfigError("pack.cala.base", self.base, "{'file': ..., 'sha256': <64 hex digits>} of the base "
+                              "JSCC checkpoint", "attach the bank with with_cala(pack, 'cala-....json')")
+        if not isinstance(self.arch, dict) or not {"payload_shape", "n_symbols", "width"} <= set(self.arch):
+            raise ConfigError("pack.cala.arch", self.arch, "the base network's Arch.to_json()")
+        r = self.bandwidth_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf:
+            raise ConfigError("pack.cala.bandwidth_ratio", r, "a positive number (channel uses per real sample)")
+        self._validate_tensors()
+
+    def _validate_tensors(self) -> None:
+        want = self.expected_shapes()
+        if not isinstance(self.tensors, dict) or set(self.tensors) != set(want):
+            got = sorted(self.tensors) if isinstance(self.tensors, dict) else type(self.tensors).__name__
+            raise ConfigError("pack.cala.tensors", got, f"exactly the bank's tensors {sorted(want)}")
+        for name, shape in want.items():
+            t = self.tensors[name]
+            if not torch.is_tensor(t) or not t.is_floating_point():
+                raise ConfigError(f"pack.cala.tensors[{name}]", type(t).__name__, "a floating-point tensor")
+            ok = list(t.shape) == shape if shape is not None else (t.ndim == 2 and t.shape[0] == self.num_adapters)
+            if not ok:
+                raise ConfigError(f"pack.cala.tensors[{name}].shape", list(t.shape),
+                                  f"{shape if shape is not None else f'[{self.num_adapters}, n]'} "
+                                  f"(num_adapters={self.num_adapters}, gate_hidden={self.gate_hidden})")
+
+    def n_params(self) -> int:
+        """Numbers in the bank and gate."""
+        return sum(t.numel() for t in self.tensors.values())
+
+    def settings(self) -> dict[str, Any]:
+        """The JSON-able ``cala`` section of the pack manifest (everything but the tensors)."""
+        return {"layers": list(self.layers), "num_adapters": self.num_adapters, "gate_hidden": self.gate_hidden,
+                "arch": self.arch, "bandwidth_ratio": self.bandwidth_ratio, "base": dict(self.base),
+                "source": None if self.source is None else dict(self.source)}
+
+    @staticmethod
+    def from_settings(settings: Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> "CALABankPart":
+        """Inverse of :meth:`settings` (ConfigError ``pack.cala`` for a section that is not one)."""
+        keys = ("layers", "num_adapters", "gate_hidden", "arch", "bandwidth_ratio", "base")
+        if not isinstance(settings, Mapping) or any(k not in settings for k in keys):
+            raise ConfigError("pack.cala", settings, f"a manifest section with {list(keys)}", "save the pack again")
+        return CALABankPart(tensors=tensors, layers=settings["layers"], num_adapters=settings["num_adapters"],
+                            gate_hidden=settings["gate_hidden"], arch=settings["arch"],
+                            bandwidth_ratio=settings["bandwidth_ratio"], base=settings["base"],
+                            source=settings.get("source"))
 
 
 
@@ -93,6 +233,7 @@ class KnowledgePack:
     :param lora_config: JSON-able peft ``LoraConfig`` fields, e.g.
         ``{"r": 8, "lora_alpha": 8, "target_modules": ["to_k", "to_out.0", "to_q", "to_v"]}``.
     :param info: JSON-able facts (method, steps, losses, ...).
+    :param cala: a CALA bank + gate for the edge's DeepJSCC (:func:`with_cala`), or None.
     """
 
     base_model_hash: str
@@ -103,6 +244,7 @@ class KnowledgePack:
     lora: dict[str, torch.Tensor] | None = None
     lora_config: dict | None = None
     info: dict = field(default_factory=dict)
+    cala: CALABankPart | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -125,6 +267,11 @@ class KnowledgePack:
             for k, v in self.lora.items():
                 if not torch.is_tensor(v) or not v.is_floating_point():
                     raise ConfigError(f"pack.lora[{k}]", type(v).__name__, "a floating-point tensor")
+        if self.cala is not None:
+            if not isinstance(self.cala, CALABankPart):
+                raise ConfigError("pack.cala", type(self.cala).__name__, "a CALABankPart or None",
+                                  "attach a CALA checkpoint with with_cala(pack, 'cala-....json')")
+            self.cala.validate()
 
     def rewrite(self, prompt: str) -> str:
         """``prompt`` with the metaword inserted.
@@ -152,8 +299,10 @@ class KnowledgePack:
         return f"{prompt[:match.start()]}{self.metaword} {prompt[match.start():]}"
 
     def n_params(self) -> int:
-        """Learned numbers carried: metaword embedding + LoRA (not counting quantisation side data)."""
+        """Learned numbers carried: metaword embedding + LoRA + CALA bank and gate (not counting
+        quantisation side data)."""
         n = 0 if self.metaword_embedding is None else self.metaword_embedding.numel()
+        n += 0 if self.cala is None else self.cala.n_params()
         return n + sum(v.numel() for v in (self.lora or {}).values())
 
 
@@ -388,8 +537,9 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
     and ``lora_config`` would send) and ``size_bytes`` (all files, the manifest included, as
     :func:`pack_size_bytes`).
 
-    :param bits: None (LoRA stored in its own dtype, float32 or float16) or 8/4/2 (LoRA quantised per
-        row, :func:`quantise_tensor`); the metaword embedding is always float32.
+    :param bits: None (LoRA stored in its own dtype, float32 or float16; CALA bank in float32) or 8/4/2
+        (LoRA and the CALA adapters ``a.*``/``b.*`` quantised per row, :func:`quantise_tensor`; the CALA
+        gate in float16); the metaword embedding is always float32.
     :return: the directory. The manifest is written last: a directory without one is not a pack.
     """
     from safetensors.torch import save_file
@@ -399,7 +549,8 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
         _check_bits(bits)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    for stale in [d / MANIFEST_NAME, d / EMBEDS_NAME, d / LORA_NAME, *(d / quantised_lora_name(b) for b in BITS)]:
+    for stale in [d / MANIFEST_NAME, d / EMBEDS_NAME, d / LORA_NAME, *(d / quantised_lora_name(b) for b in BITS),
+                  d / CALA_NAME, *(d / quantised_cala_name(b) for b in BITS)]:
         stale.unlink(missing_ok=True)
     files: list[dict[str, Any]] = []  # name, quantisation, tensors; sizes and hashes added below
     payload = 0
@@ -429,6 +580,10 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
             save_file(out, str(d / name), metadata={"format": "pt", "quantisation": QUANT_SCHEME, "bits": str(bits)})
             files.append({"name": name, "quantisation": _quantisation_entry(bits), "tensors": listed})
             payload += sum(v.numel() * v.element_size() for v in out.values())
+    if pack.cala is not None:
+        entry, n_bytes = _write_cala(pack.cala, d, bits)
+        files.append(entry)
+        payload += n_bytes
     for f in files:
         f["size_bytes"] = (d / f["name"]).stat().st_size
         f["sha256"] = sha256_file(d / f["name"])
@@ -438,8 +593,54 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
         "lora_config": pack.lora_config, "info": pack.info, "bits": bits,
         "metaword_embedding": None if pack.metaword is None else "float32, not quantised (it is tiny)",
         "n_params": pack.n_params(), "payload_bytes": payload, "files": files}
+    if pack.cala is not None:  # absent, not null, without a bank: such packs stay as they were
+        manifest["cala"] = pack.cala.settings()
     (d / MANIFEST_NAME).write_text(_manifest_text(manifest, sum(f["size_bytes"] for f in files)))
     return d
+
+
+def _is_cala_adapter(name: str) -> bool:
+    """True for a CALA bank's adapter matrices (``a.*``, ``b.*``), false for its gate."""
+    return name.startswith(("a.", "b."))
+
+
+def _float16(name: str, t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float16, refusing values that float16 cannot hold."""
+    if not torch.isfinite(t).all() or t.abs().max() > torch.finfo(torch.float16).max:
+        raise ConfigError(f"pack.cala.tensors[{name}]", "values beyond float16 range or not finite",
+                          "finite values with |x| <= 65504", "save the pack unquantised (bits=None)")
+    return t.to(torch.float16)
+
+
+def _write_cala(cala: CALABankPart, d: Path, bits: int | None) -> tuple[dict[str, Any], int]:
+    """Write the CALA bank into ``d``: (manifest file entry without size/sha256, payload bytes).
+
+    Unquantised: every tensor in float32. Quantised: ``a.*``/``b.*`` as ``<name>.codes/.scale/.zero``
+    (:func:`quantise_tensor`, one row per adapter), the gate tensors in float16.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to(device="cpu", dtype=torch.float32).contiguous()
+               for k, v in sorted(cala.tensors.items())}
+    listed: dict[str, dict[str, Any]] = {k: {"shape": list(v.shape), "dtype": "float32"} for k, v in tensors.items()}
+    name = cala_file_name(bits)
+    if bits is None:
+        save_file(tensors, str(d / name), metadata={"format": "pt"})
+        return {"name": name, "quantisation": None, "tensors": listed}, sum(4 * v.numel() for v in tensors.values())
+    out: dict[str, torch.Tensor] = {}
+    for k, v in tensors.items():
+        if _is_cala_adapter(k):
+            q = quantise_tensor(v, bits)
+            out.update({f"{k}.codes": q["codes"], f"{k}.scale": q["scale"], f"{k}.zero": q["zero"]})
+            listed[k]["stored"] = "quantised"
+        else:
+            out[k] = _float16(k, v)
+            listed[k]["stored"] = "float16"
+    save_file(out, str(d / name), metadata={"format": "pt", "quantisation": QUANT_SCHEME, "bits": str(bits)})
+    quantisation = {**_quantisation_entry(bits), "applies_to": "the tensors with stored = 'quantised' (the "
+                    "adapters a.* and b.*, one row per adapter); the gate is stored in float16"}
+    return ({"name": name, "quantisation": quantisation, "tensors": listed},
+            sum(v.numel() * v.element_size() for v in out.values()))
 
 
 def _manifest_text(manifest: dict[str, Any], file_bytes: int) -> str:
@@ -473,6 +674,8 @@ def _read_manifest(d: Path) -> dict[str, Any]:
     if bits is not None and bits not in BITS:
         raise ConfigError("pack.bits", bits, f"null or one of {list(BITS)}")
     allowed = {EMBEDS_NAME, LORA_NAME if bits is None else quantised_lora_name(bits)}
+    if "cala" in manifest:
+        allowed.add(cala_file_name(bits))
     files = manifest.get("files")
     if not isinstance(files, list) or any(not isinstance(f, dict) or f.get("name") not in allowed for f in files):
         names = [f.get("name") if isinstance(f, dict) else f for f in files] if isinstance(files, list) else files
@@ -514,8 +717,12 @@ def _file_tensors(entry: dict[str, Any], content: dict[str, torch.Tensor], bits:
     q = entry.get("quantisation")
     if q is not None and (q.get("scheme") != QUANT_SCHEME or q.get("bits") != bits):
         raise ConfigError(f"pack.files[{entry['name']}].quantisation", q, f"{QUANT_SCHEME} at the pack's bits={bits}")
-    suffixes = (".codes", ".scale", ".zero") if q is not None else ("",)
-    expected = {f"{n}{s}" for n in listed for s in suffixes}
+    suffixes = (".codes", ".scale", ".zero")
+
+    def quantised(spec: Any) -> bool:  # a LoRA file is quantised as a whole; a CALA file marks each tensor
+        return q is not None and (spec.get("stored", "quantised") == "quantised" if isinstance(spec, dict) else True)
+
+    expected = {f"{n}{s}" for n, spec in listed.items() for s in (suffixes if quantised(spec) else ("",))}
     if set(content) != expected:
         odd = sorted(set(content) ^ expected)
         raise ConfigError(f"pack.files[{entry['name']}]", odd[:3] + (["..."] if len(odd) > 3 else []),
@@ -523,12 +730,15 @@ def _file_tensors(entry: dict[str, Any], content: dict[str, torch.Tensor], bits:
     out = {}
     for name, spec in listed.items():
         shape, where = spec.get("shape"), f"pack.tensors[{name}]"
-        if q is None:
+        if not quantised(spec):
             t = content[name]
             _check_shape(f"{where}.shape", list(t.shape), shape)
-            if _dtype_name(t) != spec.get("dtype"):
-                raise ConfigError(f"{where}.dtype", _dtype_name(t), f"{spec.get('dtype')} as recorded in manifest.json",
+            stored = spec.get("stored", spec.get("dtype"))
+            if _dtype_name(t) != stored:
+                raise ConfigError(f"{where}.dtype", _dtype_name(t), f"{stored} as recorded in manifest.json",
                                   "save the pack again")
+            if stored != spec.get("dtype"):  # the CALA gate of a quantised pack: float16 on disk, float32 back
+                t = t.to(torch.float32)
         else:
             codes, scale, zero = (content[f"{name}{s}"] for s in suffixes)
             rows = shape[0] if isinstance(shape, list) and len(shape) >= 2 else 1
@@ -545,7 +755,8 @@ def load_pack(directory: str | Path, base_model_hash: str | None = None) -> Know
 
     :param base_model_hash: the :func:`model_fingerprint` of the edge model the pack will be applied to;
         when given, a pack made for another model is refused.
-    :return: the pack; a quantised LoRA comes back dequantised to float32 under the diffusers keys.
+    :return: the pack; a quantised LoRA comes back dequantised to float32 under the diffusers keys, a CALA
+        bank in float32 (quantised adapters dequantised, the float16 gate widened).
     """
     d = Path(directory)
     manifest = _read_manifest(d)
@@ -554,7 +765,7 @@ def load_pack(directory: str | Path, base_model_hash: str | None = None) -> Know
                           f"{base_model_hash} (the fingerprint of this edge model)",
                           "align again against this edge model, or load the edge model the pack was made for")
     bits = manifest.get("bits")
-    metaword, embedding, lora = manifest.get("metaword"), None, None
+    metaword, embedding, lora, cala = manifest.get("metaword"), None, None, None
     for entry in manifest["files"]:
         tensors = _file_tensors(entry, _load_verified(d, entry), bits)
         if entry["name"] == EMBEDS_NAME:
@@ -562,15 +773,20 @@ def load_pack(directory: str | Path, base_model_hash: str | None = None) -> Know
                 raise ConfigError("pack.metaword", metaword, f"the token stored in {EMBEDS_NAME} ({list(tensors)})",
                                   "save the pack again")
             embedding = tensors[metaword]
+        elif entry["name"] == cala_file_name(bits):
+            cala = CALABankPart.from_settings(manifest["cala"], tensors)
         else:
             lora = tensors
+    if "cala" in manifest and cala is None:
+        raise ConfigError("pack.cala", cala_file_name(bits), "the CALA bank file listed in manifest.json's files",
+                          "save the pack again")
     if (metaword is None) != (embedding is None):
         raise ConfigError("pack.metaword", metaword, f"a metaword with its embedding in {EMBEDS_NAME} (or neither)",
                           "save the pack again")
     return KnowledgePack(base_model_hash=manifest.get("base_model_hash", ""), metaword=metaword,
                          metaword_embedding=embedding, subject=manifest.get("subject"),
                          placement=manifest.get("placement", "before_subject"), lora=lora,
-                         lora_config=manifest.get("lora_config"), info=manifest.get("info") or {})
+                         lora_config=manifest.get("lora_config"), info=manifest.get("info") or {}, cala=cala)
 
 
 def pack_size_bytes(directory: str | Path) -> int:
@@ -585,3 +801,129 @@ def pack_size_bytes(directory: str | Path) -> int:
                               "copy the whole pack directory again")
         total += path.stat().st_size
     return total
+
+
+def pack_downlink_cost(directory: str | Path, mcs_indices: tuple[int, ...] = DOWNLINK_MCS,
+                       table: str = "qam64") -> dict[str, Any]:
+    """Size [bytes] and downlink cost [channel uses] of the pack in ``directory``.
+
+    The whole pack (its files and ``manifest.json``, :func:`pack_size_bytes`) is priced as one byte
+    stream, and each file alone, by :func:`dekasim.codecs.mcs.downlink_channel_uses` (the digital
+    chain's CRC + 5G LDPC + QAM in transport blocks of
+    :data:`~dekasim.codecs.mcs.DOWNLINK_BLOCK_CHANNEL_USES` symbols; no pilots, no retransmissions).
+    The files' costs add up to slightly more than the whole's: each one's last block is partly empty.
+
+    :param mcs_indices: I_MCS of ``table`` to price at.
+    :return: ``{"size_bytes", "table", "block_channel_uses", "channel_uses": {"<mcs>": n},
+        "files": {name: {"size_bytes", "channel_uses": {"<mcs>": n}}}}`` (MCS keys as strings, as in JSON).
+    """
+    d = Path(directory)
+    manifest = _read_manifest(d)
+    names = [MANIFEST_NAME, *(f["name"] for f in manifest["files"])]
+    sizes = {name: (d / name).stat().st_size for name in names}
+
+    def cost(n_bytes: int) -> dict[str, int]:
+        return {str(i): downlink_channel_uses(n_bytes, i, table) for i in mcs_indices}
+
+    total = pack_size_bytes(d)
+    return {"size_bytes": total, "table": table, "block_channel_uses": DOWNLINK_BLOCK_CHANNEL_USES,
+            "channel_uses": cost(total),
+            "files": {name: {"size_bytes": size, "channel_uses": cost(size)} for name, size in sizes.items()}}
+
+
+# ----------------------------------------------------------------------------------------------
+# CALA bank: from a checkpoint into a pack, from a pack into a codec
+
+
+def read_cala_checkpoint(path: str | Path) -> CALABankPart:
+    """The bank + gate of a CALA checkpoint (``cala-*.json`` beside its ``.safetensors``), float32.
+
+    Read with :func:`dekasim.codecs.jscc.read_checkpoint` (format and sha256 checked). The base JSCC
+    checkpoint the manifest names is not read: the part records its file name and sha256.
+
+    :raises ConfigError: (field ``cala``) for a missing or altered checkpoint, or one that is not a CALA one.
+    """
+    from dekasim.codecs.jscc import read_checkpoint
+
+    manifest, tensors = read_checkpoint(path, field="cala")
+    if manifest.get("codec") != "cala" or not isinstance(manifest.get("cala"), dict) \
+            or not isinstance(manifest.get("base"), dict):
+        raise ConfigError("cala", str(path), "a CALA checkpoint manifest (codec 'cala', with 'cala' and 'base')",
+                          "give a cala-*.json written by `python -m dekasim.codecs.train_jscc train --codec cala`")
+    bank = {k[len("bank."):]: v for k, v in tensors.items() if k.startswith("bank.")}
+    if len(bank) != len(tensors):
+        raise ConfigError("cala", sorted(k for k in tensors if not k.startswith("bank."))[:3],
+                          "only bank.* tensors in a CALA checkpoint")
+    settings = manifest["cala"]
+    try:
+        return CALABankPart(tensors=bank, layers=list(settings["layers"]), num_adapters=settings["num_adapters"],
+                            gate_hidden=settings["gate_hidden"], arch=manifest["arch"],
+                            bandwidth_ratio=manifest["bandwidth_ratio"],
+                            base={k: manifest["base"][k] for k in ("file", "sha256", "codec") if k in manifest["base"]},
+                            source={"file": manifest["file"], "sha256": manifest["sha256"]})
+    except KeyError as exc:
+        raise ConfigError("cala", str(path), f"a CALA checkpoint manifest with {exc}") from None
+
+
+def with_cala(pack: KnowledgePack, cala: str | Path | CALABankPart) -> KnowledgePack:
+    """A copy of ``pack`` carrying a CALA bank + gate (``pack`` itself is unchanged).
+
+    :param cala: a CALA checkpoint manifest path (:func:`read_cala_checkpoint`) or a part already read.
+    """
+    part = cala if isinstance(cala, CALABankPart) else read_cala_checkpoint(cala)
+    return replace(pack, cala=part)
+
+
+def cala_base_checkpoint(cala_checkpoint: str | Path) -> Path:
+    """Path of the base JSCC manifest a CALA checkpoint names (it sits in the same directory)."""
+    p = Path(cala_checkpoint).with_suffix(".json")
+    base = json.loads(p.read_text()).get("base") if p.is_file() else None
+    if not isinstance(base, dict) or not base.get("file"):
+        raise ConfigError("cala", str(cala_checkpoint), "a CALA checkpoint manifest naming its base checkpoint")
+    return p.parent / Path(base["file"]).with_suffix(".json").name
+
+
+def cala_codec_from_pack(pack: KnowledgePack, base_checkpoint: str | Path, condition_error_db: float = 0.0):
+    """A working :class:`~dekasim.codecs.cala.CALACodec`: ``base_checkpoint``'s network + the pack's bank.
+
+    :param base_checkpoint: the base JSCC checkpoint manifest (``jscc_base-*.json``) on the edge; its
+        tensor file's sha256 must be the one the pack recorded.
+    :param condition_error_db: the codec option of that name (see :mod:`dekasim.codecs.jscc`).
+    :return: the codec in eval mode, its base frozen. Its options read ``checkpoint = "none"`` (the weights
+        come from the pack and the base, not from one checkpoint file).
+    :raises ConfigError: ``pack.cala`` (no bank), ``pack.cala.base.sha256`` (another base),
+        ``pack.cala.arch`` (a base of another architecture), ``pack.cala.tensors`` (tensors that do not fit).
+    """
+    from dekasim.codecs.cala import CALABank, CALACodec
+    from dekasim.codecs.jscc import Arch, read_checkpoint
+
+    part = pack.cala
+    if part is None:
+        raise ConfigError("pack.cala", None, "a pack carrying a CALA bank", "attach one with with_cala(pack, path)")
+    base_manifest, base_tensors = read_checkpoint(base_checkpoint, field="base_checkpoint")
+    if base_manifest.get("sha256") != part.base["sha256"]:
+        raise ConfigError("pack.cala.base.sha256", base_manifest.get("sha256"),
+                          f"{part.base['sha256']}, the sha256 of {part.base['file']}, the base the bank was trained on",
+                          f"give the manifest of {part.base['file']}: a bank adapts that exact network only")
+    arch = Arch.from_json(part.arch)
+    if Arch.from_json(base_manifest["arch"]) != arch:
+        raise ConfigError("pack.cala.arch", base_manifest["arch"], f"the architecture of the bank's base {part.arch}")
+    codec = CALACodec(arch.payload_shape, part.bandwidth_ratio, checkpoint="none", width=arch.width,
+                      payload_kind=arch.payload_kind, num_adapters=part.num_adapters, layers=list(part.layers),
+                      condition_error_db=condition_error_db)
+    if codec.arch != arch:
+        raise ConfigError("pack.cala.bandwidth_ratio", part.bandwidth_ratio,
+                          f"a ratio giving {arch.n_symbols} channel uses, got {codec.n_channel_uses}")
+    if codec.bank.gate[0].out_features != part.gate_hidden:  # built with the default width of the gate
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the global RNG alone
+            codec.bank = CALABank(codec.net, tuple(part.layers), part.num_adapters, part.gate_hidden)
+    net = {k[len("net."):]: v for k, v in base_tensors.items() if k.startswith("net.")}
+    try:
+        codec.net.load_state_dict(net, strict=True)
+        codec.bank.load_state_dict({k: v.to(torch.float32) for k, v in part.tensors.items()}, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise ConfigError("pack.cala.tensors", f"{len(part.tensors)} tensors",
+                          f"tensors that fit the base network ({first})", "attach the bank trained on this base")
+    codec.freeze_base()
+    return codec.eval()
