@@ -63,6 +63,27 @@ def test_gate_weights_sum_to_one_and_follow_the_condition():
     assert not torch.allclose(per_item[0], per_item[2])
 
 
+def test_snr_anchored_gate_hands_the_bank_from_low_to_high_snr_adapters(tmp_path):
+    """Adapter i is anchored at SNR c_i (0..20 dB): the gate's mean anchor rises with the SNR it is told,
+    the weights still sum to one, the MLP still sees the delay spread, and the kind survives a checkpoint."""
+    codec = _untrained_cala(num_adapters=6, gate="snr_anchored")
+    snrs = torch.linspace(-5.0, 25.0, 31)
+    g = codec.gate_weights(TDL, snrs)
+    torch.testing.assert_close(g.sum(1), torch.ones(31))
+    mean_anchor = g @ codec.bank.anchor_db
+    assert (mean_anchor.diff() > 0).all() and mean_anchor[0] < 3 and mean_anchor[-1] > 17
+    assert int(g[snrs == 0.0].argmax()) == 0 and int(g[snrs == 20.0].argmax()) == 5
+    assert not torch.allclose(codec.gate_weights(TDL), codec.gate_weights(TDL.replace(delay_spread_ns=3000.0)))
+    mlp = _untrained_cala(num_adapters=6)
+    assert float((mlp.gate_weights(TDL, snrs) @ mlp.bank.anchor_db).std()) < 0.5 * float(mean_anchor.std())
+    codec.save(tmp_path)
+    again = Codec.load(tmp_path)
+    assert again.bank.gate_kind == "snr_anchored"
+    torch.testing.assert_close(again.gate_weights(TDL, snrs), g)
+    with pytest.raises(ConfigError, match="gate"):
+        _untrained_cala(gate="softmax")
+
+
 def test_a_fresh_bank_reproduces_its_base_exactly():
     """b_i start at zero: before training, CALA is its base network."""
     cala = _untrained_cala(init_seed=2)
@@ -86,7 +107,7 @@ def test_training_cala_leaves_the_base_bit_identical(base_ckpt, cala_trained):
 def test_cala_checkpoint_round_trip(cala_trained):
     path = [p for p in cala_trained["paths"] if p.name.startswith("cala-")][0]
     m = json.loads(path.read_text())
-    assert m["base"]["file"].startswith("jscc_mixed-") and set(m["cala"]) == {"layers", "num_adapters", "gate_hidden"}
+    assert m["base"]["file"].startswith("jscc_mixed-") and set(m["cala"]) == {"layers", "num_adapters", "gate_hidden", "gate"}
     loaded = build_codec("cala", SHAPE, 1 / 6, checkpoint=str(path))
     trained = cala_trained["codec"]
     img = torch.rand(2, *SHAPE)

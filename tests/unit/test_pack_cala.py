@@ -372,3 +372,34 @@ def test_align_with_cala_puts_the_bank_in_every_pack(tmp_path, ckpt):
     assert report["cala"]["n_params"] == read_cala_checkpoint(ckpt["cala"]).n_params()
     md = (tmp_path / "out" / "report.md").read_text()
     assert "bytes without CALA" in md and str(levels["8-bit"]["bytes_without_cala"]) in md
+
+
+def test_an_snr_anchored_gate_survives_the_pack(ckpt, tmp_path):
+    """The gate's kind is part of the bank: a pack rebuilt without it would mix the adapters wrongly."""
+    base = ckpt["base"]
+    net = build_codec("jscc", SHAPE, RATIO, checkpoint=str(base)).net
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(6)
+        bank = CALABank(net, ("enc.res2", "dec.inp"), num_adapters=3, gate_hidden=8, gate="snr_anchored")
+        with torch.no_grad():
+            for p in bank.b.values():
+                p.normal_(0.0, 0.3)
+    bm = json.loads(base.read_text())
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    for suffix in (".json", ".safetensors"):
+        (d / base.with_suffix(suffix).name).write_bytes(base.with_suffix(suffix).read_bytes())
+    cala = save_checkpoint(d, checkpoint_stem("cala", SHAPE, RATIO),
+                           {f"bank.{k}": v for k, v in bank.state_dict().items()},
+                           {"codec": "cala", "arch": bm["arch"], "bandwidth_ratio": RATIO, "payload_shape": list(SHAPE),
+                            "cala": {"layers": list(bank.layers), "num_adapters": 3, "gate_hidden": 8,
+                                     "gate": "snr_anchored"},
+                            "base": {"file": bm["file"], "sha256": bm["sha256"], "codec": "jscc"}})
+    pack = load_pack(save_pack(with_cala(_pack(), cala), tmp_path / "pack"))
+    assert pack.cala is not None and pack.cala.gate == "snr_anchored"
+    rebuilt = cala_codec_from_pack(pack, d / base.name)
+    direct = build_codec("cala", SHAPE, RATIO, checkpoint=str(cala))
+    assert rebuilt.bank.gate_kind == direct.bank.gate_kind == "snr_anchored"
+    x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(1))
+    for snr in (0.0, 20.0):
+        assert torch.equal(rebuilt.encode(x, COND.replace(snr_db=snr)), direct.encode(x, COND.replace(snr_db=snr)))

@@ -7,11 +7,12 @@ outputs). A small gating network (``10 -> 32 -> K``, GELU, softmax) maps the con
 :func:`~dekasim.codecs.jscc.condition_features` (SNR in dB, log delay spread, log bandwidth ratio,
 speed, TDL profile) to soft weights ``g(c)`` that sum to one, shared by all adapted layers; each layer
 computes with ``W + sum_i g_i(c) b_i a_i^T``. The base JSCC is frozen while the bank and the gate train;
-its weights are never written. Any network of the family without attention can be the base; the shipped
-CALA adapts ``jscc_base`` (the single-condition ``jscc`` run after 1600 of its 2400 steps, so that base
-plus bank cost the same 2400 steps as every baseline). On this budget that base beat the mixed-condition
-one everywhere (see ``benchmarks/jscc_cala.py``); a bank on a ``jscc_mixed`` snapshot gained 0.1-0.2 dB
-over it, the same as on ``jscc``. The condition the gate sees is the
+its weights are never written. Any network of the family without attention can be the base. The shipped
+photo CALA (``3x32x32``) adapts ``jscc_base`` (the single-condition ``jscc`` run after 1600 of its 2400
+steps, so that base plus bank cost the same 2400 steps as every baseline; on that budget this base beat
+the mixed-condition one everywhere). The shipped latent CALA (``48x8x8``, K = 6 to stay within 5 % of
+the base's parameters) adapts ``jscc_mixed_base`` (``jscc_mixed`` after 6000 of its 8000 steps, bank
+2000 steps). ``benchmarks/jscc_cala.py`` compares them. The condition the gate sees is the
 transmitter's knowledge: exact, or an SNR estimate with a configurable error (``condition_error_db``;
 the decoder adapts to the same estimate, see :mod:`dekasim.codecs.jscc`).
 
@@ -49,6 +50,10 @@ DEFAULT_LAYERS = ("enc.res2", "enc.out", "dec.inp")
 #: Condition buckets of the LoRA oracle.
 ORACLE_SNR_CENTRES_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
 ORACLE_DELAY_SPREADS_NS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
+#: Gate kinds of :class:`CALABank`.
+GATES = ("mlp", "snr_anchored")
+#: SNR range [dB] over which an ``"snr_anchored"`` gate spreads its adapters' centres.
+ANCHOR_RANGE_DB = (0.0, 20.0)
 
 
 def _key(layer: str) -> str:
@@ -62,13 +67,26 @@ class CALABank(nn.Module):
     :param layers: names of the adapted convolutions (see :meth:`JSCCNet.layer_names`).
     :param num_adapters: ``K``.
     :param gate_hidden: width of the gate's hidden layer.
+    :param gate: ``"mlp"``: logits = MLP(features); ``"snr_anchored"``: adapter ``i`` is also anchored
+        at an SNR, logits = MLP(features) - ((snr_db - c_i) / w)^2 / 2 with the ``K`` centres ``c_i``
+        evenly spread over :data:`ANCHOR_RANGE_DB` and ``w`` their spacing, so that adapters start out
+        responsible for different SNRs instead of all receiving the same gradient (the MLP still
+        learns, e.g. the delay spread's part). The anchors are fixed, not parameters.
     """
 
     def __init__(self, net: JSCCNet, layers: tuple[str, ...] = DEFAULT_LAYERS, num_adapters: int = 8,
-                 gate_hidden: int = 32) -> None:
+                 gate_hidden: int = 32, gate: str = "mlp") -> None:
         super().__init__()
+        if gate not in GATES:
+            raise ConfigError("gate", gate, f"one of {list(GATES)}")
         self.layers = tuple(layers)
         self.num_adapters = int(num_adapters)
+        self.gate_kind = gate
+        lo, hi = ANCHOR_RANGE_DB
+        k = self.num_adapters
+        self.register_buffer("anchor_db", torch.linspace(lo, hi, k) if k > 1 else torch.tensor([(lo + hi) / 2]),
+                             persistent=False)
+        self.anchor_width_db = (hi - lo) / (k - 1) if k > 1 else hi - lo
         self.a = nn.ParameterDict()
         self.b = nn.ParameterDict()
         for name in self.layers:
@@ -80,7 +98,11 @@ class CALABank(nn.Module):
 
     def gate_weights(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, F]`` condition features -> ``[B, K]`` soft weights (each row sums to one)."""
-        return torch.softmax(self.gate(features), dim=-1)
+        logits = self.gate(features)
+        if self.gate_kind == "snr_anchored":
+            snr_db = 10.0 * (features[:, :1] + 1.0)          # inverse of jscc.snr_feature
+            logits = logits - 0.5 * ((snr_db - self.anchor_db) / self.anchor_width_db) ** 2
+        return torch.softmax(logits, dim=-1)
 
     def adapters(self, g: torch.Tensor) -> dict[str, Adapter]:
         return {name: (self.a[_key(name)], self.b[_key(name)], g) for name in self.layers}
@@ -148,7 +170,9 @@ class _AdaptedCodec(ConditionAwareCodec):
                  layers: list[str] | None = None, **options: Any) -> None:
         self._size_option = size
         self._layers_option = None if layers is None else [str(n) for n in layers]
-        extra: dict[str, Any] = {} if size is None else {self.size_option: size}
+        extra: dict[str, Any] = dict(options.pop("_extra_options", None) or {})
+        if size is not None:
+            extra[self.size_option] = size
         if layers is not None:
             extra["layers"] = self._layers_option
         super().__init__(payload_shape, bandwidth_ratio, **options, _extra_options=extra)
@@ -207,15 +231,25 @@ class CALACodec(_AdaptedCodec):
     size_option, size_default = "num_adapters", 8
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, num_adapters: int | None = None,
-                 layers: list[str] | None = None, **options: Any) -> None:
+                 layers: list[str] | None = None, gate: str | None = None, **options: Any) -> None:
+        if gate is not None and gate not in GATES:
+            raise ConfigError("gate", gate, f"one of {list(GATES)}")
+        self._gate_option = gate
+        if gate is not None:
+            options["_extra_options"] = {**(options.get("_extra_options") or {}), "gate": gate}
         super().__init__(payload_shape, bandwidth_ratio, size=num_adapters, layers=layers, **options)
 
     def build(self, arch: Arch) -> None:
         super().build(arch)
         k = self._bank_settings()
         layers = self._layers(self._layers_option)
-        hidden = int(self.manifest["cala"]["gate_hidden"]) if self.manifest else 32
-        self.bank = CALABank(self.net, layers, k, hidden)
+        if self.manifest is not None:
+            if self._gate_option is not None:
+                raise ConfigError("gate", self._gate_option, "'gate' only with checkpoint = 'none' (a checkpoint fixes it)")
+            hidden, gate = int(self.manifest["cala"]["gate_hidden"]), self.manifest["cala"].get("gate", "mlp")
+        else:
+            hidden, gate = 32, self._gate_option or "mlp"
+        self.bank = CALABank(self.net, layers, k, hidden, gate)
         self.freeze_base()
 
     def gate_weights(self, cond: Condition, snr_db: torch.Tensor | None = None) -> torch.Tensor:

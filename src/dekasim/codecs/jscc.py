@@ -14,8 +14,10 @@ and the post-equalisation noise variance of each symbol (the honest per-symbol r
 :class:`~dekasim.channels.OFDMLink` returns); the condition-aware codecs also adapt to the condition
 they *believe* (``cond`` at the encoder, ``cond_seen`` at the decoder), never to the true one.
 
-Shipped checkpoints (package data): RGB images ``(3, 32, 32)`` at bandwidth ratio 1/6 (512 symbols);
-other shapes and ratios need ``checkpoint``.
+Shipped checkpoints (package data), both at bandwidth ratio 1/6 (512 symbols per item): RGB images
+``(3, 32, 32)`` trained on photographs, and latents ``(48, 8, 8)`` trained on what the shipped edge
+model generates (its exact pixel-unshuffle latents in [-1, 1]: DeKA-g's payload, ``[payload]
+representation = "latent"``). Other shapes and ratios need ``checkpoint``.
 
 Registered codecs (``kind = "learned"``):
 

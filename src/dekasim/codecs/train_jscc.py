@@ -56,6 +56,7 @@ import logging
 import math
 import platform
 import random
+import re
 import shlex
 import sys
 import time
@@ -166,8 +167,10 @@ class TrainConfig:
     profiles: tuple[str, ...] = TRAIN_PROFILES
     base: str | None = None                 # cala / lora_oracle: manifest of the frozen base network
     snapshot_at: int | None = None          # also save the network after this many steps (as <codec>_base-…)
+    save_as: str | None = None              # file-name codec of the checkpoint (default: codec), e.g. "jscc_mixed_base"
     width: int = 64
     num_adapters: int | None = None         # cala (default 8)
+    gate: str | None = None                 # cala: "mlp" (default) or "snr_anchored" (see cala.CALABank)
     rank: int | None = None                 # lora_oracle (default 4)
     layers: tuple[str, ...] | None = None   # cala / lora_oracle: adapted layers (default DEFAULT_LAYERS)
     oracle_shared_fraction: float = 1 / 3   # lora_oracle: share of the steps for the common warm start
@@ -197,6 +200,8 @@ class TrainConfig:
             raise ConfigError("snapshot_at", self.snapshot_at, f"a step within (0, {self.steps})")
         if not 0.0 <= self.oracle_shared_fraction < 1.0:
             raise ConfigError("oracle_shared_fraction", self.oracle_shared_fraction, "a fraction within [0, 1)")
+        if self.save_as is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", self.save_as):
+            raise ConfigError("save_as", self.save_as, "a file-name codec of lower-case letters, digits and '_'")
         if self.loss not in ("psnr", "mse"):
             raise ConfigError("loss", self.loss, "'psnr' (10 log10 of the batch MSE) or 'mse'")
         if self.data not in ("photos", "generated"):
@@ -271,6 +276,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
     opts: dict[str, Any] = {"checkpoint": "none", "width": cfg.width, "init_seed": cfg.seed}
     if cfg.codec == "cala" and cfg.num_adapters is not None:
         opts["num_adapters"] = cfg.num_adapters
+    if cfg.codec == "cala" and cfg.gate is not None:
+        opts["gate"] = cfg.gate
     if cfg.codec == "lora_oracle" and cfg.rank is not None:
         opts["rank"] = cfg.rank
     if cfg.codec in ("cala", "lora_oracle") and cfg.layers is not None:
@@ -366,7 +373,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
     result.update(losses=losses, wall_s=time.perf_counter() - t0w, cpu_s=time.process_time() - t0c, codec=codec)
     if out is not None:
         result["paths"].append(_save(codec, cfg, out, command, losses, t0w, t0c, base_ref,
-                                     stem_codec=cfg.codec, steps_done=len(losses), data_facts=data_facts))
+                                     stem_codec=cfg.save_as or cfg.codec, steps_done=len(losses),
+                                     data_facts=data_facts))
     return result
 
 
@@ -426,7 +434,7 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
     }
     if isinstance(codec, CALACodec):
         manifest["cala"] = {"layers": list(codec.bank.layers), "num_adapters": codec.bank.num_adapters,
-                            "gate_hidden": codec.bank.gate[0].out_features}
+                            "gate_hidden": codec.bank.gate[0].out_features, "gate": codec.bank.gate_kind}
     if isinstance(codec, LoRAOracleCodec):
         b = codec.bank
         manifest["lora_oracle"] = {"layers": list(b.layers), "rank": b.rank, "snr_centres_db": list(b.snr_centres_db),
@@ -500,8 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--csi", default="ls", choices=["perfect", "ls", "lmmse"])
     t.add_argument("--base", default=None, help="cala/lora_oracle: manifest of the frozen base network")
     t.add_argument("--snapshot-at", type=int, default=None)
+    t.add_argument("--save-as", default=None,
+                   help="file-name codec of the checkpoint, e.g. jscc_mixed_base for a base trained on its own schedule")
     t.add_argument("--width", type=int, default=64)
     t.add_argument("--num-adapters", type=int, default=None)
+    t.add_argument("--gate", default=None, choices=["mlp", "snr_anchored"], help="cala: the gate's kind")
     t.add_argument("--rank", type=int, default=None)
     t.add_argument("--layers", nargs="+", default=None, help="cala/lora_oracle: adapted layers, e.g. enc.res2 dec.inp")
     t.add_argument("--loss", default="psnr", choices=["psnr", "mse"])
@@ -525,12 +536,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--payload", default="photos", choices=["photos", "latent"],
-                   help="photos: PhotoSource(32), 3x32x32; latent: the edge's 48x8x8 latents of 64 held-out prompts")
+                   help="photos: PhotoSource(32), 3x32x32; latent: the edge's 48x8x8 latents of 64 prompts")
+    e.add_argument("--split", default="heldout", choices=["heldout", "train"],
+                   help="latent payload: the world split of the prompts (train + a seed other than the training "
+                        "set's 7: a validation set of new images, for choosing designs without the test prompts)")
     a = p.parse_args(argv)
     if a.cmd == "train":
         cfg = TrainConfig(codec=a.codec, steps=a.steps, seed=a.seed, batch=a.batch, lr=a.lr,
                           payload_shape=tuple(a.payload_shape), bandwidth_ratio=float(a.bandwidth_ratio), csi=a.csi,
-                          base=a.base, snapshot_at=a.snapshot_at, width=a.width, num_adapters=a.num_adapters,
+                          base=a.base, snapshot_at=a.snapshot_at, save_as=a.save_as, width=a.width,
+                          num_adapters=a.num_adapters, gate=a.gate,
                           rank=a.rank, threads=a.threads, loss=a.loss,
                           layers=None if a.layers is None else tuple(a.layers), single_snr_db=a.single_snr_db,
                           data=a.data, representation=a.representation, data_model=a.data_model,
@@ -545,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     if a.payload == "latent":
-        source = GeneratedSource("edge", prompts="heldout", n_prompts=64, seed=a.seed, representation="latent")
+        source = GeneratedSource("edge", prompts=a.split, n_prompts=64, seed=a.seed, representation="latent")
         images, to_image = source.latents, lambda v: source.to_image(v, "latent")
     else:
         images, to_image = PhotoSource(32).images, None

@@ -127,6 +127,7 @@ class CALABankPart:
     :param layers: adapted layer names, e.g. ``["enc.res2", "enc.out", "dec.inp"]``.
     :param num_adapters: ``K``.
     :param gate_hidden: ``H``.
+    :param gate: the gate's kind, ``"mlp"`` or ``"snr_anchored"`` (:class:`~dekasim.codecs.cala.CALABank`).
     :param arch: the base network's architecture (``Arch.to_json()``: payload_shape, n_symbols, ...).
     :param bandwidth_ratio: of the codec: complex channel uses per real payload sample.
     :param base: the frozen base JSCC checkpoint: ``{"file": "jscc_base-....safetensors", "sha256":
@@ -142,6 +143,7 @@ class CALABankPart:
     bandwidth_ratio: float
     base: dict[str, Any]
     source: dict[str, Any] | None = None
+    gate: str = "mlp"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -163,6 +165,8 @@ class CALABankPart:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"pack.cala.{name}", v, "a positive integer")
+        if self.gate not in ("mlp", "snr_anchored"):
+            raise ConfigError("pack.cala.gate", self.gate, "'mlp' or 'snr_anchored'")
         if not isinstance(self.layers, list) or not self.layers or not all(isinstance(n, str) for n in self.layers):
             raise ConfigError("pack.cala.layers", self.layers, "a non-empty list of layer names, e.g. ['enc.res2']")
         sha = self.base.get("sha256") if isinstance(self.base, dict) else None
@@ -198,7 +202,7 @@ class CALABankPart:
     def settings(self) -> dict[str, Any]:
         """The JSON-able ``cala`` section of the pack manifest (everything but the tensors)."""
         return {"layers": list(self.layers), "num_adapters": self.num_adapters, "gate_hidden": self.gate_hidden,
-                "arch": self.arch, "bandwidth_ratio": self.bandwidth_ratio, "base": dict(self.base),
+                "gate": self.gate, "arch": self.arch, "bandwidth_ratio": self.bandwidth_ratio, "base": dict(self.base),
                 "source": None if self.source is None else dict(self.source)}
 
     @staticmethod
@@ -210,7 +214,7 @@ class CALABankPart:
         return CALABankPart(tensors=tensors, layers=settings["layers"], num_adapters=settings["num_adapters"],
                             gate_hidden=settings["gate_hidden"], arch=settings["arch"],
                             bandwidth_ratio=settings["bandwidth_ratio"], base=settings["base"],
-                            source=settings.get("source"))
+                            source=settings.get("source"), gate=settings.get("gate", "mlp"))
 
 
 
@@ -860,7 +864,8 @@ def read_cala_checkpoint(path: str | Path) -> CALABankPart:
                             gate_hidden=settings["gate_hidden"], arch=manifest["arch"],
                             bandwidth_ratio=manifest["bandwidth_ratio"],
                             base={k: manifest["base"][k] for k in ("file", "sha256", "codec") if k in manifest["base"]},
-                            source={"file": manifest["file"], "sha256": manifest["sha256"]})
+                            source={"file": manifest["file"], "sha256": manifest["sha256"]},
+                            gate=settings.get("gate", "mlp"))
     except KeyError as exc:
         raise ConfigError("cala", str(path), f"a CALA checkpoint manifest with {exc}") from None
 
@@ -910,13 +915,13 @@ def cala_codec_from_pack(pack: KnowledgePack, base_checkpoint: str | Path, condi
         raise ConfigError("pack.cala.arch", base_manifest["arch"], f"the architecture of the bank's base {part.arch}")
     codec = CALACodec(arch.payload_shape, part.bandwidth_ratio, checkpoint="none", width=arch.width,
                       payload_kind=arch.payload_kind, num_adapters=part.num_adapters, layers=list(part.layers),
-                      condition_error_db=condition_error_db)
+                      gate=part.gate, condition_error_db=condition_error_db)
     if codec.arch != arch:
         raise ConfigError("pack.cala.bandwidth_ratio", part.bandwidth_ratio,
                           f"a ratio giving {arch.n_symbols} channel uses, got {codec.n_channel_uses}")
     if codec.bank.gate[0].out_features != part.gate_hidden:  # built with the default width of the gate
         with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the global RNG alone
-            codec.bank = CALABank(codec.net, tuple(part.layers), part.num_adapters, part.gate_hidden)
+            codec.bank = CALABank(codec.net, tuple(part.layers), part.num_adapters, part.gate_hidden, part.gate)
     net = {k[len("net."):]: v for k, v in base_tensors.items() if k.startswith("net.")}
     try:
         codec.net.load_state_dict(net, strict=True)
