@@ -100,3 +100,13 @@ def test_training_on_generated_latents_lowers_the_image_loss(tmp_path):
     manifest = json.loads(next((tmp_path / "ckpt").glob("*.json")).read_text())
     data = manifest["training"]["data"]
     assert data["representation"] == "latent" and data["split"] == "train" and data["n_items"] == 6
+
+
+def test_trainer_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from dekasim.codecs.train_jscc import main
+
+    code = main(["evaluate", "--payload", "latent", "--codecs", f"cala={tmp_path / 'missing.json'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("train_jscc: error: checkpoint") and "Traceback" not in err
+    code = main(["train", "--codec", "cala", "--steps", "1", "--out", str(tmp_path)])
+    assert code == 2 and "base" in capsys.readouterr().err
