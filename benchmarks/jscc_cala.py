@@ -213,7 +213,7 @@ OUT["overhead"] = {"params": n, "cala_bytes": m_cala["bytes"], "base_bytes": m_b
                    "oracle_params": no["adapters"], "oracle_bytes": m_oracle["bytes"]}
 
 # ---------------------------------------------------------------------------------------------- condition errors
-print("\nWrong condition (mean PSNR over the grid, all photos) -- the channel is the true one:")
+print(f"\nWrong condition (mean PSNR over the grid, {'all items' if LATENT else 'all photos'}) -- the channel is the true one:")
 OUT["condition_error"] = {}
 aware = ["cala", "adjscc", "lora_oracle"]
 print("  SNR believed = true + offset   " + "".join(f"{o:>+8g}dB" for o in (-6, -3, 0, 3, 6)))
