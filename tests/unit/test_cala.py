@@ -63,6 +63,7 @@ def test_gate_weights_sum_to_one_and_follow_the_condition():
     assert not torch.allclose(per_item[0], per_item[2])
 
 
+@torch.no_grad()
 def test_snr_anchored_gate_hands_the_bank_from_low_to_high_snr_adapters(tmp_path):
     """Adapter i is anchored at SNR c_i (0..20 dB): the gate's mean anchor rises with the SNR it is told,
     the weights still sum to one, the MLP still sees the delay spread, and the kind survives a checkpoint."""
