@@ -51,3 +51,14 @@ def qam_symbols():
         return bits, mappers[num_bits_per_symbol](bits)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory):
+    """A saved untrained ``toy`` text-to-image pipeline (seed 2): a model directory for payload and
+    training-data tests that need a model but not a good one."""
+    from dekasim.generative.ldm import build_ldm
+
+    d = tmp_path_factory.mktemp("toy") / "edge"
+    build_ldm("toy", seed=2).save_pretrained(d)
+    return d

@@ -6,19 +6,11 @@ import pytest
 import torch
 
 from dekasim.errors import ConfigError
-from dekasim.generative.ldm import build_ldm
 from dekasim.scenarios import scenario_from_dict
 from dekasim.sim import run_scenario
 from dekasim.sim.payloads import GeneratedSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("toy") / "edge"
-    build_ldm("toy", seed=2).save_pretrained(d)
-    return d
 
 
 def _raw(model, **payload):

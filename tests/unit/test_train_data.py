@@ -11,16 +11,8 @@ from dekasim import Condition
 from dekasim.codecs.train_data import GeneratedSampler
 from dekasim.codecs.train_jscc import TrainConfig, forward_through_link, make_link, train
 from dekasim.errors import ConfigError
-from dekasim.generative.ldm import build_ldm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("toy") / "edge"
-    build_ldm("toy", seed=2).save_pretrained(d)
-    return d
 
 
 def _sampler(toy_dir, cache, log=None, **kw):
