@@ -10,9 +10,10 @@ computes with ``W + sum_i g_i(c) b_i a_i^T``. The base JSCC is frozen while the 
 its weights are never written. Any network of the family without attention can be the base. The shipped
 photo CALA (``3x32x32``) adapts ``jscc_base`` (the single-condition ``jscc`` run after 1600 of its 2400
 steps, so that base plus bank cost the same 2400 steps as every baseline; on that budget this base beat
-the mixed-condition one everywhere). The shipped latent CALA (``48x8x8``, K = 6 to stay within 5 % of
-the base's parameters) adapts ``jscc_mixed_base`` (``jscc_mixed`` after 6000 of its 8000 steps, bank
-2000 steps). ``benchmarks/jscc_cala.py`` compares them. The condition the gate sees is the
+the mixed-condition one everywhere). The shipped latent CALA (``48x8x8``) adapts ``jscc_base`` (``jscc`` at 10 dB trained
+6000 steps on its own schedule) with K = 2 rank-1 adapters on all eight convolutions and an
+``"snr_anchored"`` gate (4.2 % of the base's parameters), bank 2000 steps; its oracle uses the same
+layers. These choices were made on validation images (README). ``benchmarks/jscc_cala.py`` compares them. The condition the gate sees is the
 transmitter's knowledge: exact, or an SNR estimate with a configurable error (``condition_error_db``;
 the decoder adapts to the same estimate, see :mod:`dekasim.codecs.jscc`).
 
@@ -24,7 +25,8 @@ then fine-tuned on its bucket only: a per-condition reference, not a compact one
 
 Options (beside those of :mod:`dekasim.codecs.jscc`): ``condition_error_db``; with
 ``checkpoint = "none"`` also ``layers`` (list of layer names, default :data:`DEFAULT_LAYERS`) and
-``num_adapters`` (CALA, default 8) or ``rank`` (oracle, default 4).
+``num_adapters`` (CALA, default 8) or ``rank`` (oracle, default 4), and for CALA ``gate`` (``"mlp"``,
+default, or ``"snr_anchored"``: see :class:`CALABank`).
 A checkpoint of these codecs stores only the bank (+ gate) and names its base checkpoint (file and
 sha256), which is loaded with it.
 """

@@ -5,11 +5,17 @@ checkpoint's manifest under ``training``). The ``48x8x8`` family (DeKA-g's paylo
 model's latents, ``--data generated``)::
 
     G="--payload-shape 48 8 8 --data generated"
-    python -m dekasim.codecs.train_jscc train $G --codec jscc --steps 8000 --snapshot-at 6000 --seed 2 --out DIR
-    python -m dekasim.codecs.train_jscc train $G --codec jscc_mixed --steps 8000 --snapshot-at 6000 --seed 1 --out DIR
+    L="enc.stem enc.res1 enc.res2 enc.out dec.inp dec.res1 dec.res2 dec.out"
+    python -m dekasim.codecs.train_jscc train $G --codec jscc --steps 8000 --seed 2 --out DIR
+    python -m dekasim.codecs.train_jscc train $G --codec jscc_mixed --steps 8000 --seed 1 --out DIR
     python -m dekasim.codecs.train_jscc train $G --codec adjscc --steps 8000 --seed 3 --out DIR
-    python -m dekasim.codecs.train_jscc train $G --codec cala --num-adapters 6 --base DIR/jscc_mixed_base-48x8x8-bw1_6.json --steps 2000 --seed 4 --out DIR
-    python -m dekasim.codecs.train_jscc train $G --codec lora_oracle --base DIR/jscc_mixed_base-48x8x8-bw1_6.json --steps 5000 --seed 5 --out DIR
+    python -m dekasim.codecs.train_jscc train $G --codec jscc --steps 6000 --seed 2 --save-as jscc_base --out DIR
+    python -m dekasim.codecs.train_jscc train $G --codec cala --num-adapters 2 --gate snr_anchored --layers $L --base DIR/jscc_base-48x8x8-bw1_6.json --steps 2000 --seed 4 --out DIR
+    python -m dekasim.codecs.train_jscc train $G --codec lora_oracle --layers $L --base DIR/jscc_base-48x8x8-bw1_6.json --steps 5000 --seed 5 --out DIR
+
+(The shipped ``jscc`` and ``jscc_mixed`` also wrote a ``--snapshot-at 6000`` file, not shipped; the
+``jscc_base`` above is a separate run on its own 6000-step schedule, so that CALA's base is finished,
+not cut mid-schedule.)
 
 The ``3x32x32`` family (photographs)::
 
@@ -20,8 +26,8 @@ The ``3x32x32`` family (photographs)::
     python -m dekasim.codecs.train_jscc train --codec lora_oracle --base DIR/jscc_base-3x32x32-bw1_6.json --steps 1500 --seed 5 --out DIR
 
 (``--snapshot-at N`` also writes ``<codec>_base-…``, the network after N steps: the frozen base of
-CALA and of the oracle, so that base + adapters train for the same number of steps as each baseline.
-The photo family's CALA adapts the ``jscc`` snapshot, the latent family's the ``jscc_mixed`` one.)
+the photo family's CALA and oracle, so that base + adapters train for the same number of steps as each
+baseline.)
 
 Evaluation (PSNR over a grid, TDL-C, the scenario's photos, same channel draws for every codec)::
 
