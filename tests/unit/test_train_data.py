@@ -102,3 +102,29 @@ def test_trainer_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert code == 2 and err.startswith("train_jscc: error: checkpoint") and "Traceback" not in err
     code = main(["train", "--codec", "cala", "--steps", "1", "--out", str(tmp_path)])
     assert code == 2 and "base" in capsys.readouterr().err
+
+
+def test_a_knowledge_pack_makes_its_own_set_from_the_aligned_model(toy_dir, tmp_path):
+    """--data-pack: the set is what the *aligned* edge draws (DeKA-g's S_EG), keyed by the pack, and a
+    pack made for another model is refused before anything is generated."""
+    from dekasim.generative.makd import apply_pack
+    from dekasim.generative.models import load_model, model_world
+    from dekasim.generative.pack import KnowledgePack, model_fingerprint, save_pack
+
+    ldm = load_model(str(toy_dir))
+    width = ldm.text_encoder.get_input_embeddings().weight.shape[1]
+    pack = KnowledgePack(base_model_hash=model_fingerprint(ldm), metaword="<circle*>",
+                         metaword_embedding=torch.randn(width, generator=torch.Generator().manual_seed(0)) * 3,
+                         subject="circle", placement="prefix")
+    pack_dir = save_pack(pack, tmp_path / "pack")
+    plain = _sampler(toy_dir, tmp_path)
+    aligned = _sampler(toy_dir, tmp_path, pack=pack_dir)
+    assert aligned.key != plain.key and aligned.facts["pack_manifest_sha256"]
+    captions = model_world(ldm).sample(6, seed=3, split="train").captions
+    want = apply_pack(ldm, pack).sample_latents(captions, [3 * 1_000_003 + i for i in range(6)], steps=2)
+    torch.testing.assert_close(aligned.latents, want.float())
+    assert not torch.allclose(aligned.latents, plain.latents)        # the prefix metaword changes every prompt
+    other = save_pack(KnowledgePack(base_model_hash="0" * 64, metaword="<c*>", metaword_embedding=torch.zeros(width),
+                                    subject="circle"), tmp_path / "other")
+    with pytest.raises(ConfigError, match="base_model_hash"):
+        _sampler(toy_dir, tmp_path, pack=other)

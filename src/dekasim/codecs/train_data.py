@@ -34,9 +34,13 @@ _log = logging.getLogger(__name__)
 REPRESENTATIONS = ("image", "latent")
 
 
-def generation_key(model_fingerprint: str, n_items: int, seed: int, sample_steps: int, guidance: float) -> str:
-    """Short hash naming one generated set (model weights and every generation parameter)."""
-    text = json.dumps([model_fingerprint, int(n_items), int(seed), int(sample_steps), float(guidance)])
+def generation_key(model_fingerprint: str, n_items: int, seed: int, sample_steps: int, guidance: float,
+                   pack_sha256: str | None = None) -> str:
+    """Short hash naming one generated set (model weights, knowledge pack and every generation parameter)."""
+    fields: list = [model_fingerprint, int(n_items), int(seed), int(sample_steps), float(guidance)]
+    if pack_sha256 is not None:  # sets made without a pack keep the key they had before packs were allowed
+        fields.append(pack_sha256)
+    text = json.dumps(fields)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -48,13 +52,15 @@ class GeneratedSampler:
     :param seed: seed of the captions and of the sampling noise (image ``i`` uses ``seed * 1_000_003 + i``).
     :param sample_steps: DDIM steps; :param guidance: classifier-free guidance (the payload's defaults).
     :param representation: ``"image"`` or ``"latent"`` (see the module docstring).
+    :param pack: a knowledge-pack directory (``dekasim align``) applied to the model before generating:
+        DeKA-g's S_EG, the aligned edge's images; None: the model as it is.
     :param cache_dir: where the generated set is kept (``None``: not kept).
     :param log: progress messages.
     """
 
     def __init__(self, model: str = "edge", n_items: int = 4096, seed: int = 7, sample_steps: int = 25,
                  guidance: float = 1.5, representation: str = "latent", cache_dir: str | Path | None = "runs/cache",
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, pack: str | Path | None = None) -> None:
         from dekasim.generative.models import load_model
         from dekasim.generative.pack import model_fingerprint
 
@@ -67,9 +73,20 @@ class GeneratedSampler:
         self.representation = representation
         self.model = str(model)
         self.fingerprint = model_fingerprint(self.ldm)
-        self.key = generation_key(self.fingerprint, n_items, seed, sample_steps, guidance)
+        self.generator = self.ldm
+        pack_sha = None
+        if pack is not None:
+            from dekasim.checksums import sha256_file
+            from dekasim.generative.makd import apply_pack
+            from dekasim.generative.pack import MANIFEST_NAME, load_pack
+
+            self.generator = apply_pack(self.ldm, load_pack(pack))   # checks the pack was made for this model
+            pack_sha = sha256_file(Path(pack) / MANIFEST_NAME)        # the manifest pins every file's sha256
+        self.key = generation_key(self.fingerprint, n_items, seed, sample_steps, guidance, pack_sha)
         self.facts = {"model": str(model), "model_fingerprint": self.fingerprint, "n_items": n_items, "seed": seed,
                       "sample_steps": sample_steps, "guidance": guidance, "split": "train", "key": self.key}
+        if pack is not None:
+            self.facts.update(pack=str(pack), pack_manifest_sha256=pack_sha)
         path = None if cache_dir is None else Path(cache_dir) / f"generated-{self.key}.safetensors"
         latents = self._load(path) if path is not None and path.exists() else None
         if latents is None:
@@ -102,8 +119,9 @@ class GeneratedSampler:
         t0 = time.perf_counter()
         out, chunk = [], 256
         for start in range(0, n_items, chunk):
-            out.append(self.ldm.sample_latents(captions[start:start + chunk], seeds[start:start + chunk],
-                                               steps=sample_steps, guidance=guidance).cpu().float())
+            with torch.no_grad():
+                out.append(self.generator.sample_latents(captions[start:start + chunk], seeds[start:start + chunk],
+                                                         steps=sample_steps, guidance=guidance).cpu().float())
             done = min(start + chunk, n_items)
             log(f"generated {done}/{n_items} training images with {self.model} ({time.perf_counter() - t0:.0f} s)")
         return torch.cat(out)

@@ -190,6 +190,7 @@ class TrainConfig:
     data: str = "photos"                    # "photos" (crops of train_photos) or "generated" (see train_data)
     representation: str = "latent"          # generated data: "latent" (what the edge sends) or "image"
     data_model: str = "edge"                # generated data: the text-to-image model
+    data_pack: str | None = None            # generated data: a knowledge pack applied first (the aligned edge)
     data_items: int = 4096                  # generated data: images in the fixed training set
     data_seed: int = 7                      # generated data: captions and sampling noise
     data_cache: str | None = "runs/cache"   # generated data: where the set is cached
@@ -392,7 +393,7 @@ def make_sampler(cfg: TrainConfig, log: Callable[[str], None]) -> "CropSampler |
     if cfg.data == "generated":
         sampler: CropSampler | GeneratedSampler = GeneratedSampler(
             cfg.data_model, cfg.data_items, cfg.data_seed, representation=cfg.representation,
-            cache_dir=cfg.data_cache, log=log)
+            cache_dir=cfg.data_cache, log=log, pack=cfg.data_pack)
         if tuple(sampler.item_shape) != tuple(cfg.payload_shape):
             shape = " ".join(map(str, sampler.item_shape))
             raise ConfigError("payload_shape", cfg.payload_shape,
@@ -545,6 +546,8 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--representation", default="latent", choices=["latent", "image"],
                    help="generated data: the model's latents (what the edge sends) or its images")
     t.add_argument("--data-model", default="edge", help="generated data: model spec (edge, cloud, a directory)")
+    t.add_argument("--data-pack", default=None,
+                   help="generated data: a knowledge pack (dekasim align) applied to the model first (S_EG)")
     t.add_argument("--data-items", type=int, default=4096, help="generated data: images in the set")
     t.add_argument("--data-seed", type=int, default=7, help="generated data: seed of captions and noise")
     t.add_argument("--data-cache", default="runs/cache", help="generated data: cache directory")
@@ -571,7 +574,7 @@ def _main(argv: list[str] | None = None) -> int:
                           rank=a.rank, threads=a.threads, loss=a.loss,
                           layers=None if a.layers is None else tuple(a.layers), single_snr_db=a.single_snr_db,
                           snr_db_range=(float(a.snr_db_range[0]), float(a.snr_db_range[1])),
-                          data=a.data, representation=a.representation, data_model=a.data_model,
+                          data=a.data, representation=a.representation, data_model=a.data_model, data_pack=a.data_pack,
                           data_items=a.data_items, data_seed=a.data_seed, data_cache=a.data_cache)
         command = "python -m dekasim.codecs.train_jscc " + " ".join(shlex.quote(s) for s in argv)
         res = train(cfg, a.out, command, log=_cli_log.info)
