@@ -94,14 +94,17 @@ def test_training_on_generated_latents_lowers_the_image_loss(tmp_path):
     assert data["representation"] == "latent" and data["split"] == "train" and data["n_items"] == 6
 
 
-def test_trainer_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+def test_trainer_cli_reports_bad_input_in_one_line(tmp_path, capsys, caplog):
     from dekasim.codecs.train_jscc import main
 
     code = main(["evaluate", "--payload", "latent", "--codecs", f"cala={tmp_path / 'missing.json'}"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("train_jscc: error: checkpoint") and "Traceback" not in err
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    msg = record.getMessage()
+    assert code == 2 and msg.startswith("train_jscc: error: checkpoint") and "\n" not in msg
+    assert "Traceback" not in capsys.readouterr().err
+    caplog.clear()
     code = main(["train", "--codec", "cala", "--steps", "1", "--out", str(tmp_path)])
-    assert code == 2 and "base" in capsys.readouterr().err
+    assert code == 2 and "base" in caplog.records[-1].getMessage()
 
 
 def test_a_knowledge_pack_makes_its_own_set_from_the_aligned_model(toy_dir, tmp_path):

@@ -134,10 +134,7 @@ class GeneratedSampler:
         """Items of this sampler's representation -> images ``[B, 3, R, R]`` (unclamped, for losses)."""
         if self.representation == "image":
             return items
-        lat = self.ldm.latents
-        if getattr(lat, "kind", None) == "pixel_unshuffle":
-            return (torch.nn.functional.pixel_shuffle(items, lat.factor) + 1.0) / 2.0
-        return lat.decode(items)
+        return self.ldm.latents.decode(items, clamp=False)
 
     def sample(self, batch: int, gen: torch.Generator) -> torch.Tensor:
         """``[batch, *item_shape]`` float32: random set members, half of them flipped left-right."""

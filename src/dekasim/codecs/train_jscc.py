@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except DekasimError as err:
-        print(f"train_jscc: error: {err}", file=sys.stderr)
+        _cli_log.error(f"train_jscc: error: {err}")
         return 2
 
 

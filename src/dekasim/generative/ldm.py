@@ -81,8 +81,11 @@ class PixelUnshuffleLatents(torch.nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return F.pixel_unshuffle(images * 2.0 - 1.0, self.factor)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return ((F.pixel_shuffle(latents, self.factor) + 1.0) / 2.0).clamp(0.0, 1.0)
+    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Latents -> images ``[B, 3, H, W]``, clipped to [0, 1] unless ``clamp=False`` (e.g. for a loss,
+        whose gradient the clip would cut)."""
+        x = (F.pixel_shuffle(latents, self.factor) + 1.0) / 2.0
+        return x.clamp(0.0, 1.0) if clamp else x
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "factor": self.factor}
@@ -114,9 +117,9 @@ class VaeLatents(torch.nn.Module):
         z = out.latent_dist.mean if hasattr(out, "latent_dist") else out.latents
         return (z - self.shift_factor) * self.scaling_factor
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        x = self.vae.decode(latents / self.scaling_factor + self.shift_factor).sample
-        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        x = (self.vae.decode(latents / self.scaling_factor + self.shift_factor).sample + 1.0) / 2.0
+        return x.clamp(0.0, 1.0) if clamp else x
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "class": type(self.vae).__name__}

@@ -100,6 +100,11 @@ class Scenario:
                             out.append(c)
         return out
 
+    @property
+    def payload_representation(self) -> str:
+        """``"latent"`` when a generated payload is sent as the model's latents, else ``"image"``."""
+        return dict(self.payload_options).get("representation", "image")
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved scenario as plain data (what the manifest stores and the hash covers)."""
         d = asdict(self)

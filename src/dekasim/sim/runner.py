@@ -80,9 +80,9 @@ def make_payload_source(scenario: Scenario) -> PhotoSource | GeneratedSource:
 def codec_representation(scenario: Scenario, codec_name: str) -> str:
     """What codec ``codec_name`` carries in ``scenario``: ``"latent"`` when the payload is sent as latents
     (``[payload] representation = "latent"``) and the codec takes latents, else ``"image"``."""
-    wanted = dict(scenario.payload_options).get("representation", "image")
-    kinds = available_codecs()[codec_name].payload_kinds if codec_name in available_codecs() else ("image",)
-    return "latent" if wanted == "latent" and "latent" in kinds else "image"
+    cls = available_codecs().get(codec_name)
+    takes_latents = cls is not None and "latent" in cls.payload_kinds
+    return "latent" if scenario.payload_representation == "latent" and takes_latents else "image"
 
 
 def build_codecs(scenario: Scenario, shapes: dict[str, tuple[int, ...]]) -> dict[tuple[str, float], Codec]:
@@ -112,7 +112,7 @@ def validate_scenario(scenario: Scenario) -> None:
         opts = dict(scenario.payload_options)
         try:
             check_model_spec(opts["model"])
-            if opts.get("representation") == "latent":
+            if scenario.payload_representation == "latent":
                 shapes["latent"] = tuple(load_model(opts["model"]).latent_shape)
         except ConfigError as err:
             raise ConfigError("payload.model", err.value, err.expected, err.fix, scenario.source) from None
@@ -299,7 +299,7 @@ class _PointContext:
         self.scenario = scenario
         self.source = make_payload_source(scenario)
         self.shapes = {"image": self.source.shape("image")}
-        if dict(scenario.payload_options).get("representation") == "latent":
+        if scenario.payload_representation == "latent":
             self.shapes["latent"] = self.source.shape("latent")
         self.codecs = build_codecs(scenario, self.shapes)
         self.links: dict[str, OFDMLink] = {}
