@@ -61,7 +61,7 @@ import sionna.phy  # noqa: E402
 from dekasim import Condition  # noqa: E402
 from dekasim.codecs import build_codec  # noqa: E402
 from dekasim.codecs.jscc import CHECKPOINT_DIR, checkpoint_stem  # noqa: E402
-from dekasim.codecs.train_jscc import (EVAL_DELAY_SPREADS_NS, EVAL_SNR_DB, HELD_OUT_PHOTOS,  # noqa: E402
+from dekasim.training.jscc import (EVAL_DELAY_SPREADS_NS, EVAL_SNR_DB, HELD_OUT_PHOTOS,  # noqa: E402
                                        forward_through_link, make_link)
 from dekasim.metrics import psnr_db  # noqa: E402
 from dekasim.sim.payloads import PHOTO_NAMES, GeneratedSource, PhotoSource  # noqa: E402

@@ -32,7 +32,7 @@ warnings.simplefilter("ignore")
 torch.set_num_threads(1)
 from dekasim import Condition
 from dekasim.codecs import build_codec
-from dekasim.codecs.train_jscc import make_link, forward_through_link
+from dekasim.training.jscc import make_link, forward_through_link
 import dekasim.channels.link as link_module
 assert link_module.__file__.startswith(sys.argv[1]), link_module.__file__
 link = make_link("ls", 1)

@@ -91,6 +91,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     new = len(result.rows) - result.skipped
     print(f"{new} point(s) run, {result.skipped} already done -> {result.out_dir}/results.jsonl, results.csv, "
           f"manifest.json")
+    if result.generation is not None:
+        g = result.generation
+        print(f"generation: {g['sampled']} latent(s) sampled, {g['cache_hits']} from the cache; report: "
+              f"{result.out_dir}/deka_report.md")
+    if result.timing:
+        print("wall time [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timing.items()))
     for fig in result.figures:
         print(f"figure: {fig}")
     return 0
@@ -154,9 +160,9 @@ def _cmd_world(args: argparse.Namespace) -> int:
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
-    from dekasim.generative.cli_support import align
+    from dekasim.deka.alignment import align_command
 
-    return align(args, _command_line())
+    return align_command(args, _command_line())
 
 
 def main(argv: list[str] | None = None) -> int:

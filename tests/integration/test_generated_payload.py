@@ -87,7 +87,7 @@ def test_shipped_latent_family_sends_the_edges_latents():
 
     from dekasim import Condition
     from dekasim.codecs import build_codec
-    from dekasim.codecs.train_jscc import make_link
+    from dekasim.training.jscc import make_link
     from dekasim.metrics import psnr_db
 
     source = GeneratedSource("edge", n_prompts=8, sample_steps=10, seed=3, representation="latent")

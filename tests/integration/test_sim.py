@@ -29,7 +29,7 @@ def _raw(**sweep):
             "codecs": [{"codec": "analog"}], "monte_carlo": {"images_per_point": 4, "batch_size": 2}}
 
 
-def _strip(rows, drop=("runtime_s",)):
+def _strip(rows, drop=("runtime_s", "timing_s")):
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 
@@ -54,7 +54,7 @@ def test_same_seed_same_rows_and_adding_a_point_changes_no_other(tmp_path):
     assert _strip(a) == _strip(b)
     c = run_scenario(scenario_from_dict(_raw(snr_db=[0, 10, 20])), out_dir=tmp_path / "c", progress=False,
                      plots=False).rows
-    drop = ("runtime_s", "scenario_hash")
+    drop = ("runtime_s", "timing_s", "scenario_hash")
     common = {r["point_id"]: r for r in _strip(c, drop)}
     for row in _strip(a, drop):
         assert common[row["point_id"]] == row

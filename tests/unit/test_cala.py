@@ -11,7 +11,7 @@ from dekasim import Condition
 from dekasim.codecs import Codec, build_codec
 from dekasim.codecs.cala import CALACodec, LoRAOracleCodec
 from dekasim.codecs.jscc import CHECKPOINT_DIR, read_checkpoint
-from dekasim.codecs.train_jscc import TrainConfig, train
+from dekasim.training.jscc import TrainConfig, train
 from dekasim.errors import ConfigError
 
 AWGN = Condition(snr_db=10.0, tdl_profile="awgn")
@@ -30,7 +30,7 @@ def _cfg(codec: str, **kw) -> TrainConfig:
 def base_ckpt(tmp_path_factory):
     """A tiny jscc_mixed base (3 steps) and its manifest path."""
     out = tmp_path_factory.mktemp("base")
-    res = train(_cfg("jscc_mixed", steps=3), out=out, command="python -m dekasim.codecs.train_jscc train (test)")
+    res = train(_cfg("jscc_mixed", steps=3), out=out, command="python -m dekasim.training.jscc train (test)")
     return res["paths"][-1]
 
 

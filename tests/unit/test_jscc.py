@@ -12,7 +12,7 @@ from dekasim import Condition
 from dekasim.codecs import Codec, build_codec
 from dekasim.codecs.jscc import (CHECKPOINT_DIR, Arch, JSCCNet, checkpoint_stem, condition_features, ratio_tag,
                                  read_checkpoint, save_checkpoint)
-from dekasim.codecs.train_jscc import CropSampler, TrainConfig, evaluate, forward_through_link, make_link, train
+from dekasim.training.jscc import CropSampler, TrainConfig, evaluate, forward_through_link, make_link, train
 from dekasim.errors import ConfigError
 
 AWGN = Condition(snr_db=10.0, tdl_profile="awgn")
@@ -183,7 +183,7 @@ def test_shipped_checkpoints_have_provenance_and_stay_small():
         m = json.loads(path.read_text())
         read_checkpoint(path)  # format + sha256
         t = m["training"]
-        assert t["command"].startswith("python -m dekasim.codecs.train_jscc train") and isinstance(t["seed"], int)
+        assert t["command"].startswith("python -m dekasim.training.jscc train") and isinstance(t["seed"], int)
         assert t["cpu_s"] > 0 and t["wall_s"] > 0 and m["dtype"] == "float16"
         family = path.stem.split("-", 1)[1]
         total[family] = total.get(family, 0) + m["bytes"]

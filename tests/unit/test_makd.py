@@ -130,7 +130,7 @@ def test_pack_applied_from_disk_reproduces_the_aligned_edge(toy_pair, tmp_path):
 
 
 def test_align_command_writes_pack_report_and_grid(toy_pair, tmp_path):
-    from dekasim.generative.alignment import run_alignment
+    from dekasim.deka.alignment import run_alignment
 
     cloud, edge = toy_pair
     report = run_alignment(cloud, edge, AlignConfig(**TINY), tmp_path, bits=(8, 2))

@@ -25,9 +25,10 @@ from dekasim.codecs.cala import CALABank
 from dekasim.codecs.jscc import CHECKPOINT_DIR, checkpoint_stem, read_checkpoint, save_checkpoint
 from dekasim.codecs.mcs import downlink_channel_uses, mcs_entry, plan_codeblocks
 from dekasim.errors import ConfigError
+from dekasim.deka.pack_codec import (cala_base_checkpoint, cala_codec_from_pack, pack_downlink_cost,
+                                     read_cala_checkpoint, with_cala)
 from dekasim.generative.pack import (CALA_NAME, EMBEDS_NAME, LORA_NAME, MANIFEST_NAME, CALABankPart, KnowledgePack,
-                                     cala_base_checkpoint, cala_codec_from_pack, load_pack, pack_downlink_cost,
-                                     pack_size_bytes, quantised_cala_name, read_cala_checkpoint, save_pack, with_cala)
+                                     load_pack, pack_size_bytes, quantised_cala_name, save_pack)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -347,7 +348,7 @@ def test_align_parser_takes_cala():
 
 
 def test_align_with_cala_puts_the_bank_in_every_pack(tmp_path, ckpt):
-    from dekasim.generative.alignment import run_alignment
+    from dekasim.deka.alignment import run_alignment
     from dekasim.generative.ldm import build_ldm
     from dekasim.generative.makd import AlignConfig
 

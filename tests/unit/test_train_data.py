@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dekasim import Condition
-from dekasim.codecs.train_data import GeneratedSampler
-from dekasim.codecs.train_jscc import TrainConfig, forward_through_link, make_link, train
+from dekasim.training.data import GeneratedSampler
+from dekasim.training.jscc import TrainConfig, forward_through_link, make_link, train
 from dekasim.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -95,7 +95,7 @@ def test_training_on_generated_latents_lowers_the_image_loss(tmp_path):
 
 
 def test_trainer_cli_reports_bad_input_in_one_line(tmp_path, capsys, caplog):
-    from dekasim.codecs.train_jscc import main
+    from dekasim.training.jscc import main
 
     code = main(["evaluate", "--payload", "latent", "--codecs", f"cala={tmp_path / 'missing.json'}"])
     (record,) = [r for r in caplog.records if r.levelname == "ERROR"]

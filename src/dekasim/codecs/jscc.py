@@ -32,7 +32,7 @@ Options (all codecs of the family):
 - ``checkpoint``: ``None`` (default) loads the shipped checkpoint for this codec, payload shape and
   bandwidth ratio (``dekasim/codecs/checkpoints/<codec>-<C>x<H>x<W>-bw<p>_<q>.json``), or raises a
   :class:`ConfigError` naming ``checkpoint`` with the command that trains one; a path to a manifest
-  ``*.json`` (or its ``*.safetensors``) written by :mod:`dekasim.codecs.train_jscc`; or ``"none"``:
+  ``*.json`` (or its ``*.safetensors``) written by :mod:`dekasim.training.jscc`; or ``"none"``:
   an untrained network with seeded random weights (for tests and for training from scratch).
 - ``width`` (only with ``checkpoint="none"``): channels at the bottleneck (default 64).
 - ``payload_kind`` (only with ``checkpoint="none"``): ``"image"``, ``"latent"`` or ``"auto"``
@@ -377,7 +377,7 @@ def read_checkpoint(path: str | Path, field: str = "checkpoint") -> tuple[dict[s
     mpath = p.with_suffix(".json")
     if not mpath.exists():
         raise ConfigError(field, str(path), "a checkpoint manifest (*.json beside its *.safetensors)",
-                          "give the path of a *.json written by `python -m dekasim.codecs.train_jscc`")
+                          "give the path of a *.json written by `python -m dekasim.training.jscc`")
     manifest = json.loads(mpath.read_text())
     if manifest.get("format") != FORMAT:
         raise ConfigError(field, str(path), f"a manifest of format {FORMAT!r}, got {manifest.get('format')!r}")
@@ -406,7 +406,7 @@ def resolve_checkpoint(codec: str, payload_shape: tuple[int, ...], bandwidth_rat
         square_image = len(payload_shape) == 3 and int(payload_shape[0]) == 3 and \
             int(payload_shape[1]) == int(payload_shape[2])
         data = "" if square_image else " --data generated"
-        train = (f"train one with `python -m dekasim.codecs.train_jscc train --codec {codec} --payload-shape {shape} "
+        train = (f"train one with `python -m dekasim.training.jscc train --codec {codec} --payload-shape {shape} "
                  f"--bandwidth-ratio {ratio}{data}{base} --steps N --out DIR` (photo crops for [3, S, S] images, "
                  f"else the latents of a text-to-image model: --data-model) and set the option checkpoint = "
                  f"\"DIR/{stem}.json\"")

@@ -6,7 +6,8 @@
 - :func:`plan_codeblocks`: how one item's ``n_channel_uses`` symbols carry an MCS: code block count,
   LDPC (k, n) per code block, CRCs, checked against the range Sionna's ``LDPC5GEncoder`` supports.
 - :func:`downlink_channel_uses`: the channel uses that chain needs to send a byte stream (e.g. a
-  knowledge pack) at one MCS, in transport blocks of :data:`DOWNLINK_BLOCK_CHANNEL_USES` symbols.
+  knowledge pack) at one MCS, in transport blocks of :data:`DOWNLINK_BLOCK_CHANNEL_USES` symbols;
+  :func:`downlink_blocks` lists those blocks' plans (what :mod:`dekasim.deka.downlink` simulates).
 - :func:`required_snr_db` / :func:`select_mcs`: link adaptation from a table of the Es/N0 each MCS
   needs for a block error rate of 10 % over AWGN, simulated by this project's own chain
   (:class:`dekasim.codecs.digital.LDPCQAMChain`) at the block length in use and shipped as
@@ -300,10 +301,36 @@ def downlink_channel_uses(n_bytes: int, mcs_index: int, table: str = "qam64",
     """
     if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
         raise ConfigError("n_bytes", n_bytes, "a whole number of bytes >= 0")
+    full, n_full, last = _downlink_layout(8 * n_bytes, mcs_index, table, block_channel_uses)
+    return n_full * full.n_channel_uses + (last.n_channel_uses if last is not None else 0)
+
+
+def downlink_blocks(n_bits: int, mcs_index: int, table: str = "qam64",
+                    block_channel_uses: int = DOWNLINK_BLOCK_CHANNEL_USES) -> list[CodeBlockPlan]:
+    """The transport blocks, in order, in which :func:`downlink_channel_uses` sends ``n_bits`` bits.
+
+    Full blocks of ``block_channel_uses`` symbols (``plan_codeblocks(mcs, block_channel_uses)``, each
+    carrying its ``info_bits``), then, if bits are left over, one last block: the shortest plan that
+    carries them (its unused payload bits are padding). ``sum(p.n_channel_uses for p in blocks)`` is
+    the channel-use count of :func:`downlink_channel_uses` for ``n_bits = 8 * n_bytes``.
+
+    :param n_bits: payload bits (>= 0); ``[]`` for 0.
+    :raises ConfigError: as :func:`downlink_channel_uses` (field ``n_bits`` for a negative count).
+    """
+    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or n_bits < 0:
+        raise ConfigError("n_bits", n_bits, "a whole number of bits >= 0")
+    full, n_full, last = _downlink_layout(n_bits, mcs_index, table, block_channel_uses)
+    return [full] * n_full + ([last] if last is not None else [])
+
+
+def _downlink_layout(n_bits: int, mcs_index: int, table: str,
+                     block_channel_uses: int) -> tuple[CodeBlockPlan, int, CodeBlockPlan | None]:
+    """(full block plan, number of full blocks, last block plan or None) for ``n_bits`` payload bits."""
     mcs = mcs_entry(mcs_index, table)
     full = plan_codeblocks(mcs, int(block_channel_uses))
-    n_full, rest = divmod(8 * n_bytes, full.info_bits)
-    return n_full * int(block_channel_uses) + (_shortest_block(mcs, rest, int(block_channel_uses)) if rest else 0)
+    n_full, rest = divmod(n_bits, full.info_bits)
+    last = plan_codeblocks(mcs, _shortest_block(mcs, rest, int(block_channel_uses))) if rest else None
+    return full, n_full, last
 
 
 def _shortest_block(mcs: MCS, bits: int, longest: int) -> int:

@@ -1,4 +1,5 @@
-"""The ``dekasim world …`` and ``dekasim align`` commands (argument handling and output only)."""
+"""The ``dekasim world …`` commands (argument handling and output only); ``dekasim align`` is
+:func:`dekasim.deka.alignment.align_command`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
-from dekasim.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -80,52 +79,4 @@ def world_sample(args: argparse.Namespace, command: str | None) -> int:
     tiles = [(im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for im in imgs]
     Image.fromarray(np.concatenate(tiles, axis=1)).save(args.out)
     print(f"{len(tiles)} image(s) -> {args.out}")
-    return 0
-
-
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    from dekasim.generative.makd import AlignConfig
-
-    fields = {f.name: f for f in dataclasses.fields(AlignConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError("--set", item, "KEY=VALUE", "e.g. --set budget_steps=600")
-        key, value = item.split("=", 1)
-        key = key.strip().removeprefix("align.")
-        if key not in fields:
-            raise ConfigError("--set", key, f"an alignment setting, one of {sorted(fields)}")
-        default = fields[key].default
-        try:
-            if isinstance(default, bool):
-                out[key] = value.lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                out[key] = int(value)
-            elif isinstance(default, float) or key in ("lora_alpha",):
-                out[key] = float(value)
-            else:
-                out[key] = value
-        except ValueError:
-            raise ConfigError(f"align.{key}", value, f"a {type(default).__name__ if default is not None else 'number'}",
-                              f"e.g. --set {key}={default}") from None
-    return out
-
-
-def align(args: argparse.Namespace, command: str | None) -> int:
-    from dekasim.generative.alignment import run_alignment
-    from dekasim.generative.makd import AlignConfig
-    from dekasim.generative.models import load_model
-
-    overrides = _parse_overrides(args.overrides)
-    config = AlignConfig(subject=args.subject, **overrides)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
-    logging.getLogger("dekasim").setLevel(logging.INFO)
-    cloud, edge = load_model(args.cloud), load_model(args.edge)
-    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=command,
-                           cala=getattr(args, "cala", None))
-    out = Path(args.out)
-    print((out / "report.md").read_text())
-    print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*")
-    log.debug("alignment wall time %.0f s", report["wall_s"])
     return 0

@@ -20,8 +20,10 @@ from dekasim.plots.figures import (
     X_LABELS,
     codec_colors,
     error_rate_figure,
+    metric_figure,
     plot_ber,
     plot_bler,
+    plot_consistency,
     plot_psnr,
     plot_run,
     psnr_figure,
@@ -31,5 +33,5 @@ from dekasim.plots.results import ResultsWarning, load_results
 
 __all__ = [
     "DPI", "X_LABELS", "ResultsWarning", "codec_colors", "error_rate_figure", "load_results",
-    "plot_ber", "plot_bler", "plot_psnr", "plot_run", "psnr_figure", "save_figure",
+    "metric_figure", "plot_ber", "plot_bler", "plot_consistency", "plot_psnr", "plot_run", "psnr_figure", "save_figure",
 ]

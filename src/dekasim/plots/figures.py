@@ -359,15 +359,43 @@ def psnr_figure(rows: Sequence[Mapping[str, Any]], *, x: str = "snr_db",
     :return: a :class:`~matplotlib.figure.Figure` (one linear-axis panel per profile and delay
         spread), or ``None`` when no row has a PSNR.
     """
+    return metric_figure(rows, "psnr_db", "PSNR [dB]", x=x, colors=colors)
+
+
+#: End-to-end metrics of DeKA-g rows (user's image against the cloud's) and their axis labels.
+CONSISTENCY_LABELS = {"attribute_agreement": "attribute agreement with the cloud's image\n(prompts with the pack's subject)",
+                      "all_attributes_agree": "all five attributes agree (fraction)",
+                      "feature_cosine": "feature cosine with the cloud's image\n(prompts with the pack's subject)"}
+
+
+def metric_figure(rows: Sequence[Mapping[str, Any]], key: str, ylabel: str, *, x: str = "snr_db",
+                  colors: Mapping[str, str] | None = None) -> Figure | None:
+    """Build (not save) a figure of ``row[key]`` (linear axis, error bars from ``row[key + "_ci95"]``, a
+    95 % half-width) against ``x``, one panel per profile and delay spread, as :func:`psnr_figure`.
+
+    :return: the figure, or ``None`` when no row has a finite ``key``.
+    """
     def y_of(row: Mapping[str, Any]) -> tuple[float, float | None, float | None] | None:
-        y = number(row.get("psnr_db"))
+        y = number(row.get(key))
         if y is None:
             return None
-        ci = number(row.get("psnr_db_ci95"))
+        ci = number(row.get(f"{key}_ci95"))
         return (y, None, None) if ci is None else (y, y - abs(ci), y + abs(ci))
 
     plan = _plan(rows, x, y_of, colors)
-    return None if plan is None else _draw(plan, x, "PSNR [dB]", log_y=False, zero_note=False)
+    return None if plan is None else _draw(plan, x, ylabel, log_y=False, zero_note=False)
+
+
+def plot_consistency(rows: Sequence[Mapping[str, Any]], out_dir: PathLike, *, x: str = "snr_db",
+                     colors: Mapping[str, str] | None = None) -> list[Path]:
+    """End-to-end consistency vs SNR of DeKA-g rows: ``consistency_vs_snr`` (attribute agreement) and
+    ``feature_cosine_vs_snr`` (PNG + PDF each). :return: the written paths; empty for rows without them."""
+    paths: list[Path] = []
+    for key, stem in (("attribute_agreement", "consistency"), ("feature_cosine", "feature_cosine")):
+        fig = metric_figure(rows, key, CONSISTENCY_LABELS[key], x=x, colors=colors)
+        if fig is not None:
+            paths += save_figure(fig, out_dir, f"{stem}_vs_{_X_TAGS[x]}")
+    return paths
 
 
 def error_rate_figure(rows: Sequence[Mapping[str, Any]], metric: str = "ber", *,
@@ -484,7 +512,9 @@ def plot_run(dirs: PathLike | Iterable[PathLike], out_dir: PathLike, *,
     is skipped. Colours per codec are shared by all figures; overlaid runs are told apart by
     marker and by the run label (scenario name) in the legend.
 
-    :return: the written paths, in the order PSNR, BER, BLER (PNG before PDF).
+    DeKA-g runs also get ``consistency_vs_snr`` and ``feature_cosine_vs_snr`` (:func:`plot_consistency`).
+
+    :return: the written paths, in the order PSNR, consistency, BER, BLER (PNG before PDF).
     """
     rows = load_results(dirs)
     if not rows:
@@ -492,6 +522,7 @@ def plot_run(dirs: PathLike | Iterable[PathLike], out_dir: PathLike, *,
         return []
     colors = codec_colors(rows)
     paths = plot_psnr(rows, out_dir, x=x, colors=colors)
+    paths += plot_consistency(rows, out_dir, x=x, colors=colors)
     paths += plot_ber(rows, out_dir, x=x, colors=colors)
     paths += plot_bler(rows, out_dir, x=x, colors=colors)
     return paths

@@ -23,7 +23,7 @@ from dekasim.conditions import ALL_PROFILES, FIXED_TDL_PROFILES, FLAT_PROFILES, 
 from dekasim.errors import ConfigError
 from dekasim.scenarios.presets import DELAY_SPREAD_PRESETS_NS
 
-PAYLOAD_KINDS = ("photos", "generated")
+PAYLOAD_KINDS = ("photos", "generated", "deka")
 EXECUTORS = ("local", "ray")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -82,6 +82,7 @@ class Scenario:
     device: str = "cpu"
     source: str | None = None
     payload_options: tuple[tuple[str, Any], ...] = ()
+    downlink: tuple[tuple[str, Any], ...] = ()
 
     def conditions(self) -> list[Condition]:
         """Unique channel conditions of the sweep, delay spread outermost and SNR innermost.
@@ -102,7 +103,10 @@ class Scenario:
 
     @property
     def payload_representation(self) -> str:
-        """``"latent"`` when a generated payload is sent as the model's latents, else ``"image"``."""
+        """``"latent"`` when a generated payload is sent as the model's latents (always for ``kind = "deka"``:
+        DeKA-g's transmitter sends latents; image-only codecs get the image they decode to), else ``"image"``."""
+        if self.payload_kind == "deka":
+            return "latent"
         return dict(self.payload_options).get("representation", "image")
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,14 +116,19 @@ class Scenario:
         d.pop("source")
         if not self.payload_options:  # photo scenarios keep the hash they had before generated payloads
             d.pop("payload_options")
+        if not self.downlink:  # only DeKA-g scenarios have one
+            d.pop("downlink")
         return json.loads(json.dumps(d))
 
     def hash(self) -> str:
         """sha256 of the resolved scenario, without where and how it runs (``output_dir``, ``executor``,
-        ``ray_address``): a local and a Ray run of one scenario share a directory and a hash."""
+        ``ray_address``, the sample cache's ``payload.cache_dir``): a local and a Ray run of one scenario
+        share a directory and a hash."""
         d = self.to_dict()
         for key in ("output_dir", "executor", "ray_address"):
             d.pop(key, None)
+        if "payload_options" in d:
+            d["payload_options"] = [kv for kv in d["payload_options"] if kv[0] != "cache_dir"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -128,9 +137,17 @@ _NUM = (int, float)
 _TOP = {"name": (str,), "seed": (int,), "output_dir": (str,), "executor": (str,), "ray_address": (str,),
         "device": (str,),
         "payload": (dict,), "channel": (dict,), "ofdm": (dict,), "sweep": (dict,),
-        "codecs": (list,), "monte_carlo": (dict,)}
+        "codecs": (list,), "systems": (list,), "monte_carlo": (dict,), "downlink": (dict,)}
+#: [downlink] of a DeKA-g scenario: the knowledge pack sent over the scenario's channel (dekasim.deka.report)
+DOWNLINK_DEFAULTS = {"simulate": True, "snr_db": [10.0], "delay_spread_ns": None, "mcs": "calibrated"}
+_DOWNLINK = {"simulate": (bool,), "snr_db": (list,) + (int, float), "delay_spread_ns": (int, float),
+             "mcs": (str, int)}
 _PAYLOAD = {"kind": (str,), "resolution_px": (int,), "model": (str,), "pack": (str,), "prompts": (str,),
-            "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM, "representation": (str,)}
+            "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM, "representation": (str,),
+            "cloud": (str,), "edge": (str,), "base": (str,), "n_subject_prompts": (int,), "n_control_prompts": (int,),
+            "cache_dir": (str,)}
+#: keys of [payload] that only kind = "deka" takes (see :data:`dekasim.deka.system.DEKA_DEFAULTS`)
+DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_prompts", "cache_dir")
 #: keys of [payload] that only kind = "generated" takes, with their defaults
 GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
                       "guidance": 1.5, "representation": "image"}
@@ -141,9 +158,105 @@ _OFDM = {"num_ofdm_symbols": (int,), "fft_size": (int,), "subcarrier_spacing_hz"
 _SWEEP = {"snr_db": (list,) + _NUM, "delay_spread_ns": (list,) + _NUM + (str,), "tdl_profile": (list, str),
           "bandwidth_ratio": (list,) + _NUM, "csi": (list, str)}
 _CODEC = {"codec": (str,), "label": (str,), "options": (dict,)}
+_SYSTEM = {"label": (str,), "edge": (str,), "codec": (str,), "bank": (str,), "options": (dict,)}
 _MC = {"images_per_point": (int,), "target_block_errors": (int,), "max_images_per_point": (int,),
        "batch_size": (int,), "calibration_images": (int,)}
-_REQUIRED_TOP = ("name", "sweep", "codecs")
+_REQUIRED_TOP = ("name", "sweep")
+
+
+def _deka_payload(payload: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The resolved ``[payload]`` options of ``kind = "deka"`` (defaults from :data:`~dekasim.deka.system.DEKA_DEFAULTS`)."""
+    from dekasim.deka.system import DEKA_DEFAULTS
+
+    wrong = sorted(k for k in payload if k not in DEKA_DEFAULTS and k not in ("kind", "resolution_px"))
+    if wrong:
+        raise ConfigError(f"payload.{wrong[0]}", payload[wrong[0]], 'no such key for kind = "deka"',
+                          f"its keys: {sorted(DEKA_DEFAULTS)}")
+    opts = {**DEKA_DEFAULTS, **{k: v for k, v in payload.items() if k in DEKA_DEFAULTS}}
+    for key in ("n_subject_prompts", "sample_steps"):
+        if opts[key] < 1:
+            raise ConfigError(f"payload.{key}", opts[key], "a positive integer")
+    if opts["n_control_prompts"] < 0:
+        raise ConfigError("payload.n_control_prompts", opts["n_control_prompts"], "an integer >= 0")
+    return tuple(sorted(opts.items()))
+
+
+def _downlink(table: dict[str, Any] | None, kind: str, spreads: tuple[float, ...]) -> tuple[tuple[str, Any], ...]:
+    """The resolved ``[downlink]`` of a DeKA-g scenario (defaults: :data:`DOWNLINK_DEFAULTS`, the delay spread
+    the middle one of the sweep); other kinds have none."""
+    if kind != "deka":
+        if table is not None:
+            raise ConfigError("downlink", "[downlink]", 'a [downlink] table only with [payload] kind = "deka" '
+                              "(it sends the knowledge pack)", "remove it")
+        return ()
+    table = dict(table or {})
+    _check_keys(table, _DOWNLINK, "downlink.")
+    opts = {**DOWNLINK_DEFAULTS, **table}
+    opts["snr_db"] = list(_numbers("downlink.snr_db", _as_list(opts["snr_db"]), "(Es/N0 in dB)"))
+    if opts["delay_spread_ns"] is None:
+        ordered = sorted(spreads)
+        opts["delay_spread_ns"] = ordered[len(ordered) // 2]
+    opts["delay_spread_ns"] = _delay_spreads([opts["delay_spread_ns"]])[0]
+    m = opts["mcs"]
+    if not (m == "calibrated" or (isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= 28)):
+        raise ConfigError("downlink.mcs", m, "'calibrated' (the MCS of highest goodput in a short calibration) or an "
+                          "MCS index 0..28 of TS 38.214 Table 5.1.3.1-1")
+    return tuple(sorted(opts.items()))
+
+
+def _codec_specs(raw: dict[str, Any], kind: str) -> list[CodecSpec]:
+    from dekasim.codecs import available_codecs
+
+    if "codecs" not in raw:
+        raise ConfigError("codecs", None, "a required key", "add [[codecs]] tables, e.g. codec = \"analog\"")
+    if not raw["codecs"]:
+        raise ConfigError("codecs", [], "at least one [[codecs]] table", 'add [[codecs]] with codec = "analog"')
+    registered = available_codecs()
+    specs: list[CodecSpec] = []
+    for i, entry in enumerate(raw["codecs"]):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"codecs[{i}]", entry, "a table with codec = NAME")
+        _check_keys(entry, _CODEC, f"codecs[{i}].")
+        if "codec" not in entry:
+            raise ConfigError(f"codecs[{i}].codec", None, "a registered codec name", "run `dekasim list`")
+        if entry["codec"] not in registered:
+            raise ConfigError(f"codecs[{i}].codec", entry["codec"], f"one of {list(registered)}",
+                              "run `dekasim list` to see the registered codecs")
+        specs.append(CodecSpec(entry["codec"], entry.get("label", entry["codec"]), dict(entry.get("options", {}))))
+    return specs
+
+
+def _systems(entries: Any, kind: str) -> list:
+    """``[[systems]]`` of a DeKA-g scenario as :class:`~dekasim.deka.system.SystemSpec` entries."""
+    from dekasim.codecs import available_codecs
+    from dekasim.deka.system import BANKS, EDGES, PREINSTALLED, SystemSpec
+
+    if kind != "deka":
+        raise ConfigError("systems", "[[systems]]", 'systems in a scenario with [payload] kind = "deka"',
+                          'set kind = "deka", or list [[codecs]] instead')
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("systems", entries, "at least one [[systems]] table",
+                          'add [[systems]] with edge = "aligned", codec = "preinstalled", bank = "pack"')
+    names = [PREINSTALLED, *available_codecs()]
+    specs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"systems[{i}]", entry, "a table with edge, codec (and bank)")
+        _check_keys(entry, _SYSTEM, f"systems[{i}].")
+        codec = entry.get("codec")
+        if codec not in names:
+            raise ConfigError(f"systems[{i}].codec", codec, f"one of {names}",
+                              f"'{PREINSTALLED}' is the edge's pre-installed JSCC; `dekasim list` shows the others")
+        edge = entry.get("edge", "aligned")
+        if edge not in EDGES:
+            raise ConfigError(f"systems[{i}].edge", edge, f"one of {list(EDGES)}")
+        bank = entry.get("bank")
+        if bank is not None and (bank not in BANKS or codec != PREINSTALLED):
+            raise ConfigError(f"systems[{i}].bank", bank, f"'pack' with codec = '{PREINSTALLED}' (the pack's CALA "
+                              "bank adapts the edge's pre-installed JSCC)", "drop bank, or set codec = 'preinstalled'")
+        specs.append(SystemSpec(codec, entry.get("label", f"{codec} ({edge} edge)"), dict(entry.get("options", {})),
+                                edge, bank))
+    return specs
 
 
 def _check_keys(table: dict, allowed: dict, prefix: str) -> None:
@@ -199,8 +312,6 @@ def scenario_from_dict(raw: dict[str, Any], source: str | None = None) -> Scenar
 
 
 def _build(raw: dict[str, Any], source: str | None) -> Scenario:
-    from dekasim.codecs import available_codecs
-
     _check_keys(raw, _TOP, "")
     for key in _REQUIRED_TOP:
         if key not in raw:
@@ -220,7 +331,9 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
     if kind not in PAYLOAD_KINDS:
         raise ConfigError("payload.kind", kind, f"one of {list(PAYLOAD_KINDS)}")
     payload_options: tuple[tuple[str, Any], ...] = ()
-    if kind == "generated":
+    if kind == "deka":
+        payload_options = _deka_payload(payload)
+    elif kind == "generated":
         payload_options = tuple(sorted({**GENERATED_DEFAULTS, **{k: v for k, v in payload.items()
                                                                   if k in GENERATED_DEFAULTS}}.items()))
         opts = dict(payload_options)
@@ -235,11 +348,13 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
                               "the edge's latents)")
         if opts["representation"] == "image":  # the default leaves the hash of earlier generated scenarios alone
             payload_options = tuple((k, v) for k, v in payload_options if k != "representation")
-    else:
-        extra = sorted(k for k in payload if k in GENERATED_DEFAULTS)
+    if kind != "deka":
+        extra = sorted(k for k in payload if k in GENERATED_DEFAULTS or k in DEKA_ONLY_KEYS) if kind != "generated" \
+            else sorted(k for k in payload if k in DEKA_ONLY_KEYS)
         if extra:
             raise ConfigError(f"payload.{extra[0]}", payload[extra[0]], f"no such key for kind = {kind!r}",
-                              'it belongs to kind = "generated"')
+                              'it belongs to kind = "deka"' if extra[0] in DEKA_ONLY_KEYS
+                              else 'it belongs to kind = "generated"')
     executor = raw.get("executor", "local")
     if executor not in EXECUTORS:
         raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
@@ -291,20 +406,10 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
                           f"delay spread (TS 38.101-4); sweep.delay_spread_ns = {list(spreads)} is ignored for it. "
                           "Use the scalable profile letter to sweep the delay spread.", UserWarning, stacklevel=3)
 
-    if not raw["codecs"]:
-        raise ConfigError("codecs", [], "at least one [[codecs]] table", 'add [[codecs]] with codec = "analog"')
-    registered = available_codecs()
-    specs: list[CodecSpec] = []
-    for i, entry in enumerate(raw["codecs"]):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"codecs[{i}]", entry, "a table with codec = NAME")
-        _check_keys(entry, _CODEC, f"codecs[{i}].")
-        if "codec" not in entry:
-            raise ConfigError(f"codecs[{i}].codec", None, "a registered codec name", "run `dekasim list`")
-        if entry["codec"] not in registered:
-            raise ConfigError(f"codecs[{i}].codec", entry["codec"], f"one of {list(registered)}",
-                              "run `dekasim list` to see the registered codecs")
-        specs.append(CodecSpec(entry["codec"], entry.get("label", entry["codec"]), dict(entry.get("options", {}))))
+    if kind == "deka" and "codecs" in raw:
+        raise ConfigError("codecs", "[[codecs]]", 'no [[codecs]] with kind = "deka": it compares [[systems]]',
+                          'write each as [[systems]] with edge = "aligned" and the same codec and options')
+    specs = _systems(raw.get("systems"), kind) if kind == "deka" or "systems" in raw else _codec_specs(raw, kind)
     labels = [s.label for s in specs]
     dup = {lbl for lbl in labels if labels.count(lbl) > 1}
     if dup:
@@ -327,9 +432,10 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
         raise ConfigError("monte_carlo.max_images_per_point", mc_obj.max_images_per_point,
                           f"an integer >= images_per_point ({mc_obj.images_per_point})")
 
+    downlink = _downlink(raw.get("downlink"), kind, spreads)
     scenario = Scenario(
-        name=raw["name"], seed=seed, payload_kind=kind,
-        resolution_px=payload.get("resolution_px", 32 if kind == "generated" else 64), payload_options=payload_options,
+        downlink=downlink, name=raw["name"], seed=seed, payload_kind=kind,
+        resolution_px=payload.get("resolution_px", 64 if kind == "photos" else 32), payload_options=payload_options,
         carrier_frequency_hz=float(channel.get("carrier_frequency_hz", 3.5e9)),
         speed_mps=float(channel.get("speed_mps", 0.0)), grid=grid, snr_db=snrs, delay_spread_ns=spreads,
         tdl_profile=profiles, bandwidth_ratio=ratios, csi=csis, codecs=tuple(specs), monte_carlo=mc_obj,

@@ -19,31 +19,7 @@ import numpy as np
 import torch
 
 from dekasim.errors import ConfigError
-
-#: scikit-image sample photographs that are colour pictures of natural scenes and ship in its wheel.
-PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
-               "motorcycle_left", "retina", "rocket", "motorcycle_right")
-
-
-def _load_photo(name: str) -> np.ndarray:
-    from skimage import data
-
-    if name == "motorcycle_left" or name == "motorcycle_right":
-        left, right, _ = data.stereo_motorcycle()
-        return left if name == "motorcycle_left" else right
-    return getattr(data, name)()
-
-
-def centre_crop_resize(img: np.ndarray, resolution_px: int) -> np.ndarray:
-    """Centre square crop of an ``[H, W, 3]`` uint8 image, resized to ``resolution_px`` (Lanczos)."""
-    from PIL import Image
-
-    h, w = img.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    crop = Image.fromarray(np.ascontiguousarray(img[top:top + s, left:left + s, :3]))
-    return np.asarray(crop.resize((resolution_px, resolution_px), Image.Resampling.LANCZOS))
-
+from dekasim.photos import PHOTO_NAMES, centre_crop_resize, load_photo
 
 class PhotoSource:
     """Real photographs as ``[N, 3, R, R]`` float32 in [0, 1].
@@ -62,7 +38,7 @@ class PhotoSource:
             raise ConfigError("payload.photos", unknown, f"names among {list(PHOTO_NAMES)}")
         self.names = tuple(names)
         self.resolution_px = resolution_px
-        arrays = [centre_crop_resize(_load_photo(n), resolution_px) for n in self.names]
+        arrays = [centre_crop_resize(load_photo(n), resolution_px) for n in self.names]
         self.images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255.0).contiguous()
 
     @property
@@ -129,9 +105,10 @@ class GeneratedSource:
         _check_representation(representation, ("image", "latent"), "generated")
         self.representation = representation
         self.latent_map = ldm.latents
+        from dekasim.deka.generated import generate_latents
+
+        self.latents = generate_latents(sampler, self.prompts, self.seeds, steps=sample_steps, guidance=guidance)
         with torch.no_grad():
-            self.latents = sampler.sample_latents(self.prompts, self.seeds, steps=sample_steps,
-                                                  guidance=guidance).cpu().float()
             self.images = self.latent_map.decode(self.latents).float()  # [N, 3, R, R] in [0, 1]
 
     @property

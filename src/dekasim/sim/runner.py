@@ -10,7 +10,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +20,7 @@ from dekasim.channels.link import OFDMLink
 from dekasim.channels.snr import overhead_factor
 from dekasim.codecs.base import Codec, LinkCounts, available_codecs, build_codec
 from dekasim.conditions import Condition
+from dekasim.deka.system import PREINSTALLED, SystemSpec
 from dekasim.errors import ConfigError
 from dekasim.metrics import binomial_ci95, mean_ci95, psnr_db, ssim
 from dekasim.scenarios.schema import CodecSpec, Scenario, load_scenario
@@ -38,9 +39,21 @@ class SweepPoint:
     csi: str
 
     def key(self) -> str:
-        """Canonical identity (codec label/name/options, condition, CSI): what the seed and id derive from."""
-        return json.dumps({"codec": self.spec.label, "codec_name": self.spec.codec, "options": self.spec.options,
-                           "cond": self.cond.as_row(), "csi": self.csi}, sort_keys=True)
+        """Canonical identity (codec label/name/options, condition, CSI; a DeKA-g system's edge and bank):
+        what the point's id derives from."""
+        d = {"codec": self.spec.label, "codec_name": self.spec.codec, "options": self.spec.options,
+             "cond": self.cond.as_row(), "csi": self.csi}
+        if isinstance(self.spec, SystemSpec):
+            d.update(edge=self.spec.edge, bank=self.spec.bank)
+        return json.dumps(d, sort_keys=True)
+
+    def draw_key(self) -> str:
+        """What the point's channel and noise draws derive from: the whole :meth:`key` for a codec entry; the
+        condition and receiver only for a DeKA-g system, so that every system of a condition sees the same
+        prompts, seeds and channel draws (paired differences)."""
+        if isinstance(self.spec, SystemSpec):
+            return json.dumps({"cond": self.cond.as_row(), "csi": self.csi, "systems": "paired"}, sort_keys=True)
+        return self.key()
 
     @property
     def point_id(self) -> str:
@@ -48,9 +61,9 @@ class SweepPoint:
 
 
 def point_seed(scenario_seed: int, point: SweepPoint) -> int:
-    """Per-point seed from the scenario seed and the point's identity only, so adding or removing
-    other points changes no point's numbers."""
-    digest = hashlib.sha256(f"{scenario_seed}|{point.key()}".encode()).digest()
+    """Per-point seed from the scenario seed and the point's identity only (:meth:`SweepPoint.draw_key`),
+    so adding or removing other points changes no point's numbers."""
+    digest = hashlib.sha256(f"{scenario_seed}|{point.draw_key()}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
 
 
@@ -64,7 +77,16 @@ def sweep_points(scenario: Scenario) -> list[SweepPoint]:
     return points
 
 
-def make_payload_source(scenario: Scenario) -> PhotoSource | GeneratedSource:
+def make_payload_source(scenario: Scenario):
+    """The scenario's payload: photos, a generated set, or (``kind = "deka"``) a
+    :class:`~dekasim.deka.system.DekaPayload` whose :meth:`view` gives each edge."""
+    if scenario.payload_kind == "deka":
+        from dekasim.deka.system import DekaPayload
+
+        try:
+            return DekaPayload(dict(scenario.payload_options), scenario.seed)
+        except ConfigError as err:
+            raise err.with_source(scenario.source) if scenario.source else err from None
     if scenario.payload_kind == "photos":
         return PhotoSource(scenario.resolution_px)
     if scenario.payload_kind == "generated":
@@ -80,24 +102,30 @@ def make_payload_source(scenario: Scenario) -> PhotoSource | GeneratedSource:
 def codec_representation(scenario: Scenario, codec_name: str) -> str:
     """What codec ``codec_name`` carries in ``scenario``: ``"latent"`` when the payload is sent as latents
     (``[payload] representation = "latent"``) and the codec takes latents, else ``"image"``."""
-    cls = available_codecs().get(codec_name)
+    cls = available_codecs().get("jscc" if codec_name == PREINSTALLED else codec_name)
     takes_latents = cls is not None and "latent" in cls.payload_kinds
     return "latent" if scenario.payload_representation == "latent" and takes_latents else "image"
 
 
-def build_codecs(scenario: Scenario, shapes: dict[str, tuple[int, ...]]) -> dict[tuple[str, float], Codec]:
+def build_codecs(scenario: Scenario, shapes: dict[str, tuple[int, ...]],
+                 deka=None) -> dict[tuple[str, float], Codec]:
     """Every codec of the scenario at every bandwidth ratio (building validates their options).
 
     :param shapes: item shape by representation (``"image"``, and ``"latent"`` for latent payloads).
+    :param deka: the :class:`~dekasim.deka.system.DekaPayload` of a DeKA-g scenario (it builds the
+        pre-installed JSCC and the pack's CALA bank); None elsewhere.
     """
     out = {}
     for spec in scenario.codecs:
         shape = shapes[codec_representation(scenario, spec.codec)]
         for ratio in scenario.bandwidth_ratio:
             try:
-                out[(spec.label, ratio)] = build_codec(spec.codec, shape, ratio, **spec.options)
+                out[(spec.label, ratio)] = (deka.build_codec(spec, shape, ratio) if deka is not None
+                                            else build_codec(spec.codec, shape, ratio, **spec.options))
             except ConfigError as err:
-                field = err.field if err.field.startswith("codecs") else f"codecs[{spec.label}].options.{err.field}"
+                table = "systems" if isinstance(spec, SystemSpec) else "codecs"
+                field = err.field if err.field.startswith(("codecs", "systems", "sweep", "payload")) \
+                    else f"{table}[{spec.label}].options.{err.field}"
                 raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
     return out
 
@@ -106,7 +134,9 @@ def validate_scenario(scenario: Scenario) -> None:
     """Everything :func:`run_scenario` checks before the first point: schema (done on load), codec
     options at every bandwidth ratio, and link physics (pilot density) at every condition."""
     shapes = {"image": (3, scenario.resolution_px, scenario.resolution_px)}
-    if scenario.payload_kind == "generated":
+    if scenario.payload_kind == "deka":
+        _validate_deka(scenario, shapes)
+    elif scenario.payload_kind == "generated":
         from dekasim.generative.models import check_model_spec, load_model
 
         opts = dict(scenario.payload_options)
@@ -119,7 +149,8 @@ def validate_scenario(scenario: Scenario) -> None:
         if opts["pack"] is not None and not (Path(opts["pack"]) / "manifest.json").exists():
             raise ConfigError("payload.pack", opts["pack"], "a knowledge-pack directory holding manifest.json",
                               "make one with `dekasim align --out DIR` and give DIR/pack", scenario.source)
-    build_codecs(scenario, shapes)
+    if scenario.payload_kind != "deka":
+        build_codecs(scenario, shapes)
     from dekasim.channels.profiles import check_link_physics
 
     for cond in scenario.conditions():
@@ -128,6 +159,29 @@ def validate_scenario(scenario: Scenario) -> None:
                 check_link_physics(cond, scenario.grid, csi, scenario.carrier_frequency_hz)
             except ConfigError as err:
                 raise err.with_source(scenario.source) if scenario.source else err from None
+
+
+def _validate_deka(scenario: Scenario, shapes: dict[str, tuple[int, ...]]) -> None:
+    """A DeKA-g scenario's models and pack exist, and its registered codecs take their options (the
+    pre-installed JSCC and the pack's bank are checked when the payload is built)."""
+    from dekasim.deka.system import resolve_pack_dir
+    from dekasim.generative.models import check_model_spec
+
+    opts = dict(scenario.payload_options)
+    for key in ("cloud", "edge"):
+        try:
+            check_model_spec(opts[key])
+        except ConfigError as err:
+            raise ConfigError(f"payload.{key}", err.value, err.expected, err.fix, scenario.source) from None
+    try:
+        resolve_pack_dir(opts["pack"])
+    except ConfigError as err:
+        raise err.with_source(scenario.source) if scenario.source else err from None
+    shapes["latent"] = (48, scenario.resolution_px // 4, scenario.resolution_px // 4)  # the world's latent map
+    from dataclasses import replace
+
+    plain = replace(scenario, codecs=tuple(s for s in scenario.codecs if s.codec != PREINSTALLED))
+    build_codecs(plain, shapes)
 
 
 def _versions() -> dict[str, str]:
@@ -152,6 +206,8 @@ class _Tally:
     info: dict[str, list]
     status: str
     sent: int
+    user_images: list[torch.Tensor] | None = None  # DeKA-g payloads: the user's images, for end-to-end metrics
+    timing: dict[str, float] = field(default_factory=lambda: {"codec": 0.0, "channel": 0.0, "metrics": 0.0})
 
 
 def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: OFDMLink, codec: Codec,
@@ -163,24 +219,33 @@ def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
 
     sionna.phy.config.seed = seed  # reseeds Sionna's and torch's global generators
     mc = scenario.monte_carlo
-    tally = _Tally([], [], None, {}, "done", 0)
+    tally = _Tally([], [], None, {}, "done", 0, [] if hasattr(source, "references") else None)
     n = codec.n_channel_uses
     while True:
         want = images_min - tally.sent if tally.sent < images_min else mc.batch_size
         size = min(mc.batch_size, want, images_max - tally.sent)
         items = source.items(tally.sent, size, representation).to(scenario.device)
         with torch.no_grad():
+            t0 = time.perf_counter()
             x = codec.encode(items, point.cond)
             if tuple(x.shape) != (size, n) or not x.is_complex():
                 raise RuntimeError(f"codec '{point.spec.codec}' emitted {tuple(x.shape)} {x.dtype}, "
                                    f"its declared channel uses are [{size}, {n}] complex")
+            t1 = time.perf_counter()
             y, no_eff = link(x, point.cond)
+            t2 = time.perf_counter()
             decoded = codec.decode(y, no_eff, point.cond)
+            t3 = time.perf_counter()
+        tally.timing["codec"] += (t1 - t0) + (t3 - t2)
+        tally.timing["channel"] += t2 - t1
         images = source.to_image(items, representation)
         images_hat = source.to_image(decoded.payload, representation)
         tally.psnrs.extend(psnr_db(images, images_hat).tolist())
+        if tally.user_images is not None:
+            tally.user_images.append(images_hat.detach().float().clamp(0, 1).cpu())
         if with_ssim:
             tally.ssims.extend(ssim(images, images_hat).tolist())
+        tally.timing["metrics"] += time.perf_counter() - t3
         if decoded.counts is not None:
             tally.counts = tally.counts or LinkCounts()
             tally.counts += decoded.counts
@@ -262,7 +327,38 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
         row["info"]["payload_representation"] = f"{representation} {list(codec.payload_shape)}"
     if selection:
         row["info"]["variant_calibration_psnr_db"] = selection
+    if tally.user_images is not None:
+        t = time.perf_counter()
+        row.update(end_to_end_metrics(source, torch.cat(tally.user_images)))
+        tally.timing["metrics"] += time.perf_counter() - t
+    row["timing_s"] = {k: round(v, 4) for k, v in tally.timing.items()}  # of the reported run (not calibration)
+    row["runtime_s"] = round(time.perf_counter() - t0, 4)
     return row
+
+
+def end_to_end_metrics(source, user_images: torch.Tensor) -> dict[str, Any]:
+    """Consistency of the user's images (items ``0 .. N-1`` of ``source``) with the cloud's images for the
+    same prompts and seeds: ``attribute_agreement``, ``all_attributes_agree``, ``feature_cosine`` (means and
+    ``*_ci95`` intervals) on the prompts with the pack's subject, and the same on the control prompts
+    under ``consistency_control``."""
+    from dekasim.deka.system import CONSISTENCY_METRICS
+    from dekasim.metrics.consistency import consistency
+
+    n = len(user_images)
+    refs, subject = source.references(0, n), source.subject_mask(0, n)
+    out: dict[str, Any] = {"n_subject_images": int(subject.sum()), "consistency_control": None}
+    for split, mask in (("subject", subject), ("control", ~subject)):
+        vals: dict[str, Any] = {}
+        if mask.any():
+            rep = consistency(user_images[mask], refs[mask])
+            for m in CONSISTENCY_METRICS:
+                summary = rep[m]  # *_ci95: 95 % half-width, as psnr_db_ci95 (0/1 metrics: Student-t too)
+                vals[m], vals[f"{m}_ci95"] = summary.mean, summary.ci95_halfwidth
+        if split == "subject":
+            out.update(vals or {m: None for m in CONSISTENCY_METRICS})
+        elif vals:
+            out["consistency_control"] = vals
+    return out
 
 
 def _summarise_info(info: dict[str, list]) -> dict[str, Any]:
@@ -283,10 +379,18 @@ def _summarise_info(info: dict[str, list]) -> dict[str, Any]:
 
 @dataclass
 class RunResult:
+    """What :func:`run_scenario` did: every row of the directory, how many points were already done, the
+    figures, and for a DeKA-g scenario the sampling counts (``sampled``, ``cache_hits``, ``wall_s``) and
+    the report (:func:`dekasim.deka.report.write_deka_report`); ``timing`` splits the wall time [s]."""
+
     out_dir: Path
     rows: list[dict[str, Any]]
     skipped: int
     figures: list[Path]
+    generation: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    timing: dict[str, float] = field(default_factory=dict)  # wall s: generation, points (codec, channel,
+    # metrics: summed over this run's points), report, plots
 
 
 class _PointContext:
@@ -298,10 +402,12 @@ class _PointContext:
         sionna.phy.config.device = scenario.device
         self.scenario = scenario
         self.source = make_payload_source(scenario)
-        self.shapes = {"image": self.source.shape("image")}
+        self.deka = self.source if scenario.payload_kind == "deka" else None
+        first = self.deka.view("aligned") if self.deka is not None else self.source
+        self.shapes = {"image": first.shape("image")}
         if scenario.payload_representation == "latent":
-            self.shapes["latent"] = self.source.shape("latent")
-        self.codecs = build_codecs(scenario, self.shapes)
+            self.shapes["latent"] = first.shape("latent")
+        self.codecs = build_codecs(scenario, self.shapes, self.deka)
         self.links: dict[str, OFDMLink] = {}
         self._variants: dict[tuple, Codec] = {}
 
@@ -309,9 +415,8 @@ class _PointContext:
         """The codec of ``spec`` with ``overrides`` applied to its options (built once)."""
         key = (spec.label, ratio, json.dumps(overrides, sort_keys=True))
         if key not in self._variants:
-            self._variants[key] = build_codec(spec.codec, self.shapes[codec_representation(self.scenario, spec.codec)],
-                                              ratio,
-                                              **{**spec.options, **overrides})
+            shape = self.shapes[codec_representation(self.scenario, spec.codec)]
+            self._variants[key] = build_codec(spec.codec, shape, ratio, **{**spec.options, **overrides})
         return self._variants[key]
 
     def link(self, csi: str) -> OFDMLink:
@@ -334,11 +439,23 @@ def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
     ctx = _CONTEXTS[key]
     ratio = point.cond.bandwidth_ratio
     codec = ctx.codecs[(point.spec.label, ratio)]
-    row = run_point(point, scenario, ctx.source, ctx.link(point.csi), codec, point_seed(scenario.seed, point),
+    source = ctx.deka.view(point.spec.edge) if ctx.deka is not None else ctx.source
+    row = run_point(point, scenario, source, ctx.link(point.csi), codec, point_seed(scenario.seed, point),
                     variant=lambda overrides: ctx.variant(point.spec, ratio, overrides),
                     representation=codec_representation(scenario, point.spec.codec))
+    if ctx.deka is not None:
+        row["system"] = ctx.deka.facts(point.spec, codec).as_row()
     row["scenario_hash"] = scenario.hash()
     return row
+
+
+def deka_payload(scenario: Scenario):
+    """The :class:`~dekasim.deka.system.DekaPayload` of a DeKA-g scenario in this process (built once)."""
+    key = scenario.hash() + scenario.device
+    if key not in _CONTEXTS:
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = _PointContext(scenario)
+    return _CONTEXTS[key].deka
 
 
 def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = None,
@@ -382,30 +499,63 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
                 "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "snr_definition": "Es/N0 per data resource element [dB]"}
+    if scenario.payload_kind == "deka":  # Ray workers may start elsewhere: one absolute cache for all
+        opts = dict(scenario.payload_options)
+        opts["cache_dir"] = str(Path(opts["cache_dir"]).resolve())
+        scenario = replace(scenario, payload_options=tuple(sorted(opts.items())))
     store = ResultStore(out, manifest)
-    done = store.finished_point_ids()
-    points = sweep_points(scenario)
-    pending = [p for p in points if p.point_id not in done]
-    from tqdm.auto import tqdm
-
-    runner = make_executor(executor or scenario.executor, address or scenario.ray_address, num_cpus)
-    bar = tqdm(total=len(points), initial=len(points) - len(pending), disable=not progress, unit="point",
-               desc=scenario.name, file=sys.stderr, dynamic_ncols=True)
     try:
-        for row in runner.map_unordered(evaluate_point, ((scenario, p) for p in pending)):
-            store.append(row)
-            if on_row:
-                on_row(row)
-            bar.set_postfix_str(f"{row['codec']} {row['tdl_profile']} {row['delay_spread_ns']:g} ns "
-                                f"{row['snr_db']:g} dB", refresh=False)
-            bar.update(1)
+        done = store.finished_point_ids()
+        points = sweep_points(scenario)
+        pending = [p for p in points if p.point_id not in done]
+        deka = None
+        timing: dict[str, float] = {}
+        if scenario.payload_kind == "deka":  # sample (or read from the cache) before any point runs
+            deka = deka_payload(scenario)
+            timing["generation"] = deka.generation["wall_s"]
+        t_points = time.perf_counter()
+        from tqdm.auto import tqdm
+
+        runner = make_executor(executor or scenario.executor, address or scenario.ray_address, num_cpus)
+        bar = tqdm(total=len(points), initial=len(points) - len(pending), disable=not progress, unit="point",
+                   desc=scenario.name, file=sys.stderr, dynamic_ncols=True)
+        try:
+            for row in runner.map_unordered(evaluate_point, ((scenario, p) for p in pending)):
+                store.append(row)
+                if on_row:
+                    on_row(row)
+                bar.set_postfix_str(f"{row['codec']} {row['tdl_profile']} {row['delay_spread_ns']:g} ns "
+                                    f"{row['snr_db']:g} dB", refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+            runner.close()
+        timing["points"] = time.perf_counter() - t_points
+        report = None
+        if deka is not None:
+            from dekasim.deka.report import read_deka_report, write_deka_report
+
+            t = time.perf_counter()
+            report = read_deka_report(store.dir, scenario.hash())  # the report is a pure function of the scenario
+            if report is None:
+                report = write_deka_report(store.dir, deka, dict(scenario.downlink), scenario.conditions()[0],
+                                           scenario.grid, scenario.csi[0], scenario.carrier_frequency_hz,
+                                           scenario.seed, scenario_hash=scenario.hash(), rows=store.rows())
+            timing["report"] = time.perf_counter() - t
     finally:
-        bar.close()
-        runner.close()
+        store.close()
     figures: list[Path] = []
     if plots:
+        t = time.perf_counter()
         figures = draw_figures(store.dir)
-    return RunResult(store.dir, store.rows(), len(points) - len(pending), figures)
+        timing["plots"] = time.perf_counter() - t
+    rows = store.rows()
+    new_ids = {p.point_id for p in pending}
+    for part in ("codec", "channel", "metrics"):
+        timing[part] = sum((r.get("timing_s") or {}).get(part, 0.0) for r in rows if r["point_id"] in new_ids)
+    return RunResult(store.dir, rows, len(points) - len(pending), figures,
+                     None if deka is None else dict(deka.generation), report,
+                     {k: round(v, 3) for k, v in timing.items()})
 
 
 def draw_figures(run_dir: Path) -> list[Path]:

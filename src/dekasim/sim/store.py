@@ -2,22 +2,35 @@
 
 A row is written the moment its point finishes (``flush`` + ``fsync``), so ``kill -9`` loses at most
 the point in flight. A truncated last line (a kill during the write) is ignored on reading.
+
+One writer per directory: a :class:`ResultStore` holds an exclusive ``flock`` on ``<out>/.dekasim.lock``
+for its whole life, so a second run into the same directory is refused instead of computing every
+point again and writing each row twice.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as _dt
+import errno
 import json
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX (Windows): no lock, see ResultStore
+    fcntl = None  # type: ignore[assignment]
 
 from dekasim.errors import ConfigError
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 MANIFEST_JSON = "manifest.json"
+LOCK_FILE = ".dekasim.lock"
 
 #: Columns of the CSV view, in order (the JSONL row may hold more, e.g. ``info``).
 CSV_COLUMNS = ("codec", "codec_name", "kind", "snr_db", "ebno_db", "delay_spread_ns", "tdl_profile", "speed_mps",
@@ -58,16 +71,114 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-class ResultStore:
-    """One output directory of one scenario.
+def _first_file_ancestor(path: Path) -> Path | None:
+    """``path`` itself or its nearest ancestor that exists and is not a directory, if any."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
 
-    :param out_dir: created if missing.
+
+def _make_out_dir(path: Path) -> None:
+    """Create output directory ``path``; every way it can fail is one ``--out`` ConfigError."""
+    blocker = _first_file_ancestor(path)
+    if blocker is not None:
+        what = "it is a file" if blocker == path else f"{str(blocker)!r} above it is a file"
+        raise ConfigError("--out", str(path), f"a directory ({what})", "choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file appeared meanwhile, or a dangling link
+        raise ConfigError("--out", str(path), "a directory (a file is in the way)", "choose another --out") from None
+    except PermissionError as err:
+        raise ConfigError("--out", str(path), f"a directory dekasim may create (permission denied: "
+                          f"{err.filename or path})", "choose another --out, or fix the permissions") from None
+    except OSError as err:
+        raise ConfigError("--out", str(path), f"a directory that can be created ({err.strerror or err})",
+                          "choose another --out") from None
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        raw = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        holder = json.loads(raw) if raw.strip() else {}
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _acquire_lock(directory: Path) -> int | None:
+    """Take the exclusive lock of ``directory`` and sign it; return its file descriptor."""
+    if fcntl is None:  # pragma: no cover
+        return None
+    path = directory / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except PermissionError:
+        raise ConfigError("--out", str(directory), "a directory dekasim may write (permission denied)",
+                          "choose another --out, or fix the permissions") from None
+    except OSError as err:
+        raise ConfigError("--out", str(directory), f"a writable directory (cannot open {LOCK_FILE}: "
+                          f"{err.strerror or err})", "choose another --out") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = _read_holder(fd)
+        os.close(fd)
+        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise ConfigError("--out", str(directory), f"a directory that can be locked ({err.strerror or err})",
+                              "choose another --out (on a network file system, a local one)") from None
+        who = f"pid {holder['pid']}" if holder.get("pid") is not None else "another process"
+        if holder.get("host") and holder["host"] != socket.gethostname():
+            who += f" on host {holder['host']}"
+        if holder.get("started"):
+            who += f", running since {holder['started']}"
+        raise ConfigError("--out", str(directory), f"a directory no other dekasim run is writing: it is in use by "
+                          f"{who} (lock {path})", "wait for it to finish, or choose another --out") from None
+    try:
+        stamp = {"pid": os.getpid(), "host": socket.gethostname(),
+                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        data = (json.dumps(stamp, sort_keys=True) + "\n").encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    except OSError:
+        pass  # the lock holds even unsigned; only the refusal message of another run loses the pid
+    return fd
+
+
+class ResultStore:
+    """One output directory of one scenario, written by one process at a time.
+
+    :param out_dir: created if missing (with its parents). A path that is a file, or lies under a
+        file, or cannot be created or written, is a :class:`~dekasim.errors.ConfigError` on ``--out``.
     :param manifest: resolved scenario, its hash, versions, command, seed, date.
+    :raises ConfigError: also when another live process holds the directory's lock.
+
+    **The lock.** Before the manifest is read or written, the store takes an exclusive, non-blocking
+    ``fcntl.flock`` on ``<out_dir>/.dekasim.lock`` and writes the holder's pid, host name and start
+    time into it (that is what the refusal message of a second run names). The lock is held until
+    :meth:`close` (or the end of a ``with`` block, or the object being collected). It is *advisory*
+    (only dekasim honours it) and *per host*: ``flock`` on NFS is emulated or ignored depending on the
+    client and server, so two machines writing into one shared directory are not reliably kept apart;
+    give each host its own ``--out``. A lock left by a killed process (even ``kill -9``) never blocks:
+    the kernel drops a ``flock`` when its holder dies, so the stale ``.dekasim.lock`` file is simply
+    taken over by the next run (its old contents are then overwritten). The file itself is never
+    deleted (deleting it would let two processes lock two different files of the same name); it is
+    emptied on :meth:`close`. Without ``fcntl`` (not POSIX) no lock is taken.
     """
 
     def __init__(self, out_dir: str | Path, manifest: dict[str, Any]) -> None:
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        _make_out_dir(self.dir)
+        self._lock_fd = _acquire_lock(self.dir)
+        try:
+            self.manifest = self._write_manifest(manifest)
+        except BaseException:
+            self.close()
+            raise
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         mpath = self.dir / MANIFEST_JSON
         if mpath.exists():
             old = json.loads(mpath.read_text())
@@ -85,7 +196,38 @@ class ResultStore:
         tmp = mpath.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         os.replace(tmp, mpath)
-        self.manifest = manifest
+        return manifest
+
+    @property
+    def closed(self) -> bool:
+        return self._lock_fd is None
+
+    def close(self) -> None:
+        """Release the directory's lock (idempotent). Reading rows still works; appending does not."""
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)  # an empty lock file: nobody holds it
+        except OSError:
+            pass
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     @property
     def jsonl(self) -> Path:
@@ -106,7 +248,9 @@ class ResultStore:
         return read_rows(self.jsonl)
 
     def append(self, row: dict[str, Any]) -> None:
-        """Append ``row`` durably, then refresh the CSV view."""
+        """Append ``row`` durably, then refresh the CSV view. Only while the store holds its lock."""
+        if self.closed:
+            raise RuntimeError(f"ResultStore({str(self.dir)!r}) is closed: it no longer holds the directory's lock")
         line = json.dumps(_clean(row), sort_keys=True)
         with open(self.jsonl, "a", encoding="utf-8") as f:
             f.write(line + "\n")

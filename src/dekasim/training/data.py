@@ -2,7 +2,7 @@
 
 Two samplers with one interface, ``sample(batch, generator) -> [batch, *item_shape]`` float32:
 
-- :class:`CropSampler` (in :mod:`dekasim.codecs.train_jscc`): random crops of training photographs,
+- :class:`CropSampler` (in :mod:`dekasim.training.jscc`): random crops of training photographs,
   ``[3, S, S]`` in [0, 1].
 - :class:`GeneratedSampler`: a fixed set of ``n_items`` images that a text-to-image model (default the
   shipped ``edge``) generates for captions of the world's *training* split (the held-out captions,
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -76,12 +75,12 @@ class GeneratedSampler:
         self.generator = self.ldm
         pack_sha = None
         if pack is not None:
-            from dekasim.checksums import sha256_file
+            from dekasim.deka.generated import pack_sha256
             from dekasim.generative.makd import apply_pack
-            from dekasim.generative.pack import MANIFEST_NAME, load_pack
+            from dekasim.generative.pack import load_pack
 
             self.generator = apply_pack(self.ldm, load_pack(pack))   # checks the pack was made for this model
-            pack_sha = sha256_file(Path(pack) / MANIFEST_NAME)        # the manifest pins every file's sha256
+            pack_sha = pack_sha256(pack)                              # the manifest pins every file's sha256
         self.key = generation_key(self.fingerprint, n_items, seed, sample_steps, guidance, pack_sha)
         self.facts = {"model": str(model), "model_fingerprint": self.fingerprint, "n_items": n_items, "seed": seed,
                       "sample_steps": sample_steps, "guidance": guidance, "split": "train", "key": self.key}
@@ -112,19 +111,13 @@ class GeneratedSampler:
 
     def _generate(self, n_items: int, seed: int, sample_steps: int, guidance: float,
                   log: Callable[[str], None]) -> torch.Tensor:
+        from dekasim.deka.generated import generate_latents
         from dekasim.generative.models import model_world
 
         captions = model_world(self.ldm).sample(n_items, seed=seed, split="train").captions
         seeds = [seed * 1_000_003 + i for i in range(n_items)]
-        t0 = time.perf_counter()
-        out, chunk = [], 256
-        for start in range(0, n_items, chunk):
-            with torch.no_grad():
-                out.append(self.generator.sample_latents(captions[start:start + chunk], seeds[start:start + chunk],
-                                                         steps=sample_steps, guidance=guidance).cpu().float())
-            done = min(start + chunk, n_items)
-            log(f"generated {done}/{n_items} training images with {self.model} ({time.perf_counter() - t0:.0f} s)")
-        return torch.cat(out)
+        return generate_latents(self.generator, captions, seeds, steps=sample_steps, guidance=guidance, chunk=256,
+                                log=log, what=f"training images with {self.model}")
 
     @property
     def item_shape(self) -> tuple[int, ...]:

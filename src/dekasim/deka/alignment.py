@@ -5,17 +5,19 @@
 consistency on test prompts never used in alignment (and on control prompts without the subject),
 writes the MAKD knowledge pack (unquantised and at each requested bit width, each with the
 consistency it keeps, its size in bytes and its downlink cost in channel uses at the MCS indices of
-:data:`~dekasim.generative.pack.DOWNLINK_MCS`), and a report: ``report.json``, ``report.md`` (a table)
+:data:`~dekasim.deka.pack_codec.DOWNLINK_MCS`), and a report: ``report.json``, ``report.md`` (a table)
 and ``grid.png`` (cloud | edge unaligned | metaword | LoRA | MAKD, same prompts and seeds).
 
 With ``cala`` (a CALA checkpoint manifest, ``dekasim align --cala PATH``), every pack written also
 carries that checkpoint's bank + gate (quantised with the pack); the report gives each pack's size with
 and without the bank, and how closely the codec rebuilt from the pack as written
-(:func:`~dekasim.generative.pack.cala_codec_from_pack`) matches the checkpoint's own.
+(:func:`~dekasim.deka.pack_codec.cala_codec_from_pack`) matches the checkpoint's own.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -31,10 +33,10 @@ import torch
 from dekasim.errors import ConfigError
 from dekasim.generative.makd import (METHODS, AlignConfig, AlignedEdge, MethodResult, align_method,
                                      alignment_prompts, apply_pack)
-from dekasim.generative.pack import (DOWNLINK_MCS, CALABankPart, KnowledgePack, cala_base_checkpoint,
-                                     cala_codec_from_pack, cala_file_name, load_pack, model_fingerprint,
-                                     pack_downlink_cost, pack_size_bytes, read_cala_checkpoint, save_pack,
-                                     with_cala)
+from dekasim.deka.pack_codec import (DOWNLINK_MCS, cala_base_checkpoint, cala_codec_from_pack, pack_downlink_cost,
+                                     read_cala_checkpoint, with_cala)
+from dekasim.generative.pack import (CALABankPart, KnowledgePack, cala_file_name, load_pack, model_fingerprint,
+                                     pack_size_bytes, save_pack)
 from dekasim.generative.models import model_world
 
 log = logging.getLogger(__name__)
@@ -360,3 +362,55 @@ def _levels_table(report: dict[str, Any]) -> list[str]:
         lines.append(row)
     lines.append("")
     return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# The command
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    from dekasim.generative.makd import AlignConfig
+
+    fields = {f.name: f for f in dataclasses.fields(AlignConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError("--set", item, "KEY=VALUE", "e.g. --set budget_steps=600")
+        key, value = item.split("=", 1)
+        key = key.strip().removeprefix("align.")
+        if key not in fields:
+            raise ConfigError("--set", key, f"an alignment setting, one of {sorted(fields)}")
+        default = fields[key].default
+        try:
+            if isinstance(default, bool):
+                out[key] = value.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                out[key] = int(value)
+            elif isinstance(default, float) or key in ("lora_alpha",):
+                out[key] = float(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise ConfigError(f"align.{key}", value, f"a {type(default).__name__ if default is not None else 'number'}",
+                              f"e.g. --set {key}={default}") from None
+    return out
+
+
+def align_command(args: argparse.Namespace, command: str | None) -> int:
+    """``dekasim align``: run :func:`run_alignment` on the models of ``args`` and print the report."""
+    from dekasim.generative.makd import AlignConfig
+    from dekasim.generative.models import load_model
+
+    overrides = _parse_overrides(args.overrides)
+    config = AlignConfig(subject=args.subject, **overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
+    logging.getLogger("dekasim").setLevel(logging.INFO)
+    cloud, edge = load_model(args.cloud), load_model(args.edge)
+    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=command,
+                           cala=getattr(args, "cala", None))
+    out = Path(args.out)
+    print((out / "report.md").read_text())
+    print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*")
+    log.debug("alignment wall time %.0f s", report["wall_s"])
+    return 0

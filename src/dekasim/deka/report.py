@@ -1,0 +1,249 @@
+"""The DeKA-g scenario's report: what the systems share, and what the knowledge pack costs on the air.
+
+:func:`write_deka_report` writes ``deka_report.json`` and ``deka_report.md`` beside a DeKA-g run's rows:
+
+- **generation**: latents sampled this run and served from the cache;
+- **pack**: directory, sha256 of its manifest, size, what it carries (metaword, G-LoRA, CALA bank), its
+  alignment settings, and its size re-quantised to 8/4/2 bits (the same pack saved by
+  :func:`~dekasim.generative.pack.save_pack` at each width);
+- **no channel**: each edge's own images against the cloud's (what alignment alone reaches);
+- **downlink, simulated**: the pack's bytes (:func:`~dekasim.deka.downlink.pack_bytes`) sent by the
+  digital chain with ARQ (:func:`~dekasim.deka.downlink.simulate_downlink`) at each Es/N0 of the
+  scenario's ``[downlink]`` (default 10 dB), its delay spread (default the sweep's middle one), the
+  scenario's first profile and receiver, at the MCS of highest goodput in a short calibration
+  (:func:`~dekasim.deka.downlink.calibrate_mcs`) or a fixed one; the received bytes are checked against
+  the sent ones (sha256);
+- **pay-off**: the pack's channel uses against the images' (``n`` channel uses per image of the
+  pre-installed JSCC): after how many images the pack costs 100 %, 10 % and 1 % of what the images
+  cost. (The no-alignment system never reaches DeKA-g's consistency at any number of channel uses --
+  its edge draws the subject its own way -- so "equal consistency" has no finite price without the pack;
+  the table beside it shows both systems' consistency per SNR from the rows.)
+- **broadcast**: the pack to U = 1 ... 64 users whose Es/N0 is drawn from N(10 dB, 5 dB) clipped to
+  [0, 25] dB: one transmission at the worst user's MCS against one unicast per user
+  (:func:`~dekasim.deka.downlink.broadcast_sweep`, first-round channel uses).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dekasim.conditions import Condition
+
+REPORT_JSON = "deka_report.json"
+REPORT_MD = "deka_report.md"
+#: Users of the broadcast study, and their Es/N0 distribution [dB]: normal(mean, std) clipped to [min, max].
+BROADCAST_USERS = (1, 2, 4, 8, 16, 32, 64)
+BROADCAST_SNR_DB = {"snr_db_mean": 10.0, "snr_db_std": 5.0, "snr_db_min": 0.0, "snr_db_max": 25.0}
+
+
+def _pack_facts(deka) -> dict[str, Any]:
+    from dekasim.generative.pack import load_pack, pack_size_bytes, save_pack
+
+    pack = deka.pack
+    facts: dict[str, Any] = {
+        "dir": str(deka.pack_dir), "manifest_sha256": deka.pack_sha256, "size_bytes": pack_size_bytes(deka.pack_dir),
+        "n_params": pack.n_params(), "subject": pack.subject, "metaword": pack.metaword,
+        "g_lora": bool(pack.lora), "cala_bank": pack.cala is not None,
+        "cala_base": None if pack.cala is None else pack.cala.base,
+        "alignment": {k: (pack.info.get("config") or {}).get(k) for k in ("seed", "budget_steps", "lora_rank",
+                                                                           "n_train_images")},
+        "requantised_size_bytes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for bits in (None, 8, 4, 2):
+            d = save_pack(load_pack(deka.pack_dir), Path(tmp) / str(bits), bits=bits)
+            facts["requantised_size_bytes"]["float" if bits is None else f"{bits}-bit"] = pack_size_bytes(d)
+    return facts
+
+
+def write_deka_report(out_dir: str | Path, deka, downlink: dict[str, Any], base: Condition, grid, csi: str,
+                      carrier_frequency_hz: float, seed: int, n_image_channel_uses: int | None = None,
+                      scenario_hash: str | None = None, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the report (see the module docstring) into ``out_dir``; returns it.
+
+    :param deka: the run's :class:`~dekasim.deka.system.DekaPayload`.
+    :param downlink: the scenario's ``[downlink]`` (``simulate``, ``snr_db`` list, ``delay_spread_ns``, ``mcs``:
+        ``"calibrated"`` for :func:`~dekasim.deka.downlink.calibrate_mcs` at each SNR, or an MCS index).
+    :param base: the condition the downlink shares with the scenario (profile, speed); its SNR and delay
+        spread are replaced by the downlink's.
+    :param grid, csi, carrier_frequency_hz: the scenario's OFDM grid, first receiver and carrier.
+    :param seed: the scenario seed (the downlink at SNR ``s`` is seeded from it and ``s``).
+    :param n_image_channel_uses: channel uses per image (default: the pre-installed JSCC's).
+    :param scenario_hash: recorded, so that :func:`read_deka_report` serves a rerun of the same scenario.
+    :param rows: the run's result rows, for the claims table (:func:`claims_from_rows`).
+    """
+    import hashlib
+    from dataclasses import replace
+
+    from dekasim.channels.link import OFDMLink
+    from dekasim.deka.downlink import broadcast_sweep, calibrate_mcs, pack_bytes, simulate_downlink
+
+    out = Path(out_dir)
+    data = pack_bytes(deka.pack_dir)
+    n_img = n_image_channel_uses or _preinstalled_channel_uses(deka)
+    report: dict[str, Any] = {"scenario_hash": scenario_hash, "generation": dict(deka.generation),
+                              "pack": _pack_facts(deka),
+                              "prompts": {"subject": int(deka.is_subject.sum()),
+                                          "control": int((~deka.is_subject).sum()),
+                                          "examples": deka.prompts[:2] + deka.prompts[-1:]},
+                              "no_channel_consistency": deka.no_channel_consistency(),
+                              "image_channel_uses": n_img, "downlink_settings": dict(downlink)}
+    sims = []
+    if downlink.get("simulate", True):
+        link = OFDMLink(grid, csi, carrier_frequency_hz)
+        for snr in downlink["snr_db"]:
+            cond = replace(base, snr_db=float(snr), delay_spread_ns=float(downlink["delay_spread_ns"]))
+            sub = int.from_bytes(hashlib.sha256(f"{seed}|downlink|{float(snr)!r}".encode()).digest()[:8], "big") >> 1
+            calib = None
+            if downlink["mcs"] == "calibrated":
+                calib = calibrate_mcs(cond, link, seed=sub ^ 0x5DEECE66D)
+                index = calib["mcs_index"]
+            else:
+                index = int(downlink["mcs"])
+            res = simulate_downlink(data, index, cond, link, seed=sub).as_dict()
+            sims.append({"snr_db": cond.snr_db, "delay_spread_ns": cond.delay_spread_ns,
+                         "tdl_profile": cond.tdl_profile, "csi": csi, **res, "mcs_calibration": calib,
+                         "channel_uses_per_image_equivalent": res["channel_uses"] / n_img})
+    report["downlink"] = sims
+    report["payoff"] = {
+        "what": "images (at n channel uses each) after which the pack's channel uses fall to 100 % / 10 % / 1 % "
+                "of the images' channel uses",
+        "by_snr": [{"snr_db": s["snr_db"], "pack_channel_uses": s["channel_uses"],
+                    **{f"images_for_{p}pct": math.ceil(s["channel_uses"] / n_img * 100 / p) for p in (100, 10, 1)}}
+                   for s in sims]}
+    report["claims"] = claims_from_rows(rows or [])
+    report["broadcast"] = {"users_snr_db": BROADCAST_SNR_DB,
+                           "rows": broadcast_sweep(len(data), BROADCAST_USERS, **BROADCAST_SNR_DB, seed=seed)}
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=2, default=str))
+    (out / REPORT_MD).write_text(render_markdown(report))
+    return report
+
+
+#: The paper's claims, and what a row pair measures for each: (name, metric, relative?, system A, system B).
+CLAIMS = (("consistency (attribute agreement), DeKA-g vs no alignment", "attribute_agreement", True, "deka", "none"),
+          ("consistency (feature cosine), DeKA-g vs no alignment", "feature_cosine", True, "deka", "none"),
+          ("all five attributes agree, DeKA-g vs no alignment", "all_attributes_agree", False, "deka", "none"),
+          ("transmission PSNR [dB], DeKA-g vs no alignment", "psnr_db", False, "deka", "none"),
+          ("transmission PSNR [dB], T-KA: DeKA-g vs G-KA only (the bank on the aligned edge)", "psnr_db", False,
+           "deka", "gka"),
+          ("transmission PSNR [dB], T-KA only vs no alignment (the bank on the unaligned edge)", "psnr_db", False,
+           "tka", "none"))
+
+
+def _role(facts: dict[str, Any] | None, codec_name: str) -> str | None:
+    """Which of the four DeKA-g ablation systems a row is (None for the digital chain, bounds, ...)."""
+    if not facts or codec_name != "preinstalled":
+        return None
+    aligned = facts["edge"] == "aligned"
+    return {(True, True): "deka", (False, False): "none", (True, False): "gka", (False, True): "tka"}[
+        (aligned, bool(facts["cala"]))]
+
+
+def claims_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's two claims measured on a run's rows: per point (condition and receiver), the difference
+    between two systems on the same prompts, seeds and channel draws; then the mean over points with a
+    95 % Student-t half-width *over the points* (how it varies across conditions, not Monte-Carlo error),
+    and the range. Relative claims also give ``mean_relative_pct`` = mean over points of 100 (A - B) / B."""
+    from dekasim.metrics import mean_ci95
+
+    by: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        role = _role(r.get("system"), r.get("codec_name", ""))
+        if role is not None:
+            by.setdefault((r["tdl_profile"], r["delay_spread_ns"], r["snr_db"], r["csi"]), {})[role] = r
+    out = []
+    for name, metric, relative, a, b in CLAIMS:
+        diffs, rel = [], []
+        for point in by.values():
+            if a in point and b in point and point[a].get(metric) is not None and point[b].get(metric) is not None:
+                diffs.append(point[a][metric] - point[b][metric])
+                if relative and point[b][metric]:
+                    rel.append(100.0 * diffs[-1] / point[b][metric])
+        if not diffs:
+            continue
+        mean, half = mean_ci95(diffs)
+        entry = {"claim": name, "metric": metric, "points": len(diffs), "mean_difference": mean,
+                 "ci95_over_points": half, "min": min(diffs), "max": max(diffs)}
+        if relative and rel:
+            entry["mean_relative_pct"] = sum(rel) / len(rel)
+        out.append(entry)
+    return out
+
+
+def read_deka_report(out_dir: str | Path, scenario_hash: str) -> dict[str, Any] | None:
+    """The report already in ``out_dir`` for this scenario (None when there is none, or another's)."""
+    path = Path(out_dir) / REPORT_JSON
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return report if report.get("scenario_hash") == scenario_hash else None
+
+
+def _preinstalled_channel_uses(deka) -> int:
+    from dekasim.codecs.jscc import read_checkpoint
+
+    manifest, _ = read_checkpoint(deka.base_checkpoint)
+    return int(manifest["n_channel_uses"])
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables."""
+    p, g = report["pack"], report["generation"]
+    lines = ["# DeKA-g run report", "",
+             f"Generation: {g['sampled']} latents sampled, {g['cache_hits']} served from the cache "
+             f"({g['wall_s']:.1f} s).", "",
+             f"Pack `{p['dir']}` (manifest sha256 {p['manifest_sha256'][:16]}…): {p['size_bytes']} B, "
+             f"{p['n_params']} parameters; subject `{p['subject']}`, metaword `{p['metaword']}`, G-LoRA {p['g_lora']}, "
+             f"CALA bank {p['cala_bank']}. Re-quantised: "
+             + ", ".join(f"{k} {v} B" for k, v in p["requantised_size_bytes"].items()) + ".", "",
+             f"Prompts: {report['prompts']['subject']} held-out prompts with the subject, "
+             f"{report['prompts']['control']} control prompts without it.", "",
+             "## Each edge's own image against the cloud's (no channel)", "",
+             "| edge | split | attribute agreement | all five agree | feature cosine |", "|---|---|---|---|---|"]
+    for edge, splits in report["no_channel_consistency"].items():
+        for split, m in splits.items():
+            lines.append(f"| {edge} | {split} | " + " | ".join(
+                f"{_f(m[k]['mean'])} ± {_f(m[k]['ci95_halfwidth'])}"
+                for k in ("attribute_agreement", "all_attributes_agree", "feature_cosine")) + " |")
+    if report["downlink"]:
+        lines += ["", "## The pack over the downlink, simulated (digital chain + ARQ)", "",
+                  f"Images cost {report['image_channel_uses']} channel uses each.", "",
+                  "| Es/N0 dB | delay spread ns | MCS | blocks | first-round BLER | rounds | channel uses "
+                  "| first-round channel uses | in images | delivered (sha256) |", "|---" * 10 + "|"]
+        for s in report["downlink"]:
+            lines.append(f"| {s['snr_db']:g} | {s['delay_spread_ns']:g} | {s['mcs_index']} | {s['n_blocks']} | "
+                         f"{s['first_round_bler']:.3f} | {s['rounds']} | {s['channel_uses']} | "
+                         f"{s['channel_uses_first_round']} | {s['channel_uses_per_image_equivalent']:.0f} | "
+                         f"{s['delivered']} |")
+        lines += ["", "Pay-off: " + report["payoff"]["what"] + ":", "",
+                  "| Es/N0 dB | pack channel uses | 100 % | 10 % | 1 % |", "|---|---|---|---|---|"]
+        for r in report["payoff"]["by_snr"]:
+            lines.append(f"| {r['snr_db']:g} | {r['pack_channel_uses']} | {r['images_for_100pct']} | "
+                         f"{r['images_for_10pct']} | {r['images_for_1pct']} |")
+    if report.get("claims"):
+        lines += ["", "## The paper's claims, measured on this run (paired per point; mean over points)", "",
+                  "| comparison | points | mean difference | ± 95 % over points | range | relative |",
+                  "|---|---|---|---|---|---|"]
+        for c in report["claims"]:
+            rel = f"{c['mean_relative_pct']:+.1f} %" if "mean_relative_pct" in c else ""
+            lines.append(f"| {c['claim']} | {c['points']} | {c['mean_difference']:+.3f} | {_f(c['ci95_over_points'])} "
+                         f"| {c['min']:+.3f} .. {c['max']:+.3f} | {rel} |")
+    b = report["broadcast"]
+    lines += ["", f"## Broadcast to U users vs unicast (first-round channel uses per user; user Es/N0 ~ "
+              f"N({b['users_snr_db']['snr_db_mean']:g}, {b['users_snr_db']['snr_db_std']:g}) dB clipped to "
+              f"[{b['users_snr_db']['snr_db_min']:g}, {b['users_snr_db']['snr_db_max']:g}] dB)", "",
+              "| U | broadcast per user | unicast per user | gain (unicast / broadcast) |", "|---|---|---|---|"]
+    for r in b["rows"]:
+        lines.append(f"| {r['n_users']} | {r['broadcast_per_user_mean']:.0f} | {r['unicast_per_user_mean']:.0f} | "
+                     f"{r['broadcast_gain_mean']:.2f} ± {_f(r['broadcast_gain_ci95'], 2)} |")
+    lines.append("")
+    return "\n".join(lines)
+

@@ -1,0 +1,265 @@
+"""DeKA-g as one system, from the cloud's prompt to the user's image.
+
+The paper's diagram, and where each box lives::
+
+    prompt ──▶ cloud LDM ──────────────────────────────────────────▶ reference image (end-to-end metric)
+       │
+       └─▶ edge LDM + pack (metaword + G-LoRA)  [G-KA: dekasim.generative.makd.apply_pack]
+              └─▶ latents 48x8x8 ─▶ JSCC encoder + CALA bank (pack: bank + gate, base pinned by sha256)
+                                        [T-KA: dekasim.deka.pack_codec.cala_codec_from_pack]
+                     ─▶ OFDM / TDL channel ─▶ JSCC decoder ─▶ latents ─▶ user's image
+
+A scenario (``[payload] kind = "deka"``) compares *systems*: each is a (which edge, which codec) pair,
+a :class:`SystemSpec`. ``edge = "aligned"`` is the edge with the pack's metaword and G-LoRA;
+``"unaligned"`` the edge as pre-installed. ``codec = "preinstalled"`` is the edge's pre-installed
+JSCC, the base network the pack's bank adapts; ``bank = "pack"`` adds the pack's CALA bank + gate to it
+(T-KA). Any registered codec can stand beside them (the digital chain, the ideal bound, ...).
+
+:class:`DekaPayload` holds what the systems of a scenario share: the prompts (held-out prompts with
+the pack's subject, never used to align it, plus control prompts without it), one seed per prompt,
+the cloud's reference images and each edge's latents, all sampled through one
+:class:`~dekasim.deka.generated.LatentCache`. :meth:`DekaPayload.view` gives one edge as a payload
+source of the Monte-Carlo loop.
+
+Pre-installed JSCC: until a generic JSCC (trained on data that knows nothing of the aligned edge) is
+shipped, it is the shipped latent ``jscc_base``, trained on the *unaligned* edge's latents: the T-KA
+gain measured with it understates the paper's setting (where the base has never seen edge latents).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dekasim.errors import ConfigError
+
+#: Which edge a system uses.
+EDGES = ("aligned", "unaligned")
+#: The codec name of the edge's pre-installed JSCC (the base of the pack's CALA bank).
+PREINSTALLED = "preinstalled"
+#: Where a system's CALA bank may come from.
+BANKS = ("pack",)
+#: The shipped default knowledge pack (package data, made by ``dekasim align``; see its ``SHIPPED.json``).
+DEFAULT_PACK_DIR = Path(__file__).resolve().parent / "data" / "pack"
+#: ``[payload]`` keys of ``kind = "deka"`` and their defaults.
+DEKA_DEFAULTS: dict[str, Any] = {"cloud": "cloud", "edge": "edge", "pack": "default", "base": "default",
+                                 "n_subject_prompts": 48, "n_control_prompts": 16, "sample_steps": 25,
+                                 "guidance": 1.5, "cache_dir": "runs/cache"}
+
+
+def resolve_pack_dir(spec: str | Path) -> Path:
+    """``"default"`` -> the shipped pack; anything else a pack directory (checked to hold a manifest)."""
+    d = DEFAULT_PACK_DIR if str(spec) == "default" else Path(spec)
+    if not (d / "manifest.json").is_file():
+        raise ConfigError("payload.pack", str(spec), "'default' or a knowledge-pack directory holding manifest.json",
+                          "make one with `dekasim align --out DIR --cala CALA.json` and give DIR/pack")
+    return d
+
+
+def preinstalled_checkpoint(pack, base: str | Path = "default") -> Path:
+    """The manifest of the edge's pre-installed JSCC: ``base``, or by default the shipped checkpoint the
+    pack's CALA bank names (its sha256 is checked when the bank is attached)."""
+    from dekasim.codecs.jscc import CHECKPOINT_DIR
+
+    if str(base) != "default":
+        p = Path(base)
+        if not p.with_suffix(".json").is_file():
+            raise ConfigError("payload.base", str(base), "a JSCC checkpoint manifest (*.json)",
+                              "give the checkpoint the pack's bank was trained on")
+        return p.with_suffix(".json")
+    if pack.cala is None:
+        raise ConfigError("payload.pack", "a pack without a CALA bank", "a pack carrying a CALA bank (it names the "
+                          "edge's pre-installed JSCC)", "align with `dekasim align --cala CALA.json`, or set "
+                          "payload.base")
+    return CHECKPOINT_DIR / Path(pack.cala.base["file"]).with_suffix(".json").name
+
+
+@dataclass(frozen=True)
+class SystemFacts:
+    """What a row says about its system: which edge, which knowledge was active, and which pack."""
+
+    edge: str
+    metaword: bool
+    g_lora: bool
+    cala: bool
+    pack_sha256: str | None
+    codec_checkpoint: str | None
+
+    def as_row(self) -> dict[str, Any]:
+        return {"edge": self.edge, "metaword": self.metaword, "g_lora": self.g_lora, "cala": self.cala,
+                "pack_sha256": self.pack_sha256, "codec_checkpoint": self.codec_checkpoint}
+
+
+class EdgeView:
+    """One edge of a :class:`DekaPayload` as a payload source (the interface of
+    :class:`~dekasim.sim.payloads.GeneratedSource`, plus the cloud references).
+
+    Items cycle through the prompts: item ``i`` is prompt ``i mod N``.
+    """
+
+    kind = "image"
+
+    def __init__(self, payload: "DekaPayload", edge: str) -> None:
+        if edge not in EDGES:
+            raise ConfigError("systems.edge", edge, f"one of {list(EDGES)}")
+        self.payload, self.edge = payload, edge
+        self.latents = payload.latents[edge]
+        self.images = payload.images[edge]
+
+    def _idx(self, start: int, size: int) -> torch.Tensor:
+        return torch.arange(start, start + size) % len(self.latents)
+
+    def shape(self, representation: str) -> tuple[int, ...]:
+        return tuple((self.latents if representation == "latent" else self.images).shape[1:])
+
+    def items(self, start: int, size: int, representation: str = "image") -> torch.Tensor:
+        return (self.latents if representation == "latent" else self.images)[self._idx(start, size)]
+
+    def to_image(self, payload: torch.Tensor, representation: str = "image") -> torch.Tensor:
+        if representation == "image":
+            return payload
+        with torch.no_grad():
+            return self.payload.latent_map.to(payload.device).decode(payload.float()).float()
+
+    def references(self, start: int, size: int) -> torch.Tensor:
+        """The cloud's images ``[size, 3, R, R]`` for the same prompts and seeds."""
+        return self.payload.cloud_images[self._idx(start, size)]
+
+    def subject_mask(self, start: int, size: int) -> torch.Tensor:
+        """``[size]`` bool: the item's prompt holds the pack's subject (False: a control prompt)."""
+        return self.payload.is_subject[self._idx(start, size)]
+
+
+class DekaPayload:
+    """The prompts, references and edge latents every system of one DeKA-g scenario shares.
+
+    :param options: the ``[payload]`` options (:data:`DEKA_DEFAULTS`).
+    :param seed: the scenario seed; prompt ``i`` is sampled with seed ``seed * 1_000_003 + i`` by every model.
+    """
+
+    def __init__(self, options: dict[str, Any], seed: int) -> None:
+        from dekasim.deka.generated import LatentCache, generate_latents, pack_sha256, sample_group
+        from dekasim.generative.makd import AlignConfig, alignment_prompts, apply_pack
+        from dekasim.generative.models import model_world
+        from dekasim.generative.pack import load_pack, model_fingerprint
+
+        t0 = time.perf_counter()
+        opts = {**DEKA_DEFAULTS, **options}
+        self.options = opts
+        self.cloud = _load(opts["cloud"], "payload.cloud")
+        self.edge = _load(opts["edge"], "payload.edge")
+        self.pack_dir = resolve_pack_dir(opts["pack"])
+        self.pack_sha256 = pack_sha256(self.pack_dir)
+        try:
+            self.pack = load_pack(self.pack_dir, base_model_hash=model_fingerprint(self.edge))
+        except ConfigError as err:
+            raise ConfigError("payload.pack", str(opts["pack"]), f"a pack for this edge model ({err})",
+                              "give the pack that `dekasim align` made against payload.edge") from None
+        self.base_checkpoint = preinstalled_checkpoint(self.pack, opts["base"])
+        self.aligned = apply_pack(self.edge, self.pack)
+        cfg = (self.pack.info or {}).get("config")
+        if not isinstance(cfg, dict):
+            raise ConfigError("payload.pack", str(self.pack_dir), "a pack written by `dekasim align` (its manifest "
+                              "records the alignment config, hence which prompts it never saw)")
+        prompts = alignment_prompts(model_world(self.edge), AlignConfig(**cfg))
+        n_s, n_c = int(opts["n_subject_prompts"]), int(opts["n_control_prompts"])
+        if not 1 <= n_s <= len(prompts.test):
+            raise ConfigError("payload.n_subject_prompts", n_s, f"1 .. {len(prompts.test)} (the held-out prompts "
+                              f"with '{self.pack.subject}' the pack's alignment never used)")
+        if not 0 <= n_c <= len(prompts.control):
+            raise ConfigError("payload.n_control_prompts", n_c, f"0 .. {len(prompts.control)}")
+        self.prompts = prompts.test[:n_s] + prompts.control[:n_c]
+        self.is_subject = torch.tensor([True] * n_s + [False] * n_c)
+        self.seeds = [seed * 1_000_003 + i for i in range(len(self.prompts))]
+        steps, guidance = int(opts["sample_steps"]), float(opts["guidance"])
+        self.cache = LatentCache(opts["cache_dir"])
+        kw = {"steps": steps, "guidance": guidance, "cache": self.cache}
+        self.latents = {
+            "unaligned": generate_latents(self.edge, self.prompts, self.seeds,
+                                          group=sample_group(self.edge, None, steps, guidance), **kw),
+            "aligned": generate_latents(self.aligned, self.prompts, self.seeds,
+                                        group=sample_group(self.edge, self.pack_dir, steps, guidance), **kw)}
+        cloud_latents = generate_latents(self.cloud, self.prompts, self.seeds,
+                                         group=sample_group(self.cloud, None, steps, guidance), **kw)
+        self.latent_map = self.edge.latents
+        with torch.no_grad():
+            self.images = {k: self.latent_map.decode(v).float() for k, v in self.latents.items()}
+            self.cloud_images = self.cloud.latents.decode(cloud_latents).float()
+        self.generation = {**self.cache.stats(), "wall_s": round(time.perf_counter() - t0, 3)}
+
+    def view(self, edge: str) -> EdgeView:
+        return EdgeView(self, edge)
+
+    def facts(self, spec: "SystemSpec", codec: Any) -> SystemFacts:
+        aligned = spec.edge == "aligned"
+        checkpoint = (getattr(codec, "manifest", None) or {}).get("file")
+        if spec.codec == PREINSTALLED:
+            checkpoint = self.base_checkpoint.with_suffix(".safetensors").name
+        return SystemFacts(edge=spec.edge, metaword=aligned and self.pack.metaword is not None,
+                           g_lora=aligned and bool(self.pack.lora), cala=spec.bank == "pack",
+                           pack_sha256=self.pack_sha256 if aligned or spec.bank == "pack" else None,
+                           codec_checkpoint=checkpoint)
+
+    def build_codec(self, spec: "SystemSpec", shape: tuple[int, ...], bandwidth_ratio: float):
+        """The codec of ``spec``: the pre-installed JSCC (with the pack's bank when ``bank = "pack"``), or a
+        registered codec built as in any scenario."""
+        from dekasim.codecs import build_codec
+
+        if spec.codec != PREINSTALLED:
+            return build_codec(spec.codec, shape, bandwidth_ratio, **spec.options)
+        if spec.bank == "pack":
+            from dekasim.deka.pack_codec import cala_codec_from_pack
+
+            codec = cala_codec_from_pack(self.pack, self.base_checkpoint, **spec.options)
+        else:
+            codec = build_codec("jscc", shape, bandwidth_ratio, checkpoint=str(self.base_checkpoint), **spec.options)
+        if tuple(codec.payload_shape) != tuple(shape) or abs(codec.bandwidth_ratio - bandwidth_ratio) > 1e-9:
+            raise ConfigError("sweep.bandwidth_ratio", bandwidth_ratio,
+                              f"{codec.bandwidth_ratio:.6g} for payload {tuple(shape)}: the pre-installed JSCC "
+                              f"{self.base_checkpoint.name} serves one rate", "set sweep.bandwidth_ratio to it")
+        return codec
+
+    def no_channel_consistency(self) -> dict[str, Any]:
+        """Each edge's own images against the cloud's (no channel): what alignment alone reaches, per split."""
+        from dekasim.metrics.consistency import consistency
+
+        out: dict[str, Any] = {}
+        for edge in EDGES:
+            out[edge] = {}
+            for split, mask in (("subject", self.is_subject), ("control", ~self.is_subject)):
+                if mask.any():
+                    rep = consistency(self.images[edge][mask], self.cloud_images[mask])
+                    out[edge][split] = {m: rep[m].as_dict() for m in CONSISTENCY_METRICS}
+        return out
+
+
+#: The end-to-end metrics a DeKA-g row reports (user's image against the cloud's, same prompt and seed).
+CONSISTENCY_METRICS = ("attribute_agreement", "all_attributes_agree", "feature_cosine")
+
+
+def _load(spec: str, field: str):
+    from dekasim.generative.models import load_model
+
+    try:
+        return load_model(spec)
+    except ConfigError as err:
+        raise ConfigError(field, err.value, err.expected, err.fix) from None
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """One system of a DeKA-g scenario: which edge, which codec (and whether its bank comes from the pack).
+
+    It has the fields of :class:`~dekasim.scenarios.schema.CodecSpec` (``codec``, ``label``, ``options``),
+    so a system goes wherever a codec entry goes, plus ``edge`` and ``bank``.
+    """
+
+    codec: str
+    label: str
+    options: dict[str, Any]
+    edge: str = "aligned"
+    bank: str | None = None

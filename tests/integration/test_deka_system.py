@@ -1,0 +1,191 @@
+"""DeKA-g end to end on tiny models: systems in a scenario, the pack in every row, the cache, the report.
+
+Toy cloud and edge LDMs (random, two DDIM steps), a tiny MAKD pack carrying the shipped latent CALA bank
+(the toy world is 32 px, so its latents are the shipped 48x8x8 family's), two SNRs: seconds, not minutes.
+No quality is asserted (the models are random); what is asserted is where every number comes from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dekasim.checksums import sha256_file
+from dekasim.cli import main
+from dekasim.scenarios import scenario_from_dict
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SYSTEMS = [
+    {"label": "DeKA-g", "edge": "aligned", "codec": "preinstalled", "bank": "pack"},
+    {"label": "no alignment", "edge": "unaligned", "codec": "preinstalled"},
+    {"label": "G-KA only", "edge": "aligned", "codec": "preinstalled"},
+    {"label": "T-KA only", "edge": "unaligned", "codec": "preinstalled", "bank": "pack"},
+    {"label": "analog", "edge": "aligned", "codec": "analog"},
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """Saved toy cloud and edge models and a MAKD pack (with the shipped CALA bank) aligning them."""
+    from dekasim.codecs.jscc import CHECKPOINT_DIR
+    from dekasim.deka.alignment import run_alignment
+    from dekasim.generative.ldm import build_ldm
+    from dekasim.generative.makd import AlignConfig
+    from dekasim.generative.models import load_model
+
+    d = tmp_path_factory.mktemp("deka")
+    build_ldm("toy", seed=1, name="cloud-toy").save_pretrained(d / "cloud")
+    build_ldm("toy", seed=2, name="edge-toy").save_pretrained(d / "edge")
+    cfg = AlignConfig(n_train_images=2, n_val_prompts=2, n_test_prompts=4, n_control_prompts=2, budget_steps=2,
+                      batch_size=2, eval_every=1, patience=2, sample_steps=2, seed=3, lora_rank=2)
+    run_alignment(load_model(d / "cloud"), load_model(d / "edge"), cfg, d / "align", methods=("makd",), bits=(),
+                  cala=CHECKPOINT_DIR / "cala-48x8x8-bw1_6.json")
+    return {"dir": d, "cloud": d / "cloud", "edge": d / "edge", "pack": d / "align" / "pack", "cache": d / "cache"}
+
+
+def _raw(world: dict[str, Path], **payload) -> dict:
+    return {"name": "tiny-deka", "seed": 5,
+            "payload": {"kind": "deka", "cloud": str(world["cloud"]), "edge": str(world["edge"]),
+                        "pack": str(world["pack"]), "n_subject_prompts": 4, "n_control_prompts": 2,
+                        "sample_steps": 2, "cache_dir": str(world["cache"]), **payload},
+            "sweep": {"snr_db": [0, 40], "delay_spread_ns": [300], "bandwidth_ratio": [1 / 6], "csi": ["perfect"]},
+            "systems": SYSTEMS, "downlink": {"snr_db": [30], "mcs": 20},
+            "monte_carlo": {"images_per_point": 6, "batch_size": 6}}
+
+
+def _run(world, out: Path, **payload):
+    from dekasim.sim import run_scenario
+
+    return run_scenario(scenario_from_dict(_raw(world, **payload)), out_dir=out, progress=False, plots=False)
+
+
+@pytest.fixture(scope="module")
+def first(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    return _run(world, out)
+
+
+def test_every_system_at_every_point_with_its_knowledge_and_pack_hash(world, first):
+    rows = first.rows
+    assert len(rows) == len(SYSTEMS) * 2
+    assert {r["codec"] for r in rows} == {s["label"] for s in SYSTEMS}
+    sha = sha256_file(world["pack"] / "manifest.json")
+    by = {(r["codec"], r["snr_db"]): r for r in rows}
+    for snr in (0, 40):
+        facts = {label: by[(label, snr)]["system"] for label in ("DeKA-g", "no alignment", "G-KA only", "T-KA only")}
+        assert facts["DeKA-g"] == {"edge": "aligned", "metaword": True, "g_lora": True, "cala": True,
+                                   "pack_sha256": sha, "codec_checkpoint": "jscc_base-48x8x8-bw1_6.safetensors"}
+        assert facts["no alignment"]["pack_sha256"] is None
+        assert not any(facts["no alignment"][k] for k in ("metaword", "g_lora", "cala"))
+        assert facts["G-KA only"]["g_lora"] and not facts["G-KA only"]["cala"]
+        assert facts["T-KA only"]["cala"] and not facts["T-KA only"]["metaword"]
+        assert facts["T-KA only"]["pack_sha256"] == sha
+        # paired: every system of a point sees the same channel and noise draws
+        assert len({by[(s["label"], snr)]["seed"] for s in SYSTEMS}) == 1
+    for r in rows:
+        assert 0.0 <= r["attribute_agreement"] <= 1.0 and 0.0 <= r["all_attributes_agree"] <= 1.0
+        assert -1.0 <= r["feature_cosine"] <= 1.0
+        assert r["n_subject_images"] == 4 and r["consistency_control"] is not None
+        assert set(r["timing_s"]) == {"codec", "channel", "metrics"}
+
+
+def test_deka_rows_come_from_the_aligned_edge_and_the_packs_bank(world, first):
+    from dekasim.codecs.cala import CALACodec
+    from dekasim.generative.makd import apply_pack
+    from dekasim.generative.models import load_model
+    from dekasim.generative.pack import load_pack
+    from dekasim.sim.runner import deka_payload
+
+    scenario = scenario_from_dict(_raw(world))
+    deka = deka_payload(scenario)
+    pack = load_pack(world["pack"])
+    aligned = apply_pack(load_model(world["edge"]), pack)
+    with torch.no_grad():
+        want = aligned.sample_latents(deka.prompts, deka.seeds, steps=2, guidance=1.5)
+    assert torch.allclose(deka.latents["aligned"], want, atol=1e-5)
+    assert not torch.allclose(deka.latents["unaligned"], want, atol=1e-3)  # the pack changed what the edge draws
+    spec = next(s for s in scenario.codecs if s.label == "DeKA-g")
+    codec = deka.build_codec(spec, (48, 8, 8), 1 / 6)
+    assert isinstance(codec, CALACodec)
+    for name, t in pack.cala.tensors.items():
+        assert torch.equal(codec.bank.state_dict()[name].float(), t.float()), name
+    # the bank changes the symbols the pre-installed JSCC sends (same latents, same condition)
+    plain = deka.build_codec(next(s for s in scenario.codecs if s.label == "G-KA only"), (48, 8, 8), 1 / 6)
+    from dekasim.conditions import Condition
+
+    cond = Condition(snr_db=10.0, delay_spread_ns=300.0, bandwidth_ratio=1 / 6)
+    x = deka.latents["aligned"][:2]
+    assert not torch.allclose(codec.encode(x, cond), plain.encode(x, cond), atol=1e-4)
+
+
+def test_end_to_end_metrics_equal_the_no_channel_consistency_on_a_clean_link(world, tmp_path):
+    """Uncoded latents at one channel use per value, 60 dB, perfect CSI: the user gets the edge's image, so
+    the user's consistency with the cloud is the edge's own (the report's no-channel figure), per edge."""
+    from dekasim.sim import run_scenario
+
+    raw = _raw(world)
+    raw.update(systems=[{"label": "analog aligned", "edge": "aligned", "codec": "analog"},
+                        {"label": "analog unaligned", "edge": "unaligned", "codec": "analog"}],
+               sweep={**raw["sweep"], "snr_db": [60], "bandwidth_ratio": [1.0]}, downlink={"simulate": False})
+    res = run_scenario(scenario_from_dict(raw), out_dir=tmp_path, progress=False, plots=False)
+    for row in res.rows:
+        ref = res.report["no_channel_consistency"][row["system"]["edge"]]["subject"]
+        assert row["psnr_db"] > 45
+        # random toy images sit on the checker's decision edges: a 45 dB perturbation may flip one of the
+        # 4 x 5 attributes (0.05); the feature cosine is continuous
+        assert abs(row["attribute_agreement"] - ref["attribute_agreement"]["mean"]) <= 0.05 + 1e-9
+        assert row["feature_cosine"] == pytest.approx(ref["feature_cosine"]["mean"], abs=0.01)
+    assert res.report["downlink"] == []
+
+
+def test_report_has_the_simulated_downlink_and_broadcast(world, first):
+    out = first.out_dir
+    report = json.loads((out / "deka_report.json").read_text())
+    from dekasim.deka.downlink import pack_bytes
+
+    data = pack_bytes(world["pack"])
+    (dl,) = report["downlink"]
+    assert dl["delivered"] and dl["sha256_received"] == dl["sha256_sent"] and dl["n_bytes"] == len(data)
+    assert dl["channel_uses"] >= dl["channel_uses_first_round"] > 0 and dl["mcs_index"] == 20
+    rows = report["broadcast"]["rows"]
+    assert [r["n_users"] for r in rows] == [1, 2, 4, 8, 16, 32, 64]
+    assert rows[0]["broadcast_gain_mean"] == 1.0 and rows[-1]["broadcast_gain_mean"] > rows[1]["broadcast_gain_mean"]
+    assert report["generation"]["sampled"] > 0 or report["generation"]["cache_hits"] > 0
+    assert "## The pack over the downlink" in (out / "deka_report.md").read_text()
+
+
+def test_rerun_samples_nothing_and_a_new_directory_reads_the_cache(world, first, tmp_path, capsys):
+    from dekasim.sim import runner
+
+    runner._CONTEXTS.clear()  # a new process: nothing in memory, everything on disk
+    again = _run(world, first.out_dir)
+    assert again.skipped == len(first.rows) and again.generation["sampled"] == 0
+    assert again.generation["cache_hits"] == 3 * 6  # unaligned edge, aligned edge, cloud: 6 prompts each
+    runner._CONTEXTS.clear()
+    other = _run(world, tmp_path / "elsewhere")
+    assert other.generation["sampled"] == 0
+    assert {(r["codec"], r["snr_db"], r["psnr_db"]) for r in other.rows} == \
+        {(r["codec"], r["snr_db"], r["psnr_db"]) for r in first.rows}
+
+
+def test_systems_need_a_deka_payload_and_known_fields(world, tmp_path):
+    from dekasim.errors import ConfigError
+
+    raw = _raw(world)
+    bad = {**raw, "systems": [{"label": "x", "edge": "cloud", "codec": "preinstalled"}]}
+    with pytest.raises(ConfigError, match="systems\\[0\\].edge"):
+        scenario_from_dict(bad)
+    bad = {**raw, "systems": [{"label": "x", "codec": "analog", "bank": "pack"}]}
+    with pytest.raises(ConfigError, match="systems\\[0\\].bank"):
+        scenario_from_dict(bad)
+    bad = {**raw, "payload": {"kind": "photos"}}
+    with pytest.raises(ConfigError, match="systems"):
+        scenario_from_dict(bad)
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'name = "x"\n[payload]\nkind = "deka"\npack = "{tmp_path}/nowhere"\n[sweep]\nsnr_db = [0]\n'
+                    '[[systems]]\ncodec = "preinstalled"\n')
+    assert main(["validate", str(toml)]) == 2
