@@ -11,7 +11,8 @@ from dekasim.errors import ConfigError
 from dekasim.generative.features import (DEFAULT_DIR, WorldFeatureEncoder, load_encoder, save_encoder,
                                          train_feature_encoder)
 from dekasim.generative.world import Attributes, World
-from dekasim.metrics import ConsistencyReport, consistency, paired_difference
+from dekasim.generative.consistency import consistency
+from dekasim.metrics import ConsistencyReport, paired_difference
 from dekasim.metrics.consistency import METRICS, local_image_encoder
 
 
@@ -191,3 +192,19 @@ def test_cli_eval_reads_the_shipped_encoder(caplog):
         assert main(["eval", "--n", "40", "--seed", "2"]) == 0
     assert "held-out accuracy" in caplog.text
     assert main(["eval", "--dir", "/nonexistent/encoder"]) == 2
+
+
+def test_reference_scorer_gives_the_pairs_scores_of_consistency(shipped):
+    """The sweep's scorer (cloud side computed once, references picked by index) equals consistency()
+    pair for pair, both dialects mixed, references reused and out of order."""
+    from dekasim.generative.consistency import ReferenceScorer
+
+    world = World()
+    cloud = world.sample(12, seed=3).torch_images()
+    user = World(dialect="edge").sample(12, seed=4).torch_images()
+    index = [5, 0, 11, 5, 3, 3, 7, 1, 2, 9, 10, 4]
+    scores = ReferenceScorer(cloud, encoder=shipped).score(user, index)
+    want = consistency(user, cloud[index], encoder=shipped)
+    for m in ReferenceScorer.METRICS:
+        assert scores[m] == pytest.approx(want.per_pair[m], abs=1e-6), m
+    assert 0 < scores["attribute_agreement"].mean() < 1  # unrelated pairs: a real mix of agreements

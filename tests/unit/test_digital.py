@@ -12,7 +12,8 @@ from dekasim.channels import OFDMLink
 from dekasim.codecs import Codec, available_codecs, build_codec
 from dekasim.codecs import mcs as M
 from dekasim.codecs import source_coding as sc
-from dekasim.codecs.digital import DigitalImageCodec, DigitalLatentCodec, IdealCodec, LDPCQAMChain
+from dekasim.codecs.digital import DigitalImageCodec, DigitalLatentCodec, IdealCodec
+from dekasim.codecs.ldpc_chain import LDPCQAMChain
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 

@@ -57,7 +57,8 @@ def test_missing_default_checkpoint_names_the_option_and_the_command():
     with pytest.raises(ConfigError, match="checkpoint") as err:
         build_codec("jscc", (3, 16, 16), 1 / 6)
     assert err.value.field == "checkpoint"
-    assert "train_jscc train --codec jscc --payload-shape 3 16 16 --bandwidth-ratio 1/6" in str(err.value)
+    assert "python -m dekasim.training.jscc train --codec jscc --payload-shape 3 16 16 --bandwidth-ratio 1/6" \
+        in str(err.value)
     assert 'checkpoint = "none"' in str(err.value)
     with pytest.raises(ConfigError, match="--base DIR/jscc_base-3x16x16-bw1_4.json"):
         build_codec("cala", (3, 16, 16), 1 / 4)
@@ -183,7 +184,9 @@ def test_shipped_checkpoints_have_provenance_and_stay_small():
         m = json.loads(path.read_text())
         read_checkpoint(path)  # format + sha256
         t = m["training"]
-        assert t["command"].startswith("python -m dekasim.training.jscc train") and isinstance(t["seed"], int)
+        # shipped before the trainer moved to dekasim.training.jscc; the old module still forwards there
+        assert t["command"].startswith(("python -m dekasim.codecs.train_jscc train", "python -m dekasim.training.jscc train"))
+        assert isinstance(t["seed"], int)
         assert t["cpu_s"] > 0 and t["wall_s"] > 0 and m["dtype"] == "float16"
         family = path.stem.split("-", 1)[1]
         total[family] = total.get(family, 0) + m["bytes"]

@@ -10,11 +10,9 @@
   :func:`downlink_blocks` lists those blocks' plans (what :mod:`dekasim.deka.downlink` simulates).
 - :func:`required_snr_db` / :func:`select_mcs`: link adaptation from a table of the Es/N0 each MCS
   needs for a block error rate of 10 % over AWGN, simulated by this project's own chain
-  (:class:`dekasim.codecs.digital.LDPCQAMChain`) at the block length in use and shipped as
-  ``data/mcs_required_snr.json`` with the command and seed that produced it. Regenerate it with::
-
-      python -m dekasim.codecs.mcs --n-channel-uses 256 1024 --seed 20240601 \\
-          --out src/dekasim/codecs/data/mcs_required_snr.json
+  (:class:`dekasim.codecs.ldpc_chain.LDPCQAMChain`) at the block length in use and shipped as
+  ``data/mcs_required_snr.json`` with the command and seed that produced it; :mod:`dekasim.codecs.mcs_table`
+  regenerates it.
 
 **Code block plan** (a simplified TS 38.212 5.2.2 / TS 38.214 5.1.3.2, the same at both ends):
 ``G = n_channel_uses * Qm`` coded bits; ``C`` code blocks, the fewest for which every block's
@@ -34,7 +32,6 @@ outer-loop link adaptation offset. The transmitter only knows the average SNR, n
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -43,7 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from dekasim.errors import ConfigError
 
@@ -281,7 +278,7 @@ def downlink_channel_uses(n_bytes: int, mcs_index: int, table: str = "qam64",
     """Complex channel uses the digital chain needs to send ``n_bytes`` bytes at one MCS.
 
     The ``8 * n_bytes`` bits go as consecutive transport blocks of the digital chain
-    (:class:`dekasim.codecs.digital.LDPCQAMChain`: CRC24A, code blocks with CRC24B when there are
+    (:class:`dekasim.codecs.ldpc_chain.LDPCQAMChain`: CRC24A, code blocks with CRC24B when there are
     several, 5G LDPC rate-matched to the MCS's code rate, Qm-bit QAM), each laid out by
     :func:`plan_codeblocks`: as many full blocks of ``block_channel_uses`` symbols as fill up, each
     carrying ``plan_codeblocks(mcs, block_channel_uses).info_bits`` payload bits, then one last block
@@ -375,7 +372,7 @@ def required_snr_db(mcs: MCS, n_channel_uses: int, table_path: str | None = None
     rows = {int(n): v for n, v in data["entries"].items() if mcs.key in v}
     if not rows:
         raise ConfigError("mcs", mcs.index, f"an MCS listed in the required-SNR table (no entry for {mcs.key})",
-                          "regenerate the table: python -m dekasim.codecs.mcs --help")
+                          "regenerate the table: python -m dekasim.codecs.mcs_table --help")
     ns = sorted(rows)
     n = int(n_channel_uses)
     if n in rows:
@@ -385,7 +382,7 @@ def required_snr_db(mcs: MCS, n_channel_uses: int, table_path: str | None = None
         if (n, near) not in _warned:
             _warned.add((n, near))
             warnings.warn(f"required-SNR table simulated for n_channel_uses in {ns}; using n={near} for "
-                          f"n={n}. Simulate it with: python -m dekasim.codecs.mcs --n-channel-uses {n} --out FILE",
+                          f"n={n}. Simulate it with: python -m dekasim.codecs.mcs_table --n-channel-uses {n} --out FILE",
                           stacklevel=2)
         return float(rows[near][mcs.key]["required_snr_db"])
     hi = next(m for m in ns if m > n)
@@ -412,164 +409,7 @@ def select_mcs(snr_db: float, n_channel_uses: int, table: str = "qam64", margin_
     return mcs_entry(chosen, table)
 
 
-# --------------------------------------------------------------------------------------------------
-# Regenerating the table (the project's own LDPC + QAM simulation over AWGN)
-# --------------------------------------------------------------------------------------------------
+if __name__ == "__main__":  # the table tool moved to dekasim.codecs.mcs_table; the old command still works
+    import runpy
 
-def simulate_bler(mcs: MCS, n_channel_uses: int, snr_db: float, num_blocks: int, seed: int,
-                  num_iter: int = 20, batch_size: int = 100) -> int:
-    """Block errors of ``num_blocks`` random transport blocks of ``mcs`` over AWGN at Es/N0 = ``snr_db``.
-
-    Uses the digital codecs' own chain (CRC, LDPC, scrambling, QAM, APP demapping, BP decoding), so
-    the table describes exactly what :mod:`dekasim.codecs.digital` sends. Random draws come from a
-    generator seeded with ``seed``.
-    """
-    import torch
-
-    from dekasim.codecs.digital import LDPCQAMChain
-
-    plan = plan_codeblocks(mcs, n_channel_uses)
-    chain = LDPCQAMChain(plan, num_iter=num_iter)
-    gen = torch.Generator().manual_seed(int(seed))
-    no = 10.0 ** (-snr_db / 10.0)
-    errors, done = 0, 0
-    while done < num_blocks:
-        b = min(batch_size, num_blocks - done)
-        bits = torch.randint(0, 2, (b, plan.info_bits), generator=gen).to(torch.float32)
-        x, u = chain.encode(bits)
-        noise = torch.complex(torch.randn(x.shape, generator=gen), torch.randn(x.shape, generator=gen))
-        y = x + noise.to(x.dtype) * math.sqrt(no / 2)
-        u_hat = chain.decode(y, torch.full(y.shape, no, dtype=torch.float32))
-        errors += int((u_hat != u).reshape(b, -1).any(dim=1).sum())
-        done += b
-    return errors
-
-
-def find_required_snr(mcs: MCS, n_channel_uses: int, seed: int, num_blocks: int = 200,
-                      step_db: float = 0.25, num_iter: int = 20) -> dict[str, Any]:
-    """Es/N0 [dB] at which ``mcs`` reaches BLER = 10 % over AWGN.
-
-    From a capacity-based guess, 1 dB steps find a bracket (BLER > 10 % at ``lo``, <= 10 % at
-    ``lo + 1``); bisection narrows it to ``step_db``; log10(BLER) is interpolated linearly between
-    the two final points (a BLER of 0 counts as 0.5 / num_blocks). Every point uses ``num_blocks``
-    transport blocks and its own sub-seed of ``seed``.
-
-    :returns: ``{"required_snr_db": float, "points": [[snr_db, block_errors, blocks], ...]}``.
-    """
-    se = plan_codeblocks(mcs, n_channel_uses).info_bits / n_channel_uses
-    guess = round(10 * math.log10(2 ** se - 1) + 1.0)  # ~1 dB from AWGN capacity, on a 1 dB grid
-    points: dict[float, int] = {}
-
-    def bler(s: float) -> float:
-        s = round(s, 6)
-        if s not in points:
-            sub = (seed * 1_000_003 + int(round(s * 100)) * 7919 + mcs.modulation_order * 131
-                   + int(mcs.rate_x1024 * 2)) % (2 ** 62)
-            points[s] = simulate_bler(mcs, n_channel_uses, s, num_blocks, sub, num_iter)
-        return points[s] / num_blocks
-
-    lo = float(guess)
-    for _ in range(40):  # coarse bracket
-        if bler(lo) <= TARGET_BLER:
-            lo -= 1.0
-        elif bler(lo + 1.0) > TARGET_BLER:
-            lo += 1.0
-        else:
-            break
-    hi = lo + 1.0
-    while hi - lo > step_db + 1e-9:
-        mid = round(((lo + hi) / 2) / step_db) * step_db
-        if mid <= lo or mid >= hi:
-            break
-        if bler(mid) > TARGET_BLER:
-            lo = mid
-        else:
-            hi = mid
-    floor = 0.5 / num_blocks
-    b_lo, b_hi = math.log10(max(bler(lo), floor)), math.log10(max(bler(hi), floor))
-    target = math.log10(TARGET_BLER)
-    frac = 1.0 if b_lo == b_hi else (b_lo - target) / (b_lo - b_hi)
-    req = lo + min(max(frac, 0.0), 1.0) * (hi - lo)
-    return {"required_snr_db": round(req, 3),
-            "points": [[s, points[s], num_blocks] for s in sorted(points)]}
-
-
-def generate_required_snr_table(n_channel_uses: Sequence[int], seed: int, num_blocks: int = 200,
-                                step_db: float = 0.25, num_iter: int = 20, command: str = "",
-                                progress: bool = False, pairs: Sequence[str] | None = None) -> dict[str, Any]:
-    """Simulate every supported (Qm, R) pair of both MCS tables (or only the ``"Qm:Rx1024"`` keys in
-    ``pairs``) at each block length ``n_channel_uses``; the table :func:`required_snr_db` reads."""
-    import platform
-
-    import sionna
-    import torch
-
-    import dekasim
-
-    entries: dict[str, dict[str, Any]] = {}
-    wanted = None if pairs is None else set(pairs)
-    for n in n_channel_uses:
-        todo: dict[str, MCS] = {}
-        for table in MCS_TABLES:
-            for i in supported_mcs_indices(n, table):
-                m = mcs_entry(i, table)
-                if wanted is None or m.key in wanted:
-                    todo.setdefault(m.key, m)
-        entries[str(n)] = {}
-        for key, m in sorted(todo.items(), key=lambda kv: (kv[1].modulation_order, kv[1].rate_x1024)):
-            entries[str(n)][key] = find_required_snr(m, n, seed, num_blocks, step_db, num_iter)
-            if progress:
-                _log.info("n=%d %s: %.2f dB", n, key, entries[str(n)][key]["required_snr_db"])
-    return {
-        "description": ("Es/N0 [dB] per data symbol at which each (Qm, R x 1024) pair of TS 38.214 "
-                        "Tables 5.1.3.1-1/-2 reaches a transport-block error rate of 10 % over AWGN, "
-                        "with dekasim's LDPC+QAM chain (CRC24A/B, 5G LDPC with rate matching, "
-                        "TS 38.211 scrambling, Gray QAM, APP demapper, flooding BP boxplus-phi)."),
-        "command": command,
-        "seed": seed,
-        "target_bler": TARGET_BLER,
-        "blocks_per_point": num_blocks,
-        "snr_step_db": step_db,
-        "ldpc_iterations": num_iter,
-        "versions": {"dekasim": getattr(dekasim, "__version__", "unknown"), "sionna": sionna.__version__,
-                     "torch": torch.__version__, "python": platform.python_version()},
-        "entries": entries,
-    }
-
-
-def dumps_table(table: dict[str, Any]) -> str:
-    """The table as JSON text, one simulated point ``[snr_db, block_errors, blocks]`` per line."""
-    import re
-
-    text = json.dumps(table, indent=1)
-    return re.sub(r"\[\s+(-?[\d.]+),\s+(\d+),\s+(\d+)\s+\]", r"[\1, \2, \3]", text) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: regenerate the required-SNR table (``python -m dekasim.codecs.mcs --help``)."""
-    import shlex
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m dekasim.codecs.mcs",
-                                description="Simulate the Es/N0 each 5G MCS needs for 10 %% BLER over AWGN.")
-    p.add_argument("--n-channel-uses", type=int, nargs="+", default=[256, 1024],
-                   help="symbols per item (block lengths) to simulate")
-    p.add_argument("--seed", type=int, default=20240601)
-    p.add_argument("--blocks", type=int, default=200, help="transport blocks per SNR point")
-    p.add_argument("--step-db", type=float, default=0.25)
-    p.add_argument("--ldpc-iterations", type=int, default=20)
-    p.add_argument("--pairs", nargs="+", default=None, metavar="QM:RX1024",
-                   help="only these (Qm, R x 1024) pairs, e.g. 2:308 6:948 (default: all supported)")
-    p.add_argument("--out", required=True, help="JSON file to write")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cmd = "python -m dekasim.codecs.mcs " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
-    table = generate_required_snr_table(a.n_channel_uses, a.seed, a.blocks, a.step_db, a.ldpc_iterations,
-                                        command=cmd, progress=True, pairs=a.pairs)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(dumps_table(table))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("dekasim.codecs.mcs_table", run_name="__main__", alter_sys=True)

@@ -62,7 +62,7 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
     :param cala: a CALA checkpoint manifest (``cala-*.json``, its base checkpoint beside it) whose bank +
         gate every written pack carries; read and checked before any training. None: packs without one.
     """
-    from dekasim.metrics.consistency import consistency
+    from dekasim.generative.consistency import consistency
 
     from dekasim.generative.features import load_encoder
 
@@ -167,7 +167,7 @@ def _paired(a, b) -> dict[str, dict[str, float]]:
 def _evaluate(aligned: AlignedEdge, prompts, cloud_imgs: dict, kw: dict,
               encoder) -> tuple[dict[str, Any], torch.Tensor]:
     """Consistency reports of ``aligned`` against the cloud per split (test, control) and its test images."""
-    from dekasim.metrics.consistency import consistency
+    from dekasim.generative.consistency import consistency
 
     reports: dict[str, Any] = {}
     test_imgs = None
@@ -227,7 +227,7 @@ def _write_packs(results: dict[str, MethodResult], edge, out: Path, bits: Sequen
     """Every trained method's pack unquantised; MAKD's (or the last method's) also at each bit width,
     reloaded from disk and re-evaluated (so the numbers are those of the files). With ``bank``
     (:func:`_cala_setup`) every pack carries its CALA bank."""
-    from dekasim.metrics.consistency import consistency
+    from dekasim.generative.consistency import consistency
 
     def with_bank(pack: KnowledgePack) -> KnowledgePack:
         return pack if bank is None else with_cala(pack, bank["part"])

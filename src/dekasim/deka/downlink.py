@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from dekasim.codecs import mcs
-from dekasim.codecs.digital import LDPC_ITERATIONS, LDPCQAMChain
+from dekasim.codecs.ldpc_chain import LDPC_ITERATIONS, LDPCQAMChain
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 from dekasim.generative.pack import MANIFEST_NAME, pack_size_bytes

@@ -1,4 +1,5 @@
-"""What the LDMs generate, sampled once: the one generated-set function and its cache.
+"""What the LDMs generate, sampled once: the one generated-set function, its cache, and the
+``generated`` payload source of a scenario (:class:`GeneratedSource`).
 
 Every generated payload of the project -- the scenario payloads (edge latents, cloud references) and
 the JSCC trainer's generated training set -- comes from :func:`generate_latents`. With a
@@ -29,6 +30,7 @@ import torch
 
 from dekasim.checksums import sha256_file
 from dekasim.errors import ConfigError
+from dekasim.photos import check_representation
 
 _log = logging.getLogger(__name__)
 
@@ -164,3 +166,69 @@ def sample_group(model: Any, pack_dir: str | Path | None, steps: int, guidance: 
 
     return SampleGroup(model_fingerprint(model), None if pack_dir is None else pack_sha256(pack_dir), int(steps),
                        float(guidance))
+
+
+class GeneratedSource:
+    """Images an edge text-to-image model generates, ``[N, 3, R, R]`` float32 in [0, 1].
+
+    Prompts are ``n_prompts`` captions of a world split drawn from ``seed``; image ``i`` is sampled with
+    seed ``seed * 1_000_003 + i`` (DDIM, ``sample_steps``, CFG ``guidance``). Generated once per process.
+
+    :param model: ``"edge"``, ``"cloud"``, a model directory or a ``dekasim world train`` run directory.
+    :param pack: a knowledge-pack directory (``dekasim align``) to apply to the model first, or None.
+    """
+
+    kind = "image"
+
+    def __init__(self, model: str = "edge", pack: str | None = None, prompts: str = "heldout", n_prompts: int = 64,
+                 sample_steps: int = 25, guidance: float = 1.5, seed: int = 0, resolution_px: int = 32,
+                 device: str = "cpu", representation: str = "image") -> None:
+        from dekasim.generative.models import load_model, model_world
+
+        ldm = load_model(model)
+        if ldm.config.resolution_px != resolution_px:
+            raise ConfigError("payload.resolution_px", resolution_px,
+                              f"the model's image side ({ldm.config.resolution_px} px)",
+                              f"set resolution_px = {ldm.config.resolution_px} or leave it out")
+        sampler = ldm
+        if pack is not None:
+            from dekasim.generative.makd import apply_pack
+            from dekasim.generative.pack import load_pack
+
+            sampler = apply_pack(ldm, load_pack(pack), copy_model=False)
+        batch = model_world(ldm).sample(n_prompts, seed=seed, split=prompts)
+        self.prompts = batch.captions
+        self.seeds = [seed * 1_000_003 + i for i in range(n_prompts)]
+        self.resolution_px = resolution_px
+        check_representation(representation, ("image", "latent"), "generated")
+        self.representation = representation
+        self.latent_map = ldm.latents
+        self.latents = generate_latents(sampler, self.prompts, self.seeds, steps=sample_steps, guidance=guidance)
+        with torch.no_grad():
+            self.images = self.latent_map.decode(self.latents).float()  # [N, 3, R, R] in [0, 1]
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def batch(self, start: int, size: int) -> torch.Tensor:
+        """Images ``start .. start+size-1``, cycling through the generated set."""
+        return self.items(start, size, "image")
+
+    def shape(self, representation: str) -> tuple[int, ...]:
+        check_representation(representation, ("image", "latent"), "generated")
+        return tuple((self.latents if representation == "latent" else self.images).shape[1:])
+
+    def items(self, start: int, size: int, representation: str = "image") -> torch.Tensor:
+        """Items ``start .. start+size-1`` as images or as the edge's latents, cycling through the set."""
+        check_representation(representation, ("image", "latent"), "generated")
+        idx = torch.arange(start, start + size) % len(self.images)
+        return (self.latents if representation == "latent" else self.images)[idx]
+
+    def to_image(self, payload: torch.Tensor, representation: str = "image") -> torch.Tensor:
+        """A batch of ``representation`` items as images ``[B, 3, R, R]`` in [0, 1] (latents: the model's
+        latent decoder, as the DeKA-g receiver does)."""
+        if representation == "image":
+            return payload
+        with torch.no_grad():
+            return self.latent_map.to(payload.device).decode(payload.float()).float()

@@ -96,7 +96,7 @@ class SystemFacts:
 
 class EdgeView:
     """One edge of a :class:`DekaPayload` as a payload source (the interface of
-    :class:`~dekasim.sim.payloads.GeneratedSource`, plus the cloud references).
+    :class:`~dekasim.deka.generated.GeneratedSource`, plus the cloud references).
 
     Items cycle through the prompts: item ``i`` is prompt ``i mod N``.
     """
@@ -129,6 +129,11 @@ class EdgeView:
         """The cloud's images ``[size, 3, R, R]`` for the same prompts and seeds."""
         return self.payload.cloud_images[self._idx(start, size)]
 
+    def end_to_end_scores(self, user_images: torch.Tensor, start: int = 0) -> dict[str, Any]:
+        """Per-pair consistency (:data:`CONSISTENCY_METRICS` -> ``[n]``) of the user's images of items
+        ``start .. start+n-1`` with the cloud's images of the same prompts and seeds."""
+        return self.payload.scorer.score(user_images, self._idx(start, len(user_images)))
+
     def subject_mask(self, start: int, size: int) -> torch.Tensor:
         """``[size]`` bool: the item's prompt holds the pack's subject (False: a control prompt)."""
         return self.payload.is_subject[self._idx(start, size)]
@@ -143,6 +148,7 @@ class DekaPayload:
 
     def __init__(self, options: dict[str, Any], seed: int) -> None:
         from dekasim.deka.generated import LatentCache, generate_latents, pack_sha256, sample_group
+        from dekasim.generative.consistency import ReferenceScorer
         from dekasim.generative.makd import AlignConfig, alignment_prompts, apply_pack
         from dekasim.generative.models import model_world
         from dekasim.generative.pack import load_pack, model_fingerprint
@@ -189,6 +195,7 @@ class DekaPayload:
         with torch.no_grad():
             self.images = {k: self.latent_map.decode(v).float() for k, v in self.latents.items()}
             self.cloud_images = self.cloud.latents.decode(cloud_latents).float()
+        self.scorer = ReferenceScorer(self.cloud_images)
         self.generation = {**self.cache.stats(), "wall_s": round(time.perf_counter() - t0, 3)}
 
     def view(self, edge: str) -> EdgeView:
@@ -225,15 +232,17 @@ class DekaPayload:
 
     def no_channel_consistency(self) -> dict[str, Any]:
         """Each edge's own images against the cloud's (no channel): what alignment alone reaches, per split."""
-        from dekasim.metrics.consistency import consistency
+        from dekasim.metrics.consistency import summarise
 
         out: dict[str, Any] = {}
+        index = torch.arange(len(self.prompts))
         for edge in EDGES:
+            scores = self.scorer.score(self.images[edge], index)
             out[edge] = {}
             for split, mask in (("subject", self.is_subject), ("control", ~self.is_subject)):
                 if mask.any():
-                    rep = consistency(self.images[edge][mask], self.cloud_images[mask])
-                    out[edge][split] = {m: rep[m].as_dict() for m in CONSISTENCY_METRICS}
+                    out[edge][split] = {m: summarise(scores[m][mask.numpy()], binary=m == "all_attributes_agree")
+                                        .as_dict() for m in CONSISTENCY_METRICS}
         return out
 
 

@@ -1,4 +1,7 @@
-"""Consistency of edge-model and cloud-model images generated for the same prompt and seed.
+"""Consistency of edge-model and cloud-model images generated for the same prompt and seed: the report,
+its statistics, paired differences, and local DINO/CLIP encoders. The scores of the embedded world
+(checker, feature encoder) are computed by :func:`dekasim.generative.consistency.consistency`, beside
+the world they read.
 
 DeKA-g's generation-alignment metric: pair ``i`` is the edge model's image and the cloud model's
 image for one prompt and one seed, and each pair gets five scores (plus one per optional encoder):
@@ -41,20 +44,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dekasim.errors import ConfigError
-from dekasim.metrics.image import psnr_db, ssim
 from dekasim.metrics.stats import binomial_ci95, mean_ci95
 
-if TYPE_CHECKING:  # imported lazily at run time: metrics must not import the generative stack
-    from dekasim.generative.checker import Checker
-    from dekasim.generative.features import WorldFeatureEncoder
-    from dekasim.generative.world import Attributes
 
 #: The built-in per-pair metrics, in report order.
 METRICS = ("attribute_agreement", "all_attributes_agree", "feature_cosine", "psnr_db", "ssim")
@@ -84,7 +82,8 @@ class MetricSummary:
         return d
 
 
-def _summarise(values: np.ndarray, binary: bool = False) -> MetricSummary:
+def summarise(values: np.ndarray, binary: bool = False) -> MetricSummary:
+    """Mean and 95 % Student-t half-width of per-pair ``values`` (and, ``binary``, the Clopper-Pearson interval)."""
     mean, half = mean_ci95(values.astype(np.float64).tolist())
     interval = None
     if binary:
@@ -99,8 +98,9 @@ class ConsistencyReport:
     :param per_pair: metric name -> ``[n]`` float64 scores, pair ``i`` at index ``i`` (names:
         :data:`METRICS` plus ``<name>_cosine`` per extra encoder).
     :param attribute_agree: attribute -> ``[n]`` bool, the checker read it equally from both images.
-    :param recovered_edge, recovered_cloud: the checker's readings (rendered vocabulary, ``"none"``
-        for an image with no object).
+    :param recovered_edge, recovered_cloud: the checker's readings
+        (:class:`~dekasim.generative.world.Attributes`, rendered vocabulary, ``"none"`` for an image with
+        no object).
     :param pair_ids: optional identifiers of the pairs (e.g. ``(prompt, seed)``), checked by
         :func:`paired_difference`.
     :param settings: what produced the scores (encoder sha256, extra encoders, checker settings).
@@ -108,14 +108,14 @@ class ConsistencyReport:
 
     per_pair: dict[str, np.ndarray]
     attribute_agree: dict[str, np.ndarray]
-    recovered_edge: list["Attributes"]
-    recovered_cloud: list["Attributes"]
+    recovered_edge: list[Any]
+    recovered_cloud: list[Any]
     pair_ids: list[Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     summaries: dict[str, MetricSummary] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.summaries = {name: _summarise(v, binary=name == "all_attributes_agree")
+        self.summaries = {name: summarise(v, binary=name == "all_attributes_agree")
                           for name, v in self.per_pair.items()}
 
     @property
@@ -135,7 +135,7 @@ class ConsistencyReport:
 
     def attribute_agreement_rates(self) -> dict[str, MetricSummary]:
         """Per attribute, the fraction of pairs whose two images read the same (Clopper-Pearson interval)."""
-        return {name: _summarise(v.astype(np.float64), binary=True) for name, v in self.attribute_agree.items()}
+        return {name: summarise(v.astype(np.float64), binary=True) for name, v in self.attribute_agree.items()}
 
     def as_dict(self, per_pair: bool = False) -> dict[str, Any]:
         """JSON-serialisable summary (means, half-widths, n, intervals, settings); with ``per_pair`` also
@@ -153,7 +153,7 @@ class ConsistencyReport:
         return d
 
 
-def _as_images(images, name: str) -> torch.Tensor:
+def as_images(images, name: str) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1:
@@ -166,7 +166,7 @@ def _as_images(images, name: str) -> torch.Tensor:
     return x.clamp(0.0, 1.0)
 
 
-def _cosine(fn: Callable[[torch.Tensor], Any], a: torch.Tensor, b: torch.Tensor, name: str,
+def cosine_per_pair(fn: Callable[[torch.Tensor], Any], a: torch.Tensor, b: torch.Tensor, name: str,
             batch_size: int) -> np.ndarray:
     out = []
     with torch.no_grad():
@@ -179,86 +179,6 @@ def _cosine(fn: Callable[[torch.Tensor], Any], a: torch.Tensor, b: torch.Tensor,
                                   tuple(za.shape), f"[{n}, D] embeddings for {n} images")
             out.append(F.cosine_similarity(za, zb, dim=1).clamp(-1.0, 1.0))
     return torch.cat(out).double().numpy()
-
-
-def consistency(edge_images, cloud_images, *, checker: "Checker | None" = None,
-                encoder: "WorldFeatureEncoder | None" = None,
-                extra_encoders: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-                pair_ids: Sequence[Any] | None = None, batch_size: int = 256) -> ConsistencyReport:
-    """Score aligned pairs of edge and cloud images (same prompt and seed at each index).
-
-    :param edge_images: ``[N, 3, R, R]`` float RGB in [0, 1] (torch tensor; numpy accepted).
-    :param cloud_images: same shape, the cloud model's images.
-    :param checker: attribute checker (default: ``Checker(WorldSpec(resolution_px=R))``).
-    :param encoder: feature encoder (default: the shipped one, :func:`~dekasim.generative.features.load_encoder`,
-        which reads 32x32 world images).
-    :param extra_encoders: name -> callable mapping ``[n, 3, R, R]`` images in [0, 1] to ``[n, D]``
-        embeddings (e.g. :func:`local_image_encoder` for DINO/CLIP); adds ``<name>_cosine``.
-    :param pair_ids: optional ``N`` identifiers of the pairs (kept in the report).
-    :param batch_size: images per encoder call.
-    :return: a :class:`ConsistencyReport`.
-    :raises ConfigError: on mismatched or malformed batches, or a bad encoder.
-
-    >>> from dekasim.generative.world import World
-    >>> x = World().sample(4, seed=0).torch_images()
-    >>> r = consistency(x, x)
-    >>> r["attribute_agreement"].mean, r["psnr_db"].mean
-    (1.0, 100.0)
-    """
-    from dekasim.generative.checker import Checker
-    from dekasim.generative.features import load_encoder
-    from dekasim.generative.world import ATTRIBUTE_NAMES, WorldSpec
-
-    edge, cloud = _as_images(edge_images, "edge_images"), _as_images(cloud_images, "cloud_images")
-    if edge.shape != cloud.shape:
-        raise ConfigError("cloud_images", tuple(cloud.shape), f"the shape of edge_images {tuple(edge.shape)}",
-                          "pair each edge image with the cloud image of the same prompt and seed")
-    n = edge.shape[0]
-    if pair_ids is not None and len(pair_ids) != n:
-        raise ConfigError("pair_ids", len(pair_ids), f"one identifier per pair ({n})")
-    if batch_size < 1:
-        raise ConfigError("batch_size", batch_size, "a positive number of images per call")
-    extra = dict(extra_encoders or {})
-    for name, fn in extra.items():
-        if not isinstance(name, str) or not name.isidentifier() or f"{name}_cosine" in METRICS or not callable(fn):
-            raise ConfigError("extra_encoders", name, "names that are Python identifiers (metric '<name>_cosine') "
-                              "mapped to callables images -> [N, D] embeddings")
-    checker = checker or Checker(WorldSpec(resolution_px=edge.shape[-1]))
-    encoder = encoder if encoder is not None else load_encoder()
-
-    # attributes: recovered vs recovered
-    rec_edge = checker.check(edge).recovered
-    rec_cloud = checker.check(cloud).recovered
-    agree = {a: np.array([getattr(e, a) == getattr(c, a) for e, c in zip(rec_edge, rec_cloud)], dtype=bool)
-             for a in ATTRIBUTE_NAMES}
-    stacked = np.stack([agree[a] for a in ATTRIBUTE_NAMES]).astype(np.float64)  # [5, N]
-    per_pair: dict[str, np.ndarray] = {"attribute_agreement": stacked.mean(axis=0),
-                                       "all_attributes_agree": stacked.min(axis=0)}
-    # feature space
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        per_pair["feature_cosine"] = _cosine(encoder.embed, edge, cloud, "feature_encoder", batch_size)
-    finally:
-        encoder.train(was_training)
-    # pixels
-    psnr, ss = [], []
-    for start in range(0, n, batch_size):
-        e, c = edge[start:start + batch_size], cloud[start:start + batch_size]
-        psnr.append(psnr_db(c, e))
-        ss.append(ssim(c, e))
-    per_pair["psnr_db"] = torch.cat(psnr).double().numpy()
-    per_pair["ssim"] = torch.cat(ss).double().numpy()
-    for name, fn in extra.items():
-        per_pair[f"{name}_cosine"] = _cosine(fn, edge, cloud, name, batch_size)
-
-    manifest = getattr(encoder, "manifest", None) or {}
-    settings = {"checker": {"min_contrast": checker.min_contrast, "resolution_px": checker.spec.resolution_px},
-                "feature_encoder": {"sha256": manifest.get("sha256"), "format": manifest.get("format")},
-                "extra_encoders": {name: getattr(fn, "info", type(fn).__name__) for name, fn in extra.items()},
-                "psnr_reference": "cloud image", "psnr_cap_db": 100.0}
-    return ConsistencyReport(per_pair, agree, rec_edge, rec_cloud,
-                             list(pair_ids) if pair_ids is not None else None, settings)
 
 
 def paired_difference(report_a: ConsistencyReport, report_b: ConsistencyReport, metric: str) -> tuple[float, float]:
@@ -306,7 +226,7 @@ class LocalImageEncoder:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = _as_images(images, "images")
+        x = as_images(images, "images")
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
                               antialias=x.shape[-1] > self.image_size).clamp(0.0, 1.0)

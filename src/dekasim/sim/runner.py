@@ -219,7 +219,7 @@ def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
 
     sionna.phy.config.seed = seed  # reseeds Sionna's and torch's global generators
     mc = scenario.monte_carlo
-    tally = _Tally([], [], None, {}, "done", 0, [] if hasattr(source, "references") else None)
+    tally = _Tally([], [], None, {}, "done", 0, [] if hasattr(source, "end_to_end_scores") else None)
     n = codec.n_channel_uses
     while True:
         want = images_min - tally.sent if tally.sent < images_min else mc.batch_size
@@ -339,21 +339,18 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
 def end_to_end_metrics(source, user_images: torch.Tensor) -> dict[str, Any]:
     """Consistency of the user's images (items ``0 .. N-1`` of ``source``) with the cloud's images for the
     same prompts and seeds: ``attribute_agreement``, ``all_attributes_agree``, ``feature_cosine`` (means and
-    ``*_ci95`` intervals) on the prompts with the pack's subject, and the same on the control prompts
-    under ``consistency_control``."""
+    ``*_ci95`` 95 % half-widths, as ``psnr_db_ci95``) on the prompts with the pack's subject, and the same
+    on the control prompts under ``consistency_control``."""
     from dekasim.deka.system import CONSISTENCY_METRICS
-    from dekasim.metrics.consistency import consistency
 
     n = len(user_images)
-    refs, subject = source.references(0, n), source.subject_mask(0, n)
+    scores, subject = source.end_to_end_scores(user_images, 0), source.subject_mask(0, n).numpy()
     out: dict[str, Any] = {"n_subject_images": int(subject.sum()), "consistency_control": None}
     for split, mask in (("subject", subject), ("control", ~subject)):
         vals: dict[str, Any] = {}
         if mask.any():
-            rep = consistency(user_images[mask], refs[mask])
             for m in CONSISTENCY_METRICS:
-                summary = rep[m]  # *_ci95: 95 % half-width, as psnr_db_ci95 (0/1 metrics: Student-t too)
-                vals[m], vals[f"{m}_ci95"] = summary.mean, summary.ci95_halfwidth
+                vals[m], vals[f"{m}_ci95"] = mean_ci95(scores[m][mask].tolist())
         if split == "subject":
             out.update(vals or {m: None for m in CONSISTENCY_METRICS})
         elif vals:

@@ -38,7 +38,7 @@ pyramid of the training photos (:data:`TRAIN_PHOTOS`: six of scikit-image's colo
 matplotlib's ``grace_hopper.jpg``), at scales where a crop covers between S native pixels and
 :data:`MAX_CROP_FRACTION` of the photo's short side, log-uniformly. Hold-out: :data:`HELD_OUT_PHOTOS`
 (astronaut, coffee, rocket) are never seen in training, and no training crop shows a whole photo, so
-the evaluation images (:class:`~dekasim.sim.payloads.PhotoSource`: the whole centre square resized)
+the evaluation images (:class:`~dekasim.photos.PhotoSource`: the whole centre square resized)
 are never training samples; the six other evaluation photos' content is seen at finer scales.
 ``--data generated``: a fixed set of ``--data-items`` images the ``--data-model`` (default the shipped
 edge) generates for captions of the world's *training* split, with horizontal flips, served as latents
@@ -582,7 +582,8 @@ def _main(argv: list[str] | None = None) -> int:
             _cli_log.info(f"wrote {path} (sha256 {json.loads(Path(path).read_text())['sha256'][:12]}…)")
         _cli_log.info(f"training: {res['wall_s']:.0f} s wall, {res['cpu_s']:.0f} s CPU")
         return 0
-    from dekasim.sim.payloads import GeneratedSource, PhotoSource
+    from dekasim.deka.generated import GeneratedSource
+    from dekasim.photos import PhotoSource
 
     torch.set_num_threads(a.threads)
     shape = (48, 8, 8) if a.payload == "latent" else (3, 32, 32)
