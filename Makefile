@@ -24,6 +24,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
+	$(PY) benchmarks/deka_main_job.py
 	$(PY) benchmarks/channel_throughput.py
 	$(PY) benchmarks/default_scenario_profile.py
 	$(PY) benchmarks/ray_vs_local.py

@@ -189,3 +189,21 @@ def test_systems_need_a_deka_payload_and_known_fields(world, tmp_path):
     toml.write_text(f'name = "x"\n[payload]\nkind = "deka"\npack = "{tmp_path}/nowhere"\n[sweep]\nsnr_db = [0]\n'
                     '[[systems]]\ncodec = "preinstalled"\n')
     assert main(["validate", str(toml)]) == 2
+
+
+@pytest.mark.slow
+def test_ray_workers_give_the_local_rows_from_the_shared_cache(world, first, tmp_path):
+    """Ray workers build their own payload from the cache the driver filled: the same rows as locally."""
+    pytest.importorskip("ray")
+    from dekasim.sim import run_scenario
+
+    raw = _raw(world)
+    raw["downlink"] = {"simulate": False}
+    res = run_scenario(scenario_from_dict(raw), out_dir=tmp_path, progress=False, plots=False, executor="ray",
+                       num_cpus=2)
+    assert res.generation["sampled"] == 0
+
+    def key(rows):
+        return sorted((r["point_id"], r["psnr_db"], r["attribute_agreement"], r["feature_cosine"]) for r in rows)
+
+    assert key(res.rows) == key(first.rows)
