@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/dekasim run scenarios/default.toml --out $(OUT)
+	$(VENV)/bin/dekasim run scenarios/default.toml --out $(OUT) --threads 1
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-plots", action="store_true", help="do not draw figures at the end")
+    r.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's "
+                   "choice; 1 is steadier on a machine whose cores other work also uses)")
     v = sub.add_parser("validate", help="check a scenario file without running it")
     v.add_argument("scenario")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -85,6 +87,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dekasim.sim import run_scenario
 
     command = _command_line()
+    if args.threads is not None:
+        if args.threads < 1:
+            from dekasim.errors import ConfigError
+
+            raise ConfigError("--threads", args.threads, "a positive number of torch threads", "e.g. --threads 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = run_scenario(args.scenario, out_dir=args.out, overrides=args.overrides, progress=not args.no_progress,
                           plots=not args.no_plots, command=command, executor=args.executor,
                           address=args.address, num_cpus=args.num_cpus)
@@ -144,6 +154,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for k, v in DELAY_SPREAD_PRESETS_NS.items():
         print(f"  {k:<12} {v:g} ns")
     print("receivers (sweep.csi): perfect, ls, lmmse")
+    print('systems ([[systems]] of [payload] kind = "deka"): edge = "aligned" (the pack\'s metaword + G-LoRA) or '
+          '"unaligned"; codec = "preinstalled" (the edge\'s pre-installed JSCC; bank = "pack" adds the pack\'s CALA '
+          'bank + gate) or any codec above')
     return 0
 
 

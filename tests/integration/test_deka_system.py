@@ -207,3 +207,26 @@ def test_ray_workers_give_the_local_rows_from_the_shared_cache(world, first, tmp
         return sorted((r["point_id"], r["psnr_db"], r["attribute_agreement"], r["feature_cosine"]) for r in rows)
 
     assert key(res.rows) == key(first.rows)
+
+
+def test_local_image_encoders_add_their_cosine_to_every_row(world, tmp_path):
+    """payload.image_encoders (DINO/CLIP from a local directory; here a tiny random CLIP) adds
+    <name>_cosine next to the world's metrics, in the rows and in the no-channel reference."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from dekasim.errors import ConfigError
+    from dekasim.sim import run_scenario
+
+    torch.manual_seed(0)
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+                                     image_size=16, patch_size=8)).save_pretrained(tmp_path / "clip")
+    raw = _raw(world, image_encoders={"clip": str(tmp_path / "clip")})
+    raw.update(systems=[{"label": "analog", "edge": "aligned", "codec": "analog"}],
+               sweep={**raw["sweep"], "snr_db": [60], "bandwidth_ratio": [1.0]}, downlink={"simulate": False})
+    res = run_scenario(scenario_from_dict(raw), out_dir=tmp_path / "out", progress=False, plots=False)
+    (row,) = res.rows
+    ref = res.report["no_channel_consistency"]["aligned"]["subject"]["clip_cosine"]["mean"]
+    assert row["clip_cosine"] == pytest.approx(ref, abs=1e-3) and row["clip_cosine_ci95"] is not None
+    assert "clip_cosine" in row["consistency_control"]
+    with pytest.raises(ConfigError, match="image_encoders.dino"):
+        scenario_from_dict(_raw(world, image_encoders={"dino": str(tmp_path / "no-such-model")}))

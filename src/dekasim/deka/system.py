@@ -48,7 +48,7 @@ DEFAULT_PACK_DIR = Path(__file__).resolve().parent / "data" / "pack"
 #: ``[payload]`` keys of ``kind = "deka"`` and their defaults.
 DEKA_DEFAULTS: dict[str, Any] = {"cloud": "cloud", "edge": "edge", "pack": "default", "base": "default",
                                  "n_subject_prompts": 48, "n_control_prompts": 16, "sample_steps": 25,
-                                 "guidance": 1.5, "cache_dir": "runs/cache"}
+                                 "guidance": 1.5, "cache_dir": "runs/cache", "image_encoders": {}}
 
 
 def resolve_pack_dir(spec: str | Path) -> Path:
@@ -130,7 +130,8 @@ class EdgeView:
         return self.payload.cloud_images[self._idx(start, size)]
 
     def end_to_end_scores(self, user_images: torch.Tensor, start: int = 0) -> dict[str, Any]:
-        """Per-pair consistency (:data:`CONSISTENCY_METRICS` -> ``[n]``) of the user's images of items
+        """Per-pair consistency (:data:`CONSISTENCY_METRICS`, plus ``<name>_cosine`` per local image encoder
+        of ``payload.image_encoders`` -> ``[n]``) of the user's images of items
         ``start .. start+n-1`` with the cloud's images of the same prompts and seeds."""
         return self.payload.scorer.score(user_images, self._idx(start, len(user_images)))
 
@@ -195,7 +196,7 @@ class DekaPayload:
         with torch.no_grad():
             self.images = {k: self.latent_map.decode(v).float() for k, v in self.latents.items()}
             self.cloud_images = self.cloud.latents.decode(cloud_latents).float()
-        self.scorer = ReferenceScorer(self.cloud_images)
+        self.scorer = ReferenceScorer(self.cloud_images, extra_encoders=_image_encoders(opts["image_encoders"]))
         self.generation = {**self.cache.stats(), "wall_s": round(time.perf_counter() - t0, 3)}
 
     def view(self, edge: str) -> EdgeView:
@@ -242,12 +243,26 @@ class DekaPayload:
             for split, mask in (("subject", self.is_subject), ("control", ~self.is_subject)):
                 if mask.any():
                     out[edge][split] = {m: summarise(scores[m][mask.numpy()], binary=m == "all_attributes_agree")
-                                        .as_dict() for m in CONSISTENCY_METRICS}
+                                        .as_dict() for m in self.scorer.metrics}
         return out
 
 
 #: The end-to-end metrics a DeKA-g row reports (user's image against the cloud's, same prompt and seed).
 CONSISTENCY_METRICS = ("attribute_agreement", "all_attributes_agree", "feature_cosine")
+
+
+def _image_encoders(spec: dict[str, str]) -> dict[str, Any]:
+    """``{name: local model directory}`` -> ``{name: encoder}`` (DINO/CLIP from local weights only:
+    :func:`~dekasim.metrics.consistency.local_image_encoder`); rows get ``<name>_cosine``."""
+    from dekasim.metrics.consistency import local_image_encoder
+
+    out = {}
+    for name, path in spec.items():
+        try:
+            out[name] = local_image_encoder(path)
+        except ConfigError as err:
+            raise ConfigError(f"payload.image_encoders.{name}", err.value, err.expected, err.fix) from None
+    return out
 
 
 def _load(spec: str, field: str):

@@ -102,17 +102,39 @@ class ReferenceScorer:
 
     :param cloud_images: ``[N, 3, R, R]`` in [0, 1], the references.
     :param checker, encoder: as in :func:`consistency` (defaults: the world's checker, the shipped encoder).
+    :param extra_encoders: as in :func:`consistency` (e.g. DINO/CLIP from local weights): adds
+        ``<name>_cosine`` to the scores.
     """
 
     #: The per-pair scores :meth:`score` returns (those of :func:`consistency` that need no pixels).
     METRICS = ("attribute_agreement", "all_attributes_agree", "feature_cosine")
 
-    def __init__(self, cloud_images, checker: Checker | None = None, encoder: WorldFeatureEncoder | None = None) -> None:
+    def __init__(self, cloud_images, checker: Checker | None = None, encoder: WorldFeatureEncoder | None = None,
+                 extra_encoders: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
         self.cloud = as_images(cloud_images, "cloud_images")
         self.checker = checker or Checker(WorldSpec(resolution_px=self.cloud.shape[-1]))
         self.encoder = encoder if encoder is not None else load_encoder()
+        self.extra = dict(extra_encoders or {})
+        for name, fn in self.extra.items():
+            if not isinstance(name, str) or not name.isidentifier() or f"{name}_cosine" in METRICS or not callable(fn):
+                raise ConfigError("extra_encoders", name, "names that are Python identifiers mapped to callables "
+                                  "images -> [N, D] embeddings")
         self.readings = self.checker.check(self.cloud).recovered
         self.embeddings = self._embed(self.cloud)
+        self.extra_embeddings = {name: self._embed_with(fn, self.cloud, name) for name, fn in self.extra.items()}
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The keys of :meth:`score`: :data:`METRICS` and ``<name>_cosine`` per extra encoder."""
+        return self.METRICS + tuple(f"{name}_cosine" for name in self.extra)
+
+    @staticmethod
+    def _embed_with(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, name: str) -> torch.Tensor:
+        with torch.no_grad():
+            z = torch.as_tensor(fn(images)).detach().to("cpu", torch.float32)
+        if z.dim() != 2 or z.shape[0] != len(images):
+            raise ConfigError(f"extra_encoders.{name}", tuple(z.shape), f"[{len(images)}, D] embeddings")
+        return z
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         was_training = self.encoder.training
@@ -135,5 +157,10 @@ class ReferenceScorer:
         stacked = np.array([[getattr(e, a) == getattr(self.readings[int(i)], a) for a in ATTRIBUTE_NAMES]
                             for e, i in zip(rec, idx)], dtype=np.float64).reshape(len(idx), len(ATTRIBUTE_NAMES))
         cos = F.cosine_similarity(self._embed(user), self.embeddings[idx], dim=1).clamp(-1.0, 1.0)
-        return {"attribute_agreement": stacked.mean(axis=1), "all_attributes_agree": stacked.min(axis=1),
-                "feature_cosine": cos.double().numpy()}
+        out = {"attribute_agreement": stacked.mean(axis=1), "all_attributes_agree": stacked.min(axis=1),
+               "feature_cosine": cos.double().numpy()}
+        for name, fn in self.extra.items():
+            z = self._embed_with(fn, user, name)
+            out[f"{name}_cosine"] = F.cosine_similarity(z, self.extra_embeddings[name][idx], dim=1).clamp(
+                -1.0, 1.0).double().numpy()
+        return out

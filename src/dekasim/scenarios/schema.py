@@ -145,9 +145,9 @@ _DOWNLINK = {"simulate": (bool,), "snr_db": (list,) + (int, float), "delay_sprea
 _PAYLOAD = {"kind": (str,), "resolution_px": (int,), "model": (str,), "pack": (str,), "prompts": (str,),
             "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM, "representation": (str,),
             "cloud": (str,), "edge": (str,), "base": (str,), "n_subject_prompts": (int,), "n_control_prompts": (int,),
-            "cache_dir": (str,)}
+            "cache_dir": (str,), "image_encoders": (dict,)}
 #: keys of [payload] that only kind = "deka" takes (see :data:`dekasim.deka.system.DEKA_DEFAULTS`)
-DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_prompts", "cache_dir")
+DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_prompts", "cache_dir", "image_encoders")
 #: keys of [payload] that only kind = "generated" takes, with their defaults
 GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
                       "guidance": 1.5, "representation": "image"}
@@ -178,6 +178,14 @@ def _deka_payload(payload: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
             raise ConfigError(f"payload.{key}", opts[key], "a positive integer")
     if opts["n_control_prompts"] < 0:
         raise ConfigError("payload.n_control_prompts", opts["n_control_prompts"], "an integer >= 0")
+    encoders = opts["image_encoders"]
+    for name, path in encoders.items():
+        if not name.isidentifier() or not isinstance(path, str) or not Path(path).is_dir():
+            raise ConfigError(f"payload.image_encoders.{name}", path, "a local model directory (DINO, CLIP: "
+                              "from_pretrained layout, safetensors), under a name that is an identifier",
+                              "nothing is downloaded: save the model locally first")
+    if not encoders:  # scenarios without local encoders keep the hash they had before the key existed
+        opts.pop("image_encoders")
     return tuple(sorted(opts.items()))
 
 

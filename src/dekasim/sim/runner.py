@@ -340,7 +340,8 @@ def end_to_end_metrics(source, user_images: torch.Tensor) -> dict[str, Any]:
     """Consistency of the user's images (items ``0 .. N-1`` of ``source``) with the cloud's images for the
     same prompts and seeds: ``attribute_agreement``, ``all_attributes_agree``, ``feature_cosine`` (means and
     ``*_ci95`` 95 % half-widths, as ``psnr_db_ci95``) on the prompts with the pack's subject, and the same
-    on the control prompts under ``consistency_control``."""
+    on the control prompts under ``consistency_control``; with ``payload.image_encoders`` also
+    ``<name>_cosine`` (DINO/CLIP from local weights)."""
     from dekasim.deka.system import CONSISTENCY_METRICS
 
     n = len(user_images)
@@ -349,7 +350,7 @@ def end_to_end_metrics(source, user_images: torch.Tensor) -> dict[str, Any]:
     for split, mask in (("subject", subject), ("control", ~subject)):
         vals: dict[str, Any] = {}
         if mask.any():
-            for m in CONSISTENCY_METRICS:
+            for m in scores:  # CONSISTENCY_METRICS, then <name>_cosine of local DINO/CLIP encoders
                 vals[m], vals[f"{m}_ci95"] = mean_ci95(scores[m][mask].tolist())
         if split == "subject":
             out.update(vals or {m: None for m in CONSISTENCY_METRICS})
