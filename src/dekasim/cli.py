@@ -1,4 +1,4 @@
-"""``dekasim`` command line: run, validate, plot, list, world (train/check/sample), align.
+"""``dekasim`` command line: run, validate, plot, list, check-codec, world (train/check/sample), align.
 
 Errors a user can fix print one line naming the file, key, value and fix, and exit with status 2.
 """
@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--x", choices=("snr_db", "ebno_db"), default="snr_db",
                     help="x axis: Es/N0 per data RE (default) or Eb/N0 (codecs that send bits)")
     sub.add_parser("list", help="show codecs, channel profiles and presets")
+    cc = sub.add_parser("check-codec", help="run the shared codec conformance check on any codec")
+    cc.add_argument("codec", help="a registered name or 'package.module:Class'")
+    cc.add_argument("--shape", type=int, nargs="+", metavar="N", help="payload item shape, e.g. 3 32 32 "
+                    "(default: 3 32 32 for image codecs, else 4 8 8)")
+    cc.add_argument("--bandwidth-ratio", default="1/6", help="channel uses per real sample, e.g. 1/6 or 0.0833")
+    cc.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                    help="a codec option (value parsed as TOML), repeatable")
     w = sub.add_parser("world", help="the embedded world's text-to-image models: train, check, sample")
     wsub = w.add_subparsers(dest="world_command", required=True)
     wt = wsub.add_parser("train", help="train (or resume) a cloud/edge LDM; reproduces the shipped models")
@@ -160,6 +167,32 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_codec(args: argparse.Namespace) -> int:
+    from fractions import Fraction
+
+    from dekasim.codecs.conformance import check_codec
+    from dekasim.errors import ConfigError
+    from dekasim.scenarios.schema import parse_override
+
+    try:
+        ratio = float(Fraction(args.bandwidth_ratio))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError("--bandwidth-ratio", args.bandwidth_ratio, "a positive number or fraction, e.g. 1/6") from None
+    if ratio <= 0:
+        raise ConfigError("--bandwidth-ratio", args.bandwidth_ratio, "a positive number or fraction, e.g. 1/6")
+    options = {}
+    for text in args.options:
+        path, value = parse_override(text)
+        options[".".join(path)] = value
+    results = check_codec(args.codec, tuple(args.shape) if args.shape else None, ratio, options)
+    for r in results:
+        print(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<20} {r.detail}")
+    failed = [r.name for r in results if not r.passed]
+    print(f"{args.codec}: {len(results) - len(failed)} passed, {len(failed)} failed"
+          + (f" ({', '.join(failed)})" if failed else ""))
+    return 1 if failed else 0
+
+
 def _command_line() -> str | None:
     return "dekasim " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("dekasim", "__main__.py") \
         else None
@@ -184,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
     warnings.simplefilter("default")
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list,
-                "world": _cmd_world, "align": _cmd_align}
+                "world": _cmd_world, "align": _cmd_align, "check-codec": _cmd_check_codec}
     try:
         return handlers[args.command](args)
     except DekasimError as err:

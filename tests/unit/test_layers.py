@@ -122,3 +122,25 @@ def test_the_check_catches_each_old_tangle(edge):
         assert import_cycles(graph, packages)
     else:
         assert any(v.startswith(f"{a} -> {b}") for v in layer_violations(graph))
+
+
+TRAINERS = ("dekasim.training", "dekasim.generative.makd", "dekasim.generative.train")
+INFERENCE = ("dekasim.sim", "dekasim.codecs", "dekasim.channels", "dekasim.metrics", "dekasim.deka.system",
+             "dekasim.deka.generated", "dekasim.deka.pack_codec", "dekasim.deka.downlink", "dekasim.deka.report",
+             "dekasim.generative.aligned", "dekasim.generative.consistency", "dekasim.generative.pack")
+
+
+def _is(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_library_code_never_imports_a_trainer():
+    """The sweep's path (simulation, codecs, channel, metrics, the DeKA-g system and its payload) loads
+    models and packs without importing any trainer; and nothing outside the training layer imports it
+    (the CLI dispatches to trainers by name)."""
+    graph, _ = _graph()
+    bad = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                 if _is(m, INFERENCE) and _is(d, TRAINERS))
+    bad += sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                  if _is(d, ("dekasim.training",)) and not _is(m, ("dekasim.training", "dekasim.cli")))
+    assert bad == []

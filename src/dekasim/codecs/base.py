@@ -155,21 +155,83 @@ def register_codec(name: str) -> Callable[[type[Codec]], type[Codec]]:
     return deco
 
 
+#: Entry-point group through which installed packages register codecs (``name = "pkg.module:Class"``).
+ENTRY_POINT_GROUP = "dekasim.codecs"
+_ENTRY_POINTS: dict[str, type[Codec]] | None = None
+
+
+def _entry_point_codecs() -> dict[str, type[Codec]]:
+    """Codecs that installed packages register in :data:`ENTRY_POINT_GROUP` (loaded once; a broken one is
+    skipped with a warning naming it, so one bad plug-in does not take the others down)."""
+    global _ENTRY_POINTS
+    if _ENTRY_POINTS is None:
+        import importlib.metadata as md
+        import warnings
+
+        found: dict[str, type[Codec]] = {}
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                cls = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a third party's import error, reported by name
+                warnings.warn(f"codec entry point '{ep.name} = {ep.value}' failed to load: {exc}", stacklevel=2)
+                continue
+            if isinstance(cls, type) and issubclass(cls, Codec):
+                found.setdefault(ep.name, cls)
+            else:
+                warnings.warn(f"codec entry point '{ep.name} = {ep.value}' is not a Codec subclass", stacklevel=2)
+        _ENTRY_POINTS = found
+    return _ENTRY_POINTS
+
+
 def available_codecs() -> dict[str, type[Codec]]:
-    """Registered codecs by name (importing :mod:`dekasim.codecs` registers the built-in ones)."""
+    """Codecs by name: the built-in ones (importing :mod:`dekasim.codecs` registers them), those of
+    installed packages (entry-point group :data:`ENTRY_POINT_GROUP`) and any resolved by
+    ``"module:Class"`` so far."""
     import dekasim.codecs  # noqa: F401  (registers built-ins)
 
-    return dict(sorted(_REGISTRY.items()))
+    return dict(sorted({**_entry_point_codecs(), **_REGISTRY}.items()))
+
+
+def resolve_codec(name: str) -> type[Codec]:
+    """The codec class a scenario names: a registered or entry-point name, or ``"package.module:Class"``
+    (imported here, and registered under that string, so Ray workers resolve it the same way).
+
+    :raises ConfigError: ``codecs`` for an unknown name, a module that cannot be imported, a missing class,
+        or a class that is not a :class:`Codec` subclass.
+    """
+    codecs = available_codecs()
+    if name in codecs:
+        return codecs[name]
+    if not isinstance(name, str) or ":" not in name:
+        raise ConfigError("codecs", name, f"a registered codec ({', '.join(codecs)}) or 'package.module:Class'",
+                          "run `dekasim list` to see them")
+    module_name, _, attr = name.partition(":")
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError("codecs", name, f"an importable module '{module_name}' ({exc})",
+                          "install the package, or put its directory on PYTHONPATH (on Ray workers too)") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        what = "missing" if cls is None else f"a {type(cls).__name__}"
+        raise ConfigError("codecs", name, f"a subclass of dekasim.codecs.Codec named '{attr}' in {module_name} "
+                          f"(it is {what})", "subclass dekasim.codecs.Codec and implement encode/decode")
+    if cls.name == Codec.name or "name" not in vars(cls):
+        cls.name = name  # rows, legends and Codec.load name it by its import path
+    _REGISTRY.setdefault(name, cls)
+    return cls
 
 
 def build_codec(name: str, payload_shape: tuple[int, ...], bandwidth_ratio: float, **options: Any) -> Codec:
-    """Instantiate the registered codec ``name``; unknown names and options get a ConfigError."""
-    codecs = available_codecs()
-    if name not in codecs:
-        raise ConfigError("codecs", name, f"a registered codec: {', '.join(codecs)}",
-                          "run `dekasim list` to see them")
+    """Instantiate the codec ``name`` (see :func:`resolve_codec`); unknown names and options get a ConfigError."""
+    cls = resolve_codec(name)
+    if options and cls.__init__ is Codec.__init__:  # no __init__ of its own: it takes no options
+        raise ConfigError(f"codec_options.{name}", options, f"no options: codec '{name}' takes none",
+                          "remove them, or give the codec an __init__ with keyword arguments")
     try:
-        return codecs[name](payload_shape, bandwidth_ratio, **options)
+        return cls(payload_shape, bandwidth_ratio, **options)
     except TypeError as exc:  # unknown keyword in options
         raise ConfigError(f"codec_options.{name}", options, f"options accepted by codec '{name}' ({exc})") from None
 

@@ -192,7 +192,7 @@ class GeneratedSource:
                               f"set resolution_px = {ldm.config.resolution_px} or leave it out")
         sampler = ldm
         if pack is not None:
-            from dekasim.generative.makd import apply_pack
+            from dekasim.generative.aligned import apply_pack
             from dekasim.generative.pack import load_pack
 
             sampler = apply_pack(ldm, load_pack(pack), copy_model=False)

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from dekasim.errors import ConfigError
+from dekasim.generative.consistency import ReferenceScorer
 
 #: Which edge a system uses.
 EDGES = ("aligned", "unaligned")
@@ -125,10 +126,6 @@ class EdgeView:
         with torch.no_grad():
             return self.payload.latent_map.to(payload.device).decode(payload.float()).float()
 
-    def references(self, start: int, size: int) -> torch.Tensor:
-        """The cloud's images ``[size, 3, R, R]`` for the same prompts and seeds."""
-        return self.payload.cloud_images[self._idx(start, size)]
-
     def end_to_end_scores(self, user_images: torch.Tensor, start: int = 0) -> dict[str, Any]:
         """Per-pair consistency (:data:`CONSISTENCY_METRICS`, plus ``<name>_cosine`` per local image encoder
         of ``payload.image_encoders`` -> ``[n]``) of the user's images of items
@@ -149,8 +146,8 @@ class DekaPayload:
 
     def __init__(self, options: dict[str, Any], seed: int) -> None:
         from dekasim.deka.generated import LatentCache, generate_latents, pack_sha256, sample_group
-        from dekasim.generative.consistency import ReferenceScorer
-        from dekasim.generative.makd import AlignConfig, alignment_prompts, apply_pack
+        from dekasim.generative.align_config import AlignConfig, alignment_prompts
+        from dekasim.generative.aligned import apply_pack
         from dekasim.generative.models import model_world
         from dekasim.generative.pack import load_pack, model_fingerprint
 
@@ -248,7 +245,7 @@ class DekaPayload:
 
 
 #: The end-to-end metrics a DeKA-g row reports (user's image against the cloud's, same prompt and seed).
-CONSISTENCY_METRICS = ("attribute_agreement", "all_attributes_agree", "feature_cosine")
+CONSISTENCY_METRICS = ReferenceScorer.METRICS
 
 
 def _image_encoders(spec: dict[str, str]) -> dict[str, Any]:

@@ -213,13 +213,12 @@ def _downlink(table: dict[str, Any] | None, kind: str, spreads: tuple[float, ...
 
 
 def _codec_specs(raw: dict[str, Any], kind: str) -> list[CodecSpec]:
-    from dekasim.codecs import available_codecs
+    from dekasim.codecs.base import resolve_codec
 
     if "codecs" not in raw:
         raise ConfigError("codecs", None, "a required key", "add [[codecs]] tables, e.g. codec = \"analog\"")
     if not raw["codecs"]:
         raise ConfigError("codecs", [], "at least one [[codecs]] table", 'add [[codecs]] with codec = "analog"')
-    registered = available_codecs()
     specs: list[CodecSpec] = []
     for i, entry in enumerate(raw["codecs"]):
         if not isinstance(entry, dict):
@@ -227,9 +226,10 @@ def _codec_specs(raw: dict[str, Any], kind: str) -> list[CodecSpec]:
         _check_keys(entry, _CODEC, f"codecs[{i}].")
         if "codec" not in entry:
             raise ConfigError(f"codecs[{i}].codec", None, "a registered codec name", "run `dekasim list`")
-        if entry["codec"] not in registered:
-            raise ConfigError(f"codecs[{i}].codec", entry["codec"], f"one of {list(registered)}",
-                              "run `dekasim list` to see the registered codecs")
+        try:
+            resolve_codec(entry["codec"])
+        except ConfigError as err:
+            raise ConfigError(f"codecs[{i}].codec", entry["codec"], err.expected, err.fix) from None
         specs.append(CodecSpec(entry["codec"], entry.get("label", entry["codec"]), dict(entry.get("options", {}))))
     return specs
 
@@ -245,6 +245,8 @@ def _systems(entries: Any, kind: str) -> list:
     if not isinstance(entries, list) or not entries:
         raise ConfigError("systems", entries, "at least one [[systems]] table",
                           'add [[systems]] with edge = "aligned", codec = "preinstalled", bank = "pack"')
+    from dekasim.codecs.base import resolve_codec
+
     names = [PREINSTALLED, *available_codecs()]
     specs = []
     for i, entry in enumerate(entries):
@@ -252,7 +254,12 @@ def _systems(entries: Any, kind: str) -> list:
             raise ConfigError(f"systems[{i}]", entry, "a table with edge, codec (and bank)")
         _check_keys(entry, _SYSTEM, f"systems[{i}].")
         codec = entry.get("codec")
-        if codec not in names:
+        if isinstance(codec, str) and ":" in codec:
+            try:
+                resolve_codec(codec)
+            except ConfigError as err:
+                raise ConfigError(f"systems[{i}].codec", codec, err.expected, err.fix) from None
+        elif codec not in names:
             raise ConfigError(f"systems[{i}].codec", codec, f"one of {names}",
                               f"'{PREINSTALLED}' is the edge's pre-installed JSCC; `dekasim list` shows the others")
         edge = entry.get("edge", "aligned")

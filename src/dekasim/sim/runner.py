@@ -18,7 +18,7 @@ import torch
 
 from dekasim.channels.link import OFDMLink
 from dekasim.channels.snr import overhead_factor
-from dekasim.codecs.base import Codec, LinkCounts, available_codecs, build_codec
+from dekasim.codecs.base import Codec, LinkCounts, build_codec, resolve_codec
 from dekasim.conditions import Condition
 from dekasim.deka.system import PREINSTALLED, SystemSpec
 from dekasim.errors import ConfigError
@@ -102,8 +102,8 @@ def make_payload_source(scenario: Scenario):
 def codec_representation(scenario: Scenario, codec_name: str) -> str:
     """What codec ``codec_name`` carries in ``scenario``: ``"latent"`` when the payload is sent as latents
     (``[payload] representation = "latent"``) and the codec takes latents, else ``"image"``."""
-    cls = available_codecs().get("jscc" if codec_name == PREINSTALLED else codec_name)
-    takes_latents = cls is not None and "latent" in cls.payload_kinds
+    cls = resolve_codec("jscc" if codec_name == PREINSTALLED else codec_name)  # also "module:Class" on a worker
+    takes_latents = "latent" in cls.payload_kinds
     return "latent" if scenario.payload_representation == "latent" and takes_latents else "image"
 
 

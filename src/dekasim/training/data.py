@@ -76,7 +76,7 @@ class GeneratedSampler:
         pack_sha = None
         if pack is not None:
             from dekasim.deka.generated import pack_sha256
-            from dekasim.generative.makd import apply_pack
+            from dekasim.generative.aligned import apply_pack
             from dekasim.generative.pack import load_pack
 
             self.generator = apply_pack(self.ldm, load_pack(pack))   # checks the pack was made for this model
