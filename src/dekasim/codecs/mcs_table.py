@@ -111,6 +111,8 @@ def generate_required_snr_table(n_channel_uses: Sequence[int], seed: int, num_bl
 
     import dekasim
 
+    from dekasim.progress import progress_bar
+
     entries: dict[str, dict[str, Any]] = {}
     wanted = None if pairs is None else set(pairs)
     for n in n_channel_uses:
@@ -121,10 +123,14 @@ def generate_required_snr_table(n_channel_uses: Sequence[int], seed: int, num_bl
                 if wanted is None or m.key in wanted:
                     todo.setdefault(m.key, m)
         entries[str(n)] = {}
+        bar = progress_bar(len(todo), f"n={n}", enabled=progress, unit="MCS")
         for key, m in sorted(todo.items(), key=lambda kv: (kv[1].modulation_order, kv[1].rate_x1024)):
             entries[str(n)][key] = find_required_snr(m, n, seed, num_blocks, step_db, num_iter)
+            bar.update(1)
+            bar.set_postfix_str(f"{key}: {entries[str(n)][key]['required_snr_db']:.2f} dB")
             if progress:
                 _log.info("n=%d %s: %.2f dB", n, key, entries[str(n)][key]["required_snr_db"])
+        bar.close()
     return {
         "description": ("Es/N0 [dB] per data symbol at which each (Qm, R x 1024) pair of TS 38.214 "
                         "Tables 5.1.3.1-1/-2 reaches a transport-block error rate of 10 % over AWGN, "

@@ -53,7 +53,7 @@ def model_bytes(model, dtype_bytes: int = 4) -> int:
 def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str | Path | None = None,
                   methods: Sequence[str] = METHODS, bits: Sequence[int] = (8, 4, 2),
                   grid_prompts: int = 6, command: str | None = None,
-                  cala: str | Path | None = None) -> dict[str, Any]:
+                  cala: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Align ``edge`` to ``cloud`` by every method in ``methods``; returns the report (also written to
     ``out_dir`` with the packs and figure when given).
 
@@ -61,6 +61,7 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
     :param bits: quantisation levels at which the MAKD pack is also written and re-evaluated.
     :param cala: a CALA checkpoint manifest (``cala-*.json``, its base checkpoint beside it) whose bank +
         gate every written pack carries; read and checked before any training. None: packs without one.
+    :param progress: a bar per phase with ETA, loss and validation score (on a terminal only).
     """
     from dekasim.generative.consistency import consistency
 
@@ -102,7 +103,8 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
         images: dict[str, torch.Tensor] = {}
         for m in methods:
             log.info("aligning: %s", m)
-            res = align_method(m, edge, cloud_imgs["train"], prompts, config, val_score, base_hash=base_hash)
+            res = align_method(m, edge, cloud_imgs["train"], prompts, config, val_score, base_hash=base_hash,
+                               progress=progress)
             results[m] = res
             reports[m], images[m] = _evaluate(res.edge, prompts, cloud_imgs, kw, encoder)
             log.info("%s: test %s = %.4f (%.0f s)", m, config.val_metric,
@@ -408,7 +410,7 @@ def align_command(args: argparse.Namespace, command: str | None) -> int:
     logging.getLogger("dekasim").setLevel(logging.INFO)
     cloud, edge = load_model(args.cloud), load_model(args.edge)
     report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=command,
-                           cala=getattr(args, "cala", None))
+                           cala=getattr(args, "cala", None), progress=True)
     out = Path(args.out)
     print((out / "report.md").read_text())
     print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*")

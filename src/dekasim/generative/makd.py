@@ -99,7 +99,7 @@ def _latents_of(model: TextToImageLDM, images: torch.Tensor) -> torch.Tensor:
 
 def _train_phase(model: TextToImageLDM, phase: str, latents: torch.Tensor, prompts: list[str], steps: int,
                  lr: float, config: AlignConfig, score: Callable[[], float], metaword_id: int | None,
-                 params: list[torch.nn.Parameter], seed_salt: int) -> PhaseLog:
+                 params: list[torch.nn.Parameter], seed_salt: int, progress: bool = False) -> PhaseLog:
     """Optimise ``params`` (the metaword row's matrix, or the LoRA) with the noise-prediction loss on
     (``latents``, ``prompts``) for up to ``steps`` steps, scoring every ``eval_every``; keeps the best."""
     log = PhaseLog(phase)
@@ -130,6 +130,10 @@ def _train_phase(model: TextToImageLDM, phase: str, latents: torch.Tensor, promp
     bad = 0
     g = torch.Generator().manual_seed(int(np.random.default_rng([config.seed, seed_salt]).integers(2 ** 62)))
     n = len(latents)
+    from dekasim.progress import progress_bar
+
+    bar = progress_bar(steps, f"align {phase}", enabled=progress)
+    bar.set_postfix(score=f"{log.start_score:.4f}")
     for step in range(steps):
         idx = torch.randint(0, n, (config.batch_size,), generator=g)
         x0 = latents[idx]
@@ -153,8 +157,10 @@ def _train_phase(model: TextToImageLDM, phase: str, latents: torch.Tensor, promp
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"alignment loss became {loss.item()} in phase {phase}; lower align.lr_{phase}")
         log.steps_run = step + 1
+        bar.update(1)
         if (step + 1) % config.eval_every == 0 or step + 1 == steps:
             s = score()
+            bar.set_postfix(loss=f"{loss.item():.4f}", score=f"{s:.4f}", best=f"{max(s, log.best_score):.4f}")
             log.history.append({"step": step + 1, "score": s, "loss": float(loss.item())})
             if s > log.best_score:
                 log.best_score, log.best_step, best, bad = s, step + 1, snapshot(), 0
@@ -163,6 +169,7 @@ def _train_phase(model: TextToImageLDM, phase: str, latents: torch.Tensor, promp
                 if bad >= config.patience:
                     log.stopped = "early"
                     break
+    bar.close()
     restore(best)
     for p in params:
         p.requires_grad_(False)
@@ -183,7 +190,7 @@ class MethodResult:
 
 def align_method(method: str, edge: TextToImageLDM, cloud_images: torch.Tensor, prompts: AlignmentPrompts,
                  config: AlignConfig, val_score: Callable[[AlignedEdge], float],
-                 base_hash: str | None = None) -> MethodResult:
+                 base_hash: str | None = None, progress: bool = False) -> MethodResult:
     """Run one method (:data:`METHODS`) on a deep copy of ``edge``.
 
     :param cloud_images: S_CG, ``[n_train_images, 3, R, R]`` in [0, 1], the cloud's images of ``prompts.train``.
@@ -215,13 +222,13 @@ def align_method(method: str, edge: TextToImageLDM, cloud_images: torch.Tensor, 
         aligned.pack = pack
         train_prompts = aligned.prompts(prompts.train)
         phases.append(_train_phase(model, "metaword", latents, train_prompts, meta_steps, config.lr_metaword, config,
-                                   lambda: val_score(aligned), token_id, [emb], 0x3E7A))
+                                   lambda: val_score(aligned), token_id, [emb], 0x3E7A, progress))
         pack.metaword_embedding = emb[token_id].detach().clone()
     if uses_lora:
         params = add_g_lora(model, config.lora_rank, config.alpha, config.seed)
         train_prompts = aligned.prompts(prompts.train)
         phases.append(_train_phase(model, "lora", latents, train_prompts, lora_steps, config.lr_lora, config,
-                                   lambda: val_score(aligned), None, params, 0x10A))
+                                   lambda: val_score(aligned), None, params, 0x10A, progress))
         pack.lora = lora_state_dict(model.unet, ADAPTER_NAME)
         pack.lora_config = lora_config_dict(model.unet, ADAPTER_NAME)
     aligned.pack = pack if uses_metaword or uses_lora else None

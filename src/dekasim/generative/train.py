@@ -341,9 +341,9 @@ def train(config: TrainConfig, out_dir: str | Path | None, model: TextToImageLDM
         t0, c0 = time.perf_counter(), time.process_time()
         bar = None
         if progress:
-            from tqdm import tqdm
+            from dekasim.progress import progress_bar
 
-            bar = tqdm(total=config.steps, initial=start, desc=f"train {model.config.name}")
+            bar = progress_bar(config.steps, f"train {model.config.name}", initial=start)
         running: list[float] = []
         for step in range(start, stop):
             b = _diffusion_batch(model, world, attrs, config.seed, step, config.batch_size, config.caption_dropout,

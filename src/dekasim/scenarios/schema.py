@@ -152,15 +152,43 @@ DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_promp
 GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
                       "guidance": 1.5, "representation": "image"}
 _CHANNEL = {"carrier_frequency_hz": _NUM, "speed_mps": _NUM}
-_OFDM = {"num_ofdm_symbols": (int,), "fft_size": (int,), "subcarrier_spacing_hz": _NUM,
-         "cyclic_prefix_length": (int,), "num_guard_carriers": (list,), "dc_null": (bool,),
-         "pilot_ofdm_symbol_indices": (list,), "pilot_subcarrier_spacing": (int,)}
+
+
+def _toml_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """A dataclass's fields as a key table (name -> the TOML value types it accepts): ``int`` -> int, ``float``
+    -> int or float, ``bool`` -> bool, ``str`` -> str, tuples and lists -> a TOML array, dicts -> a table.
+    The tables of ``[ofdm]``, ``[monte_carlo]`` and ``[[codecs]]`` are derived here, so a new field of
+    :class:`~dekasim.channels.grid.GridConfig`, :class:`MonteCarlo` or :class:`CodecSpec` is a new key."""
+    import dataclasses
+    import typing
+
+    out: dict[str, tuple[type, ...]] = {}
+    for f in dataclasses.fields(cls):
+        t = typing.get_type_hints(cls)[f.name]
+        origin = typing.get_origin(t) or t
+        if origin is bool:
+            out[f.name] = (bool,)
+        elif origin is int:
+            out[f.name] = (int,)
+        elif origin is float:
+            out[f.name] = _NUM
+        elif origin is str:
+            out[f.name] = (str,)
+        elif origin in (tuple, list):
+            out[f.name] = (list,)
+        elif origin is dict:
+            out[f.name] = (dict,)
+        else:  # pragma: no cover - a field type the schema cannot map: fail at import, not at a user
+            raise TypeError(f"{cls.__name__}.{f.name}: no TOML type for {t!r}")
+    return out
+
+
+_OFDM = _toml_types(GridConfig)
 _SWEEP = {"snr_db": (list,) + _NUM, "delay_spread_ns": (list,) + _NUM + (str,), "tdl_profile": (list, str),
           "bandwidth_ratio": (list,) + _NUM, "csi": (list, str)}
-_CODEC = {"codec": (str,), "label": (str,), "options": (dict,)}
+_CODEC = _toml_types(CodecSpec)
 _SYSTEM = {"label": (str,), "edge": (str,), "codec": (str,), "bank": (str,), "options": (dict,)}
-_MC = {"images_per_point": (int,), "target_block_errors": (int,), "max_images_per_point": (int,),
-       "batch_size": (int,), "calibration_images": (int,)}
+_MC = _toml_types(MonteCarlo)
 _REQUIRED_TOP = ("name", "sweep")
 
 

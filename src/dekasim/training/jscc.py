@@ -273,8 +273,9 @@ def _sample_condition(cfg: TrainConfig, rng: random.Random, snr_range: tuple[flo
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None = None,
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run ``cfg``; write the checkpoint(s) into ``out`` (if given). Returns losses, times and paths."""
+          log: Callable[[str], None] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run ``cfg``; write the checkpoint(s) into ``out`` (if given). Returns losses, times and paths.
+    ``progress``: a bar with ETA and the running loss (on a terminal only)."""
     import sionna.phy
 
     log = log or (lambda msg: None)
@@ -326,7 +327,14 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
         opt.step()
         return float(loss)
 
+    from dekasim.progress import progress_bar
+
+    bar = progress_bar(cfg.steps, f"train {cfg.codec}", enabled=progress)
+
     def report(i: int) -> None:
+        bar.update(1)
+        if losses:
+            bar.set_postfix(loss=f"{losses[-1]:.5f}", refresh=False)
         if cfg.log_every and (i + 1) % cfg.log_every == 0:
             recent = losses[-cfg.log_every:]
             m = sum(recent) / len(recent)
@@ -379,6 +387,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
                                                  stem_codec=f"{cfg.codec}_base", steps_done=i + 1,
                                                  data_facts=data_facts))
                     log(f"snapshot after {i + 1} steps: {result['paths'][-1]}")
+    bar.close()
     codec.eval()
     result.update(losses=losses, wall_s=time.perf_counter() - t0w, cpu_s=time.process_time() - t0c, codec=codec)
     if out is not None:
@@ -577,7 +586,7 @@ def _main(argv: list[str] | None = None) -> int:
                           data=a.data, representation=a.representation, data_model=a.data_model, data_pack=a.data_pack,
                           data_items=a.data_items, data_seed=a.data_seed, data_cache=a.data_cache)
         command = "python -m dekasim.training.jscc " + " ".join(shlex.quote(s) for s in argv)
-        res = train(cfg, a.out, command, log=_cli_log.info)
+        res = train(cfg, a.out, command, log=_cli_log.info, progress=True)
         for path in res["paths"]:
             _cli_log.info(f"wrote {path} (sha256 {json.loads(Path(path).read_text())['sha256'][:12]}…)")
         _cli_log.info(f"training: {res['wall_s']:.0f} s wall, {res['cpu_s']:.0f} s CPU")
