@@ -127,7 +127,8 @@ def test_the_check_catches_each_old_tangle(edge):
 TRAINERS = ("dekasim.training", "dekasim.generative.makd", "dekasim.generative.train")
 INFERENCE = ("dekasim.sim", "dekasim.codecs", "dekasim.channels", "dekasim.metrics", "dekasim.deka.system",
              "dekasim.deka.generated", "dekasim.deka.pack_codec", "dekasim.deka.downlink", "dekasim.deka.report",
-             "dekasim.generative.aligned", "dekasim.generative.consistency", "dekasim.generative.pack")
+             "dekasim.generative.aligned", "dekasim.generative.consistency", "dekasim.generative.pack",
+             "dekasim.generative.models", "dekasim.generative.run_dir", "dekasim.generative.ldm")
 
 
 def _is(module: str, prefixes: tuple[str, ...]) -> bool:
@@ -144,3 +145,17 @@ def test_library_code_never_imports_a_trainer():
     bad += sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
                   if _is(d, ("dekasim.training",)) and not _is(m, ("dekasim.training", "dekasim.cli")))
     assert bad == []
+
+
+@pytest.mark.parametrize("edge", [
+    ("dekasim.generative.models", "dekasim.generative.train"),   # load_model reading a run through the trainer
+    ("dekasim.sim.payloads", "dekasim.generative.makd"),          # the payload applying a pack through MAKD
+])
+def test_the_check_catches_inference_importing_a_trainer(edge):
+    graph, _ = _graph()
+    a, b = edge
+    graph = {**graph, a: graph[a] | {b}}
+    modules = set(graph)
+    assert a in modules and b in modules
+    bad = [f"{m} -> {d}" for m, deps in graph.items() for d in deps if _is(m, INFERENCE) and _is(d, TRAINERS)]
+    assert f"{a} -> {b}" in bad

@@ -13,7 +13,8 @@ import torch
 
 from dekasim.errors import ConfigError
 from dekasim.generative.ldm import TextToImageLDM
-from dekasim.generative.pack import KnowledgePack, load_lora_into_unet, model_fingerprint
+from dekasim.generative.lora import load_lora_into_unet
+from dekasim.generative.pack import KnowledgePack, model_fingerprint
 
 #: The peft adapter name of the G-LoRA in an edge UNet.
 ADAPTER_NAME = "g_lora"

@@ -41,7 +41,8 @@ from dekasim.errors import ConfigError
 from dekasim.generative.ldm import TextToImageLDM
 from dekasim.generative.align_config import AlignConfig, AlignmentPrompts, alignment_prompts
 from dekasim.generative.aligned import ADAPTER_NAME, AlignedEdge, add_metaword, apply_pack, set_metaword
-from dekasim.generative.pack import KnowledgePack, lora_config_dict, lora_state_dict, model_fingerprint
+from dekasim.generative.lora import lora_config_dict, lora_state_dict
+from dekasim.generative.pack import KnowledgePack, model_fingerprint
 
 #: The loader side (:mod:`dekasim.generative.aligned`) and the settings (:mod:`dekasim.generative.align_config`)
 #: are re-exported here for the callers that knew them from this module.

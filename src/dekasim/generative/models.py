@@ -92,7 +92,7 @@ def check_model_spec(spec: str | Path) -> None:
 def load_model(spec: str | Path):
     """A :class:`~dekasim.generative.ldm.TextToImageLDM` from a model spec (see the module docstring)."""
     from dekasim.generative.ldm import TextToImageLDM
-    from dekasim.generative.train import model_from_checkpoint
+    from dekasim.generative.run_dir import model_from_checkpoint
 
     check_model_spec(spec)
     text = str(spec)

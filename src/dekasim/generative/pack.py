@@ -69,6 +69,18 @@ import torch
 
 from dekasim.checksums import sha256_file
 from dekasim.errors import ConfigError
+from dekasim.generative.lora import (LORA_METADATA_KEY, load_lora_into_unet, lora_config_dict, lora_state_dict,
+                                    peft_kwargs)
+from dekasim.generative.quantise import (BITS, QUANT_SCHEME, _check_bits, _n_packed_bytes, dequantise_tensor,
+                                        pack_codes, quantise_tensor, unpack_codes)
+
+#: The LoRA helpers (:mod:`dekasim.generative.lora`) and the quantisation (:mod:`dekasim.generative.quantise`)
+#: live beside the pack; their names stay importable from here.
+__all__ = ["BITS", "CALA_NAME", "EMBEDS_NAME", "FORMAT_VERSION", "KIND", "LORA_METADATA_KEY", "LORA_NAME",
+           "MANIFEST_NAME", "PLACEMENTS", "QUANT_SCHEME", "CALABankPart", "KnowledgePack", "cala_file_name",
+           "dequantise_tensor", "load_lora_into_unet", "load_pack", "lora_config_dict", "lora_state_dict",
+           "model_fingerprint", "pack_codes", "pack_size_bytes", "quantise_tensor", "quantised_cala_name",
+           "quantised_lora_name", "read_manifest", "save_pack", "unpack_codes"]
 
 FORMAT_VERSION = 1
 KIND = "dekasim-knowledge-pack"
@@ -76,10 +88,6 @@ MANIFEST_NAME = "manifest.json"
 EMBEDS_NAME = "learned_embeds.safetensors"
 LORA_NAME = "pytorch_lora_weights.safetensors"
 PLACEMENTS = ("before_subject", "prefix")
-BITS = (8, 4, 2)
-QUANT_SCHEME = "per_row_asymmetric_uniform"
-#: the safetensors header key under which diffusers stores a LoRA's config (``LORA_ADAPTER_METADATA_KEY``).
-LORA_METADATA_KEY = "lora_adapter_metadata"
 #: the unquantised CALA bank + gate (float32); quantised: :func:`quantised_cala_name`.
 CALA_NAME = "cala_bank.safetensors"
 #: Inputs of the CALA gate (the condition features of :func:`dekasim.codecs.jscc.condition_features`).
@@ -337,175 +345,6 @@ def model_fingerprint(model: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Quantisation
-
-
-def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack integer codes in ``[0, 2**bits)`` into bytes.
-
-    :param codes: any shape, integer dtype; flattened in row-major order.
-    :param bits: 8, 4 or 2 (1, 2 or 4 codes per byte; the first code in the lowest bits).
-    :return: ``[ceil(n / (8 // bits))]`` uint8 (the last byte zero-padded).
-    """
-    _check_bits(bits)
-    per_byte = 8 // bits
-    flat = codes.reshape(-1).to(torch.int64)
-    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 1 << bits):
-        raise ValueError(f"codes outside [0, {(1 << bits) - 1}] for {bits} bits")
-    pad = (-flat.numel()) % per_byte
-    flat = torch.cat([flat, flat.new_zeros(pad)]).reshape(-1, per_byte)
-    shifts = torch.arange(per_byte, dtype=torch.int64) * bits
-    return (flat << shifts).sum(dim=1).to(torch.uint8)
-
-
-def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """Inverse of :func:`pack_codes`: ``[n]`` uint8 codes from the packed bytes."""
-    _check_bits(bits)
-    per_byte = 8 // bits
-    shifts = torch.arange(per_byte, dtype=torch.int64) * bits
-    codes = (packed.reshape(-1, 1).to(torch.int64) >> shifts) & ((1 << bits) - 1)
-    return codes.reshape(-1)[:n].to(torch.uint8)
-
-
-def _check_bits(bits: int) -> None:
-    if bits not in BITS:
-        raise ConfigError("bits", bits, f"one of {list(BITS)} (or None for no quantisation)")
-
-
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as ``[rows, cols]``: rows = the first dimension (a 0-D/1-D tensor is one row)."""
-    return x.reshape(1, -1) if x.ndim < 2 else x.reshape(x.shape[0], -1)
-
-
-def quantise_tensor(x: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
-    """Per-row asymmetric uniform quantisation.
-
-    ``x[i, ...] ~= codes * scale[i] + zero[i]``, ``codes`` in ``[0, 2**bits - 1]``; ``zero[i]`` is the row
-    minimum and ``scale[i] = (max - min) / (2**bits - 1)``, both rounded to float16 *before* the codes are
-    chosen, so the decoder's fp16 values are the ones the codes were fitted to. Error per element is at
-    most ``scale[i] / 2`` (plus the fp16 rounding of ``zero[i]``).
-
-    :param x: floating tensor, any shape; rows = the first dimension.
-    :param bits: 8, 4 or 2.
-    :return: ``codes`` ``[ceil(numel * bits / 8)]`` uint8 (packed, :func:`pack_codes`), ``scale`` and
-        ``zero`` ``[rows]`` float16, ``shape`` ``[ndim]`` int64 and ``bits`` ``[]`` int64 (these last two go
-        into the manifest, not the tensor file).
-    """
-    _check_bits(bits)
-    levels = (1 << bits) - 1
-    m = _rows(x.detach().to(device="cpu", dtype=torch.float32))
-    if not torch.isfinite(m).all() or m.abs().max() > torch.finfo(torch.float16).max:
-        raise ConfigError("quantise", "values beyond float16 range or not finite", "finite values with |x| <= 65504",
-                          "quantise a finite tensor, or save the pack unquantised (bits=None)")
-    lo = m.min(dim=1).values if m.shape[1] else m.new_zeros(m.shape[0])
-    hi = m.max(dim=1).values if m.shape[1] else m.new_zeros(m.shape[0])
-    zero = lo.to(torch.float16)
-    tiny = torch.tensor(2.0 ** -24, dtype=torch.float16)  # smallest positive fp16: never divide by 0
-    scale = torch.maximum(((hi - zero.float()) / levels).to(torch.float16), tiny)
-    codes = torch.round((m - zero.float()[:, None]) / scale.float()[:, None]).clamp(0, levels)
-    return {"codes": pack_codes(codes, bits), "scale": scale, "zero": zero,
-            "shape": torch.tensor(list(x.shape), dtype=torch.int64), "bits": torch.tensor(bits, dtype=torch.int64)}
-
-
-def dequantise_tensor(parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """float32 tensor of the original shape from :func:`quantise_tensor`'s ``parts``."""
-    bits = int(parts["bits"])
-    shape = [int(s) for s in parts["shape"].tolist()]
-    n = math.prod(shape)
-    rows = shape[0] if len(shape) >= 2 else 1
-    codes = unpack_codes(parts["codes"], bits, n).reshape(rows, -1).float()
-    x = codes * parts["scale"].float()[:, None] + parts["zero"].float()[:, None]
-    return x.reshape(shape)
-
-
-def _n_packed_bytes(shape: list[int], bits: int) -> int:
-    return -(-math.prod(shape) // (8 // bits))
-
-
-# ----------------------------------------------------------------------------------------------
-# LoRA on a diffusers UNet
-
-
-def _peft_kwargs(lora_config: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The entries of ``lora_config`` that peft's ``LoraConfig`` accepts."""
-    if lora_config is None:
-        return None
-    import dataclasses
-
-    from peft import LoraConfig
-
-    known = {f.name for f in dataclasses.fields(LoraConfig)}
-    return {k: v for k, v in lora_config.items() if k in known}
-
-
-def lora_state_dict(unet: torch.nn.Module, adapter_name: str = "g_lora") -> dict[str, torch.Tensor]:
-    """The LoRA tensors of ``adapter_name`` on ``unet``, keyed as diffusers' ``save_lora_adapter`` writes
-    them (``....to_q.lora_A.weight`` ``[r, in]``, ``....to_q.lora_B.weight`` ``[out, r]``): detached CPU
-    copies, ready for :attr:`KnowledgePack.lora`."""
-    from peft.utils import get_peft_model_state_dict
-
-    adapters = sorted(getattr(unet, "peft_config", {}))
-    if adapter_name not in adapters:
-        raise ConfigError("adapter_name", adapter_name, f"an adapter of the UNet: {adapters}",
-                          "add one with unet.add_adapter(LoraConfig(...), adapter_name=...)")
-    sd = get_peft_model_state_dict(unet, adapter_name=adapter_name)
-    return {k: v.detach().to("cpu").clone() for k, v in sd.items()}
-
-
-def lora_config_dict(unet: torch.nn.Module, adapter_name: str = "g_lora") -> dict[str, Any]:
-    """The JSON-able :attr:`KnowledgePack.lora_config` of ``adapter_name`` on ``unet``: ``r``,
-    ``lora_alpha``, sorted ``target_modules``, and ``rank_pattern``/``alpha_pattern``/``use_rslora``/
-    ``use_dora`` where they are not defaults."""
-    cfg = unet.peft_config[adapter_name]
-    targets = cfg.target_modules
-    alpha = float(cfg.lora_alpha)
-    out: dict[str, Any] = {"r": int(cfg.r), "lora_alpha": int(alpha) if alpha.is_integer() else alpha,
-                           "target_modules": targets if isinstance(targets, str) else sorted(targets)}
-    for key in ("rank_pattern", "alpha_pattern"):
-        if getattr(cfg, key, None):
-            out[key] = dict(getattr(cfg, key))
-    for key in ("use_rslora", "use_dora"):
-        if getattr(cfg, key, False):
-            out[key] = True
-    return out
-
-
-def load_lora_into_unet(unet: torch.nn.Module, lora: Mapping[str, torch.Tensor], lora_config: Mapping[str, Any] | None,
-                        adapter_name: str = "g_lora") -> None:
-    """Add a pack's LoRA to ``unet`` as adapter ``adapter_name`` (active), in the UNet's dtype.
-
-    Equivalent to diffusers' ``unet.load_lora_adapter(dict(lora), prefix=None, adapter_name=adapter_name,
-    metadata=lora_config)``; without ``lora_config`` diffusers assumes ``lora_alpha = r`` (scale 1).
-    Keys prefixed ``unet.`` (a pipeline-level LoRA file) are accepted. Every tensor must land in the UNet
-    with its shape, else a ConfigError.
-    """
-    from peft.utils import get_peft_model_state_dict
-
-    state = dict(lora)
-    if state and all(k.startswith("unet.") for k in state):
-        state = {k[len("unet."):]: v for k, v in state.items()}
-    if adapter_name in getattr(unet, "peft_config", {}):
-        raise ConfigError("adapter_name", adapter_name, "a name not yet used by an adapter of this UNet",
-                          "choose another adapter_name, or unet.delete_adapters(name) first")
-    from dekasim.generative.ldm import _quiet
-
-    try:
-        with _quiet():
-            unet.load_lora_adapter(state, prefix=None, adapter_name=adapter_name, metadata=_peft_kwargs(lora_config))
-    except (ValueError, RuntimeError, KeyError) as exc:  # peft: no matching module; torch: size mismatch
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError("pack.lora", f"{len(state)} tensors", f"LoRA tensors that fit this UNet ({first[:200]})",
-                          "apply the pack to the edge model it was aligned on (see pack.base_model_hash)") from None
-    landed = set(get_peft_model_state_dict(unet, adapter_name=adapter_name)) if adapter_name in getattr(
-        unet, "peft_config", {}) else set()
-    missing = sorted(set(state) - landed)
-    if missing:
-        raise ConfigError("pack.lora", missing[:3] + (["..."] if len(missing) > 3 else []),
-                          "LoRA keys naming attention projections of this UNet",
-                          "apply the pack to the edge model it was aligned on (see pack.base_model_hash)")
-
-
-# ----------------------------------------------------------------------------------------------
 # Save / load
 
 
@@ -558,7 +397,7 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
         listed = {k: {"shape": list(v.shape), "dtype": _dtype_name(v)} for k, v in lora.items()}
         if bits is None:
             header = {"format": "pt"}
-            kwargs = _peft_kwargs(pack.lora_config)
+            kwargs = peft_kwargs(pack.lora_config)
             if kwargs:  # as diffusers writes it: the pack directory loads with unet.load_lora_adapter
                 header[LORA_METADATA_KEY] = json.dumps(kwargs, sort_keys=True)
             save_file(lora, str(d / LORA_NAME), metadata=header)

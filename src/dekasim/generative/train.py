@@ -27,79 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from dekasim.errors import ConfigError
-from dekasim.generative.ldm import PRESETS, TextToImageLDM, TinyClipSpec, UNetSpec, build_ldm
+from dekasim.generative.ldm import TextToImageLDM, build_ldm
+from dekasim.generative.run_dir import RESUME_FREE as _RESUME_FREE
+from dekasim.generative.run_dir import model_from_checkpoint, trainable_parameters as _trainable  # noqa: F401
+from dekasim.generative.train_config import TrainConfig
 from dekasim.generative.world import World
 
-
-@dataclass
-class TrainConfig:
-    """One training run.
-
-    :param preset: model preset of :func:`~dekasim.generative.ldm.build_ldm` (``"cloud"``, ``"edge"``, ``"toy"``).
-    :param dialect: rendering convention of the training images (default: the preset's).
-    :param steps: optimiser steps of the whole run (the learning-rate schedule spans them).
-    :param batch_size: images per step.
-    :param learning_rate: peak AdamW learning rate (after ``warmup_steps``, cosine-decayed to 10 %).
-    :param ema_decay: EMA decay (with the usual ``(1 + n) / (10 + n)`` warm-up).
-    :param caption_dropout: probability of replacing a caption by the empty prompt.
-    :param train_text_encoder: None = train it iff it is not the pretrained MiniLM.
-    :param seed: seeds initialisation, caption draws, renders, noise and timesteps.
-    :param threads: torch intra-op threads during training (None = leave as is).
-    :param time_budget_s: stop this call after this much wall time (None = no limit); resume later.
-    :param steps_this_call: stop this call after this many steps (None = no limit); resume later.
-    :param checkpoint_every: steps between checkpoints (besides the one written when a call stops).
-    :param log_every: steps between log rows (each evaluates the fixed validation batch).
-    :param eval_batch: size of the fixed validation batch (fixed images, noise and timesteps).
-    :param save_unet_dtype: ``"float16"`` halves the shipped UNet; ``"float32"`` keeps it exact.
-    :param split, holdout_fraction, split_seed: the world's caption split (held-out captions are never trained on).
-    :param unet, tiny_clip: override the preset's sizes.
-    """
-
-    preset: str = "cloud"
-    dialect: str | None = None
-    steps: int = 2000
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    caption_dropout: float = 0.1
-    train_text_encoder: bool | None = None
-    seed: int = 0
-    threads: int | None = 1
-    time_budget_s: float | None = None
-    steps_this_call: int | None = None
-    checkpoint_every: int | None = 500
-    log_every: int = 100
-    eval_batch: int = 64
-    save_unet_dtype: str = "float32"
-    split: str = "combo"
-    holdout_fraction: float = 0.1
-    split_seed: int = 0
-    unet: UNetSpec | None = None
-    tiny_clip: TinyClipSpec | None = None
-
-    def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ConfigError("train.preset", self.preset, f"one of {sorted(PRESETS)}")
-        for name in ("steps", "batch_size", "log_every", "eval_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"train.{name}", getattr(self, name), "a positive integer")
-        if not 0.0 <= self.caption_dropout < 1.0:
-            raise ConfigError("train.caption_dropout", self.caption_dropout, "a probability within [0, 1)")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError("train.ema_decay", self.ema_decay, "a decay within [0, 1)")
-        if self.save_unet_dtype not in ("float16", "float32"):
-            raise ConfigError("train.save_unet_dtype", self.save_unet_dtype, "'float16' or 'float32'")
-        if isinstance(self.unet, dict):
-            self.unet = UNetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.unet.items()})
-        if isinstance(self.tiny_clip, dict):
-            self.tiny_clip = TinyClipSpec(**self.tiny_clip)
-
-    def world(self) -> World:
-        return World(dialect=self.dialect or PRESETS[self.preset]["dialect"], split=self.split,
-                     holdout_fraction=self.holdout_fraction, split_seed=self.split_seed)
+__all__ = ["TrainConfig", "TrainResult", "model_from_checkpoint", "step_time", "train"]
 
 
 @dataclass
@@ -203,7 +137,6 @@ def _loss(model: TextToImageLDM, conditioning: _Conditioning, b: dict[str, torch
     return F.mse_loss(model.predict(b["xt"], b["t"], states, mask), b["target"])
 
 
-_RESUME_FREE = ("steps_this_call", "time_budget_s", "log_every", "checkpoint_every", "threads")
 
 
 def _save_checkpoint(path: Path, config: TrainConfig, step: int, params: list[torch.nn.Parameter], ema: EMA,
@@ -256,16 +189,6 @@ def _load_checkpoint(path: Path, config: TrainConfig, params: list[torch.nn.Para
                 opt.state[p] = state
     ema.updates = int(info["ema_updates"])
     return info
-
-
-def _trainable(model: TextToImageLDM, config: TrainConfig) -> tuple[list[torch.nn.Parameter], bool]:
-    """The parameters a run trains (in checkpoint order) and whether the text encoder is among them
-    (``train_text_encoder`` None: all but the pretrained, packaged MiniLM)."""
-    trainable_te = config.train_text_encoder
-    if trainable_te is None:
-        trainable_te = not model.config.text_encoder_source.startswith("package:")
-    params = list(model.unet.parameters()) + (list(model.text_encoder.parameters()) if trainable_te else [])
-    return params, bool(trainable_te)
 
 
 def train(config: TrainConfig, out_dir: str | Path | None, model: TextToImageLDM | None = None,
@@ -421,37 +344,3 @@ def step_time(preset: str, batch_size: int = 32, steps: int = 6, warmup: int = 2
             "text_encoder_params": model.n_params("text_encoder"),
             "batch_size": batch_size, "threads": threads, "wall_s_per_step": res.wall_s / res.steps,
             "cpu_s_per_step": res.cpu_s / res.steps, "warmup_wall_s": warm.wall_s}
-
-
-def model_from_checkpoint(run_dir: str | Path, weights: str = "ema") -> TextToImageLDM:
-    """The model of an unfinished (or finished) run from its ``checkpoint/``: ``weights="ema"`` (what
-    the run will ship) or ``"live"``. For looking at a long run while it trains; nothing is written.
-
-    :param run_dir: the ``out_dir`` of :func:`train` (holds ``train_config.json`` and ``checkpoint/``).
-    """
-    from safetensors.torch import load_file
-
-    run = Path(run_dir)
-    ckpt = run / "checkpoint"
-    if not (ckpt / "state.json").exists() or not (run / "train_config.json").exists():
-        raise ConfigError("run_dir", str(run), "a training directory holding train_config.json and checkpoint/",
-                          "give the --out directory of `dekasim world train`")
-    if weights not in ("ema", "live"):
-        raise ConfigError("weights", weights, "'ema' or 'live'")
-    config = TrainConfig(**json.loads((run / "train_config.json").read_text()))
-    info = json.loads((ckpt / "state.json").read_text())
-    model = build_ldm(config.preset, world=config.world(), unet=config.unet, tiny_clip=config.tiny_clip,
-                      seed=config.seed)
-    params, _ = _trainable(model, config)
-    if info["n_params"] != len(params):
-        raise ConfigError("checkpoint", info["n_params"], f"{len(params)} parameter tensors for preset {config.preset}")
-    tensors = load_file(str(ckpt / "state.safetensors"))
-    key = "ema" if weights == "ema" else "param"
-    with torch.no_grad():
-        for i, p in enumerate(params):
-            p.copy_(tensors[f"{key}.{i}"].to(p.dtype))
-    model.config.provenance.update({"train": {k: v for k, v in asdict(config).items() if k not in _RESUME_FREE},
-                                    "steps_done": int(info["step"]), "weights": weights, "snapshot": True})
-    model.text_encoder.requires_grad_(False).eval()
-    model.unet.eval()
-    return model
