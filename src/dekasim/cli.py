@@ -6,12 +6,14 @@ Errors a user can fix print one line naming the file, key, value and fix, and ex
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
-from dekasim.errors import DekasimError
+from dekasim.errors import ConfigError, DekasimError
 
 EXIT_USAGE = 2
 
@@ -96,7 +98,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     command = _command_line()
     if args.threads is not None:
         if args.threads < 1:
-            from dekasim.errors import ConfigError
 
             raise ConfigError("--threads", args.threads, "a positive number of torch threads", "e.g. --threads 1")
         import torch
@@ -131,7 +132,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from dekasim.errors import ConfigError
     from dekasim.plots import plot_run
 
     for d in args.dirs:
@@ -171,7 +171,6 @@ def _cmd_check_codec(args: argparse.Namespace) -> int:
     from fractions import Fraction
 
     from dekasim.codecs.conformance import check_codec
-    from dekasim.errors import ConfigError
     from dekasim.scenarios.schema import parse_override
 
     try:
@@ -205,10 +204,53 @@ def _cmd_world(args: argparse.Namespace) -> int:
     return handler(args, _command_line())
 
 
-def _cmd_align(args: argparse.Namespace) -> int:
-    from dekasim.deka.alignment import align_command
+def _align_overrides(items: list[str]) -> dict[str, Any]:
+    from dekasim.generative.align_config import AlignConfig
 
-    return align_command(args, _command_line())
+    fields = {f.name: f for f in dataclasses.fields(AlignConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError("--set", item, "KEY=VALUE", "e.g. --set budget_steps=600")
+        key, value = item.split("=", 1)
+        key = key.strip().removeprefix("align.")
+        if key not in fields:
+            raise ConfigError("--set", key, f"an alignment setting, one of {sorted(fields)}")
+        default = fields[key].default
+        try:
+            if isinstance(default, bool):
+                out[key] = value.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                out[key] = int(value)
+            elif isinstance(default, float) or key in ("lora_alpha",):
+                out[key] = float(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise ConfigError(f"align.{key}", value, f"a {type(default).__name__ if default is not None else 'number'}",
+                              f"e.g. --set {key}={default}") from None
+    return out
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    """``dekasim align``: :func:`dekasim.deka.alignment.run_alignment` on the models of ``args``; prints the report."""
+    from dekasim.deka.alignment import run_alignment
+    from dekasim.generative.align_config import AlignConfig
+    from dekasim.generative.models import load_model
+
+    overrides = _align_overrides(args.overrides)
+    config = AlignConfig(subject=args.subject, **overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
+    logging.getLogger("dekasim").setLevel(logging.INFO)
+    cloud, edge = load_model(args.cloud), load_model(args.edge)
+    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=_command_line(),
+                           cala=getattr(args, "cala", None), progress=True)
+    out = Path(args.out)
+    print((out / "report.md").read_text())
+    print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*; "
+          f"{report['wall_s']:.0f} s")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

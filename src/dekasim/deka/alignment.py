@@ -16,8 +16,6 @@ and without the bank, and how closely the codec rebuilt from the pack as written
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -364,55 +362,3 @@ def _levels_table(report: dict[str, Any]) -> list[str]:
         lines.append(row)
     lines.append("")
     return lines
-
-
-# ----------------------------------------------------------------------------------------------
-# The command
-
-
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    from dekasim.generative.makd import AlignConfig
-
-    fields = {f.name: f for f in dataclasses.fields(AlignConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError("--set", item, "KEY=VALUE", "e.g. --set budget_steps=600")
-        key, value = item.split("=", 1)
-        key = key.strip().removeprefix("align.")
-        if key not in fields:
-            raise ConfigError("--set", key, f"an alignment setting, one of {sorted(fields)}")
-        default = fields[key].default
-        try:
-            if isinstance(default, bool):
-                out[key] = value.lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                out[key] = int(value)
-            elif isinstance(default, float) or key in ("lora_alpha",):
-                out[key] = float(value)
-            else:
-                out[key] = value
-        except ValueError:
-            raise ConfigError(f"align.{key}", value, f"a {type(default).__name__ if default is not None else 'number'}",
-                              f"e.g. --set {key}={default}") from None
-    return out
-
-
-def align_command(args: argparse.Namespace, command: str | None) -> int:
-    """``dekasim align``: run :func:`run_alignment` on the models of ``args`` and print the report."""
-    from dekasim.generative.makd import AlignConfig
-    from dekasim.generative.models import load_model
-
-    overrides = _parse_overrides(args.overrides)
-    config = AlignConfig(subject=args.subject, **overrides)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
-    logging.getLogger("dekasim").setLevel(logging.INFO)
-    cloud, edge = load_model(args.cloud), load_model(args.edge)
-    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=command,
-                           cala=getattr(args, "cala", None), progress=True)
-    out = Path(args.out)
-    print((out / "report.md").read_text())
-    print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*")
-    log.debug("alignment wall time %.0f s", report["wall_s"])
-    return 0

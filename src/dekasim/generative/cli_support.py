@@ -1,5 +1,5 @@
-"""The ``dekasim world …`` commands (argument handling and output only); ``dekasim align`` is
-:func:`dekasim.deka.alignment.align_command`."""
+"""The ``dekasim world …`` commands (argument handling and output only); ``dekasim align`` lives in the
+CLI itself (:mod:`dekasim.cli`)."""
 
 from __future__ import annotations
 

@@ -430,11 +430,7 @@ _CONTEXTS: dict[str, _PointContext] = {}
 def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
     """One finished result row for ``point``; a pure function of (scenario, point), so a Ray worker
     and the local loop give identical rows. Payload, codecs and links are built once per process."""
-    key = scenario.hash() + scenario.device
-    if key not in _CONTEXTS:
-        _CONTEXTS.clear()
-        _CONTEXTS[key] = _PointContext(scenario)
-    ctx = _CONTEXTS[key]
+    ctx = _context(scenario)
     ratio = point.cond.bandwidth_ratio
     codec = ctx.codecs[(point.spec.label, ratio)]
     source = ctx.deka.view(point.spec.edge) if ctx.deka is not None else ctx.source
@@ -447,13 +443,18 @@ def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
     return row
 
 
-def deka_payload(scenario: Scenario):
-    """The :class:`~dekasim.deka.system.DekaPayload` of a DeKA-g scenario in this process (built once)."""
+def _context(scenario: Scenario) -> _PointContext:
+    """The point context of ``scenario`` in this process (built once; one scenario at a time)."""
     key = scenario.hash() + scenario.device
     if key not in _CONTEXTS:
         _CONTEXTS.clear()
         _CONTEXTS[key] = _PointContext(scenario)
-    return _CONTEXTS[key].deka
+    return _CONTEXTS[key]
+
+
+def deka_payload(scenario: Scenario):
+    """The :class:`~dekasim.deka.system.DekaPayload` of a DeKA-g scenario in this process (built once)."""
+    return _context(scenario).deka
 
 
 def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = None,
