@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -157,15 +157,6 @@ def generate_latents(sampler: LatentSampler, prompts: Sequence[str], seeds: Sequ
     if not keys:
         raise ConfigError("prompts", [], "at least one prompt")
     return torch.stack([have[k] for k in keys])
-
-
-def sample_group(model: Any, pack_dir: str | Path | None, steps: int, guidance: float) -> SampleGroup:
-    """The :class:`SampleGroup` of ``model`` (a :class:`~dekasim.generative.ldm.TextToImageLDM`, before any
-    pack is applied) with the pack in ``pack_dir`` (or none) and these sampler settings."""
-    from dekasim.generative.pack import model_fingerprint
-
-    return SampleGroup(model_fingerprint(model), None if pack_dir is None else pack_sha256(pack_dir), int(steps),
-                       float(guidance))
 
 
 class GeneratedSource:

@@ -41,7 +41,7 @@ BROADCAST_SNR_DB = {"snr_db_mean": 10.0, "snr_db_std": 5.0, "snr_db_min": 0.0, "
 
 
 def _pack_facts(deka) -> dict[str, Any]:
-    from dekasim.generative.pack import load_pack, pack_size_bytes, save_pack
+    from dekasim.generative.pack import pack_size_bytes, save_pack
 
     pack = deka.pack
     facts: dict[str, Any] = {
@@ -54,7 +54,7 @@ def _pack_facts(deka) -> dict[str, Any]:
         "requantised_size_bytes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for bits in (None, 8, 4, 2):
-            d = save_pack(load_pack(deka.pack_dir), Path(tmp) / str(bits), bits=bits)
+            d = save_pack(pack, Path(tmp) / str(bits), bits=bits)  # the pack as loaded, at each width
             facts["requantised_size_bytes"]["float" if bits is None else f"{bits}-bit"] = pack_size_bytes(d)
     return facts
 

@@ -145,7 +145,7 @@ class DekaPayload:
     """
 
     def __init__(self, options: dict[str, Any], seed: int) -> None:
-        from dekasim.deka.generated import LatentCache, generate_latents, pack_sha256, sample_group
+        from dekasim.deka.generated import LatentCache, SampleGroup, generate_latents, pack_sha256
         from dekasim.generative.align_config import AlignConfig, alignment_prompts
         from dekasim.generative.aligned import apply_pack
         from dekasim.generative.models import model_world
@@ -158,8 +158,9 @@ class DekaPayload:
         self.edge = _load(opts["edge"], "payload.edge")
         self.pack_dir = resolve_pack_dir(opts["pack"])
         self.pack_sha256 = pack_sha256(self.pack_dir)
+        edge_fingerprint = model_fingerprint(self.edge)  # of the edge before any pack (hashes every weight: once)
         try:
-            self.pack = load_pack(self.pack_dir, base_model_hash=model_fingerprint(self.edge))
+            self.pack = load_pack(self.pack_dir, base_model_hash=edge_fingerprint)
         except ConfigError as err:
             raise ConfigError("payload.pack", str(opts["pack"]), f"a pack for this edge model ({err})",
                               "give the pack that `dekasim align` made against payload.edge") from None
@@ -184,11 +185,12 @@ class DekaPayload:
         kw = {"steps": steps, "guidance": guidance, "cache": self.cache}
         self.latents = {
             "unaligned": generate_latents(self.edge, self.prompts, self.seeds,
-                                          group=sample_group(self.edge, None, steps, guidance), **kw),
+                                          group=SampleGroup(edge_fingerprint, None, steps, guidance), **kw),
             "aligned": generate_latents(self.aligned, self.prompts, self.seeds,
-                                        group=sample_group(self.edge, self.pack_dir, steps, guidance), **kw)}
+                                        group=SampleGroup(edge_fingerprint, self.pack_sha256, steps, guidance), **kw)}
         cloud_latents = generate_latents(self.cloud, self.prompts, self.seeds,
-                                         group=sample_group(self.cloud, None, steps, guidance), **kw)
+                                         group=SampleGroup(model_fingerprint(self.cloud), None, steps, guidance),
+                                         **kw)
         self.latent_map = self.edge.latents
         with torch.no_grad():
             self.images = {k: self.latent_map.decode(v).float() for k, v in self.latents.items()}
