@@ -26,6 +26,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/deka_main_job.py
 	$(PY) benchmarks/channel_throughput.py
+	$(PY) benchmarks/time_domain_link.py
 	$(PY) benchmarks/default_scenario_profile.py
 	$(PY) benchmarks/ray_vs_local.py
 	$(PY) benchmarks/jscc_cala.py

@@ -143,3 +143,29 @@ def test_best_mcs_is_chosen_on_independent_calibration_draws(tmp_path):
     from dekasim.codecs.mcs import supported_mcs_indices
 
     assert min(json.loads(k)["mcs"] for k in calib) == supported_mcs_indices(row["channel_uses"], "qam64")[0]
+
+
+def test_channel_domain_in_scenarios_rows_and_hash(tmp_path, capsys):
+    """[channel] domain: the default keeps the hash; "auto" simulates 3000 ns in the time domain and says so
+    per row; the ISI it adds costs the analog codec PSNR at 30 dB; a bad value is one line, exit 2."""
+    base = _raw(snr_db=[30], delay_spread_ns=[300, 3000], csi=["perfect"])
+    freq = scenario_from_dict(base)
+    assert freq.hash() == scenario_from_dict({**base, "channel": {"domain": "frequency"}}).hash()
+    auto = scenario_from_dict({**base, "channel": {"domain": "auto"}})
+    assert auto.hash() != freq.hash()
+    with pytest.warns(UserWarning, match="domain = 'time'"):
+        rows_f = run_scenario(freq, out_dir=tmp_path / "f", progress=False, plots=False).rows
+    rows_a = run_scenario(auto, out_dir=tmp_path / "a", progress=False, plots=False).rows
+    dom = {r["delay_spread_ns"]: r["channel_domain"] for r in rows_a}
+    assert dom == {300.0: "frequency", 3000.0: "time"}
+    assert {r["channel_domain"] for r in rows_f} == {"frequency"}
+    psnr_f = {r["delay_spread_ns"]: r["psnr_db"] for r in rows_f}
+    psnr_a = {r["delay_spread_ns"]: r["psnr_db"] for r in rows_a}
+    assert psnr_a[300.0] == pytest.approx(psnr_f[300.0])          # same draws, same (frequency) physics
+    assert psnr_a[3000.0] < psnr_f[3000.0] - 1.0                   # ISI at 30 dB
+    assert [r for r in rows_a if r["delay_spread_ns"] == 3000.0][0]["info"]["interference_estimate"] == "known channel"
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n[channel]\ndomain = "delay"\n[sweep]\nsnr_db = [0]\n[[codecs]]\ncodec = "analog"\n')
+    assert main(["run", str(path), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "channel.domain" in err[0] and "'delay'" in err[0]

@@ -61,7 +61,8 @@ def _pack_facts(deka) -> dict[str, Any]:
 
 def write_deka_report(out_dir: str | Path, deka, downlink: dict[str, Any], base: Condition, grid, csi: str,
                       carrier_frequency_hz: float, seed: int, n_image_channel_uses: int | None = None,
-                      scenario_hash: str | None = None, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                      scenario_hash: str | None = None, rows: list[dict[str, Any]] | None = None,
+                      domain: str = "frequency") -> dict[str, Any]:
     """Write the report (see the module docstring) into ``out_dir``; returns it.
 
     :param deka: the run's :class:`~dekasim.deka.system.DekaPayload`.
@@ -74,6 +75,7 @@ def write_deka_report(out_dir: str | Path, deka, downlink: dict[str, Any], base:
     :param n_image_channel_uses: channel uses per image (default: the pre-installed JSCC's).
     :param scenario_hash: recorded, so that :func:`read_deka_report` serves a rerun of the same scenario.
     :param rows: the run's result rows, for the claims table (:func:`claims_from_rows`).
+    :param domain: the scenario's ``[channel] domain`` (the downlink's link simulates the same physics).
     """
     import hashlib
     from dataclasses import replace
@@ -93,7 +95,7 @@ def write_deka_report(out_dir: str | Path, deka, downlink: dict[str, Any], base:
                               "image_channel_uses": n_img, "downlink_settings": dict(downlink)}
     sims = []
     if downlink.get("simulate", True):
-        link = OFDMLink(grid, csi, carrier_frequency_hz)
+        link = OFDMLink(grid, csi, carrier_frequency_hz, domain=domain)
         for snr in downlink["snr_db"]:
             cond = replace(base, snr_db=float(snr), delay_spread_ns=float(downlink["delay_spread_ns"]))
             sub = int.from_bytes(hashlib.sha256(f"{seed}|downlink|{float(snr)!r}".encode()).digest()[:8], "big") >> 1

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dekasim.channels.grid import GridConfig
-from dekasim.channels.link import CSI_MODES
+from dekasim.channels.link import CSI_MODES, DOMAINS
 from dekasim.conditions import ALL_PROFILES, FIXED_TDL_PROFILES, FLAT_PROFILES, Condition
 from dekasim.errors import ConfigError
 from dekasim.scenarios.presets import DELAY_SPREAD_PRESETS_NS
@@ -83,6 +83,8 @@ class Scenario:
     source: str | None = None
     payload_options: tuple[tuple[str, Any], ...] = ()
     downlink: tuple[tuple[str, Any], ...] = ()
+    #: ``[channel] domain``: "frequency", "time" or "auto" (see :class:`~dekasim.channels.link.OFDMLink`)
+    channel_domain: str = "frequency"
 
     def conditions(self) -> list[Condition]:
         """Unique channel conditions of the sweep, delay spread outermost and SNR innermost.
@@ -118,6 +120,8 @@ class Scenario:
             d.pop("payload_options")
         if not self.downlink:  # only DeKA-g scenarios have one
             d.pop("downlink")
+        if self.channel_domain == "frequency":  # scenarios from before the time domain keep their hash
+            d.pop("channel_domain")
         return json.loads(json.dumps(d))
 
     def hash(self) -> str:
@@ -151,7 +155,7 @@ DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_promp
 #: keys of [payload] that only kind = "generated" takes, with their defaults
 GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
                       "guidance": 1.5, "representation": "image"}
-_CHANNEL = {"carrier_frequency_hz": _NUM, "speed_mps": _NUM}
+_CHANNEL = {"carrier_frequency_hz": _NUM, "speed_mps": _NUM, "domain": (str,)}
 
 
 def _toml_types(cls: type) -> dict[str, tuple[type, ...]]:
@@ -475,8 +479,13 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
         raise ConfigError("monte_carlo.max_images_per_point", mc_obj.max_images_per_point,
                           f"an integer >= images_per_point ({mc_obj.images_per_point})")
 
+    domain = channel.get("domain", "frequency")
+    if domain not in DOMAINS:
+        raise ConfigError("channel.domain", domain, f"one of {list(DOMAINS)}",
+                          "'time' simulates ISI beyond the cyclic prefix and ICI at speed; 'auto' uses it where "
+                          "the frequency-domain model is optimistic")
     downlink = _downlink(raw.get("downlink"), kind, spreads)
-    scenario = Scenario(
+    scenario = Scenario(channel_domain=domain,
         downlink=downlink, name=raw["name"], seed=seed, payload_kind=kind,
         resolution_px=payload.get("resolution_px", 64 if kind == "photos" else 32), payload_options=payload_options,
         carrier_frequency_hz=float(channel.get("carrier_frequency_hz", 3.5e9)),

@@ -151,12 +151,14 @@ def validate_scenario(scenario: Scenario) -> None:
                               "make one with `dekasim align --out DIR` and give DIR/pack", scenario.source)
     if scenario.payload_kind != "deka":
         build_codecs(scenario, shapes)
+    from dekasim.channels.link import resolve_domain
     from dekasim.channels.profiles import check_link_physics
 
     for cond in scenario.conditions():
+        domain = resolve_domain(scenario.channel_domain, cond, scenario.grid, scenario.carrier_frequency_hz)
         for csi in scenario.csi:
             try:
-                check_link_physics(cond, scenario.grid, csi, scenario.carrier_frequency_hz)
+                check_link_physics(cond, scenario.grid, csi, scenario.carrier_frequency_hz, domain=domain)
             except ConfigError as err:
                 raise err.with_source(scenario.source) if scenario.source else err from None
 
@@ -323,6 +325,10 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     if notes:
         info["physics_notes"] = notes
     row["info"] = _summarise_info(info)
+    blocks = link.blocks_for(point.cond)
+    row["channel_domain"] = blocks.domain
+    if blocks.interference_estimate:
+        row["info"]["interference_estimate"] = blocks.interference_estimate
     if representation != "image":
         row["info"]["payload_representation"] = f"{representation} {list(codec.payload_shape)}"
     if selection:
@@ -420,7 +426,7 @@ class _PointContext:
     def link(self, csi: str) -> OFDMLink:
         if csi not in self.links:
             s = self.scenario
-            self.links[csi] = OFDMLink(s.grid, csi, s.carrier_frequency_hz, device=s.device)
+            self.links[csi] = OFDMLink(s.grid, csi, s.carrier_frequency_hz, device=s.device, domain=s.channel_domain)
         return self.links[csi]
 
 
@@ -539,7 +545,8 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
             if report is None:
                 report = write_deka_report(store.dir, deka, dict(scenario.downlink), scenario.conditions()[0],
                                            scenario.grid, scenario.csi[0], scenario.carrier_frequency_hz,
-                                           scenario.seed, scenario_hash=scenario.hash(), rows=store.rows())
+                                           scenario.seed, scenario_hash=scenario.hash(), rows=store.rows(),
+                                           domain=scenario.channel_domain)
             timing["report"] = time.perf_counter() - t
     finally:
         store.close()

@@ -34,7 +34,8 @@ LOCK_FILE = ".dekasim.lock"
 
 #: Columns of the CSV view, in order (the JSONL row may hold more, e.g. ``info``).
 CSV_COLUMNS = ("codec", "codec_name", "kind", "snr_db", "ebno_db", "delay_spread_ns", "tdl_profile", "speed_mps",
-               "csi", "bandwidth_ratio", "channel_uses", "n_images", "psnr_db", "psnr_db_ci95", "ssim", "ssim_ci95",
+               "csi", "channel_domain", "bandwidth_ratio", "channel_uses", "n_images", "psnr_db", "psnr_db_ci95",
+               "ssim", "ssim_ci95",
                "ber", "ber_ci95", "bler", "bler_ci95", "bit_errors", "bits", "block_errors", "blocks", "status",
                "runtime_s", "seed", "point_id", "scenario_hash",
                # DeKA-g rows: end-to-end consistency with the cloud's image (prompts with the pack's subject)

@@ -168,6 +168,7 @@ class TrainConfig:
     bandwidth_ratio: float = 1.0 / 6.0
     csi: str = "ls"
     pilot_subcarrier_spacing: int = 1
+    channel_domain: str = "frequency"       # "time": train through ISI beyond the CP and ICI (OFDMLink domain)
     snr_db_range: tuple[float, float] = (0.0, 20.0)
     delay_spreads_ns: tuple[float, ...] = TRAIN_DELAY_SPREADS_NS
     profiles: tuple[str, ...] = TRAIN_PROFILES
@@ -235,10 +236,10 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def make_link(csi: str = "ls", pilot_subcarrier_spacing: int = 1):
+def make_link(csi: str = "ls", pilot_subcarrier_spacing: int = 1, domain: str = "frequency"):
     from dekasim.channels import GridConfig, OFDMLink
 
-    return OFDMLink(GridConfig(pilot_subcarrier_spacing=pilot_subcarrier_spacing), csi=csi)
+    return OFDMLink(GridConfig(pilot_subcarrier_spacing=pilot_subcarrier_spacing), csi=csi, domain=domain)
 
 
 def forward_through_link(codec: JSCCCodec, x: torch.Tensor, cond: Condition, link: torch.nn.Module,
@@ -304,7 +305,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
         base_ref = {"file": Path(cfg.base).with_suffix(".safetensors").name, "sha256": base_manifest["sha256"],
                     "codec": base_manifest["codec"]}
     codec.net.train()
-    link = make_link(cfg.csi, cfg.pilot_subcarrier_spacing)
+    link = make_link(cfg.csi, cfg.pilot_subcarrier_spacing, cfg.channel_domain)
     t0w, t0c = time.perf_counter(), time.process_time()
     losses: list[float] = []
     result: dict[str, Any] = {"paths": []}
@@ -441,7 +442,7 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
             "threads": cfg.threads, "final_train_loss": sum(tail) / len(tail), "loss": cfg.loss,
             "loss_every_100": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 6)
                                for i in range(0, len(losses), 100)],
-            "channel": {"link": "OFDMLink", "csi": cfg.csi,
+            "channel": {"link": "OFDMLink", "csi": cfg.csi, "domain": cfg.channel_domain,
                         "grid": f"GridConfig(pilot_subcarrier_spacing={cfg.pilot_subcarrier_spacing})",
                         "conditions": (f"Es/N0 {cfg.single_snr_db:g} dB, TDL-C 300 ns" if cfg.codec == "jscc" else
                                        f"Es/N0 U{list(cfg.snr_db_range)} dB, delay spread {list(cfg.delay_spreads_ns)} "
@@ -536,6 +537,8 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--payload-shape", type=int, nargs=3, default=[3, 32, 32])
     t.add_argument("--bandwidth-ratio", type=Fraction, default=Fraction(1, 6), help="e.g. 1/6")
     t.add_argument("--csi", default="ls", choices=["perfect", "ls", "lmmse"])
+    t.add_argument("--channel-domain", default="frequency", choices=["frequency", "time", "auto"],
+                   help="OFDMLink domain: 'time' trains through ISI beyond the cyclic prefix and ICI at speed")
     t.add_argument("--base", default=None, help="cala/lora_oracle: manifest of the frozen base network")
     t.add_argument("--snapshot-at", type=int, default=None)
     t.add_argument("--save-as", default=None,
@@ -578,8 +581,8 @@ def _main(argv: list[str] | None = None) -> int:
     if a.cmd == "train":
         cfg = TrainConfig(codec=a.codec, steps=a.steps, seed=a.seed, batch=a.batch, lr=a.lr,
                           payload_shape=tuple(a.payload_shape), bandwidth_ratio=float(a.bandwidth_ratio), csi=a.csi,
-                          base=a.base, snapshot_at=a.snapshot_at, save_as=a.save_as, width=a.width,
-                          num_adapters=a.num_adapters, gate=a.gate,
+                          channel_domain=a.channel_domain, base=a.base, snapshot_at=a.snapshot_at,
+                          save_as=a.save_as, width=a.width, num_adapters=a.num_adapters, gate=a.gate,
                           rank=a.rank, threads=a.threads, loss=a.loss,
                           layers=None if a.layers is None else tuple(a.layers), single_snr_db=a.single_snr_db,
                           snr_db_range=(float(a.snr_db_range[0]), float(a.snr_db_range[1])),
