@@ -217,3 +217,27 @@ def test_default_overhead_is_within_five_percent_of_the_base():
     codec = build_codec("cala", (3, 32, 32), 1 / 6, checkpoint="none")
     n = codec.num_parameters()
     assert (n["adapters"] + n["gate"]) / n["base"] <= 0.05
+
+
+def test_an_affine_bank_starts_as_its_base_and_its_kind_survives_a_checkpoint(tmp_path):
+    """With affine = true each adapter also scales and shifts every output channel of its layers; scale and
+    shift start at zero, so a fresh bank is still its base, and training them moves the output."""
+    cala = _untrained_cala(init_seed=2, affine=True, num_adapters=2)
+    base = build_codec("jscc_mixed", SHAPE, 1 / 6, checkpoint="none", width=16, init_seed=2)
+    img = torch.rand(3, *SHAPE)
+    torch.testing.assert_close(cala.encode(img, TDL), base.encode(img, TDL))
+    before = cala.encode(img, TDL)
+    with torch.no_grad():
+        for p in cala.bank.shift.values():
+            p.fill_(0.1)
+    assert not torch.allclose(cala.encode(img, TDL), before)
+    params = cala.num_parameters()
+    outs = sum(cala.net.layer(n).out_channels for n in cala.bank.layers)
+    plain = _untrained_cala(num_adapters=2).num_parameters()["adapters"]
+    assert params["adapters"] == plain + 2 * 2 * outs
+    cala.save(tmp_path)
+    again = Codec.load(tmp_path)
+    assert again.bank.affine
+    torch.testing.assert_close(again.encode(img, TDL), cala.encode(img, TDL))
+    with pytest.raises(ConfigError, match="affine"):
+        _untrained_cala(affine="yes")

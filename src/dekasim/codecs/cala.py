@@ -26,7 +26,8 @@ then fine-tuned on its bucket only: a per-condition reference, not a compact one
 Options (beside those of :mod:`dekasim.codecs.jscc`): ``condition_error_db``; with
 ``checkpoint = "none"`` also ``layers`` (list of layer names, default :data:`DEFAULT_LAYERS`) and
 ``num_adapters`` (CALA, default 8) or ``rank`` (oracle, default 4), and for CALA ``gate`` (``"mlp"``,
-default, or ``"snr_anchored"``: see :class:`CALABank`).
+default, or ``"snr_anchored"``: see :class:`CALABank`) and ``affine`` (CALA: each adapter also scales and
+shifts every output channel of its layers, ``out * (1 + sum_i g_i s_i) + sum_i g_i t_i``; default false).
 A checkpoint of these codecs stores only the bank (+ gate) and names its base checkpoint (file and
 sha256), which is loaded with it.
 """
@@ -77,10 +78,11 @@ class CALABank(nn.Module):
     """
 
     def __init__(self, net: JSCCNet, layers: tuple[str, ...] = DEFAULT_LAYERS, num_adapters: int = 8,
-                 gate_hidden: int = 32, gate: str = "mlp") -> None:
+                 gate_hidden: int = 32, gate: str = "mlp", affine: bool = False) -> None:
         super().__init__()
         if gate not in GATES:
             raise ConfigError("gate", gate, f"one of {list(GATES)}")
+        self.affine = bool(affine)
         self.layers = tuple(layers)
         self.num_adapters = int(num_adapters)
         self.gate_kind = gate
@@ -95,6 +97,13 @@ class CALABank(nn.Module):
             conv = net.layer(name)
             self.a[_key(name)] = nn.Parameter(torch.randn(self.num_adapters, conv.fan_in) / math.sqrt(conv.fan_in))
             self.b[_key(name)] = nn.Parameter(torch.zeros(self.num_adapters, conv.out_channels))
+        self.scale = nn.ParameterDict()
+        self.shift = nn.ParameterDict()
+        if self.affine:  # per adapter, a scale and a shift of each output channel (start at identity)
+            for name in self.layers:
+                out = net.layer(name).out_channels
+                self.scale[_key(name)] = nn.Parameter(torch.zeros(self.num_adapters, out))
+                self.shift[_key(name)] = nn.Parameter(torch.zeros(self.num_adapters, out))
         self.gate = nn.Sequential(nn.Linear(NUM_CONDITION_FEATURES, gate_hidden), nn.GELU(),
                                   nn.Linear(gate_hidden, self.num_adapters))
 
@@ -107,10 +116,13 @@ class CALABank(nn.Module):
         return torch.softmax(logits, dim=-1)
 
     def adapters(self, g: torch.Tensor) -> dict[str, Adapter]:
+        if self.affine:
+            return {name: (self.a[_key(name)], self.b[_key(name)], g, self.scale[_key(name)], self.shift[_key(name)])
+                    for name in self.layers}
         return {name: (self.a[_key(name)], self.b[_key(name)], g) for name in self.layers}
 
     def num_adapter_params(self) -> int:
-        return sum(p.numel() for p in self.a.values()) + sum(p.numel() for p in self.b.values())
+        return sum(p.numel() for d in (self.a, self.b, self.scale, self.shift) for p in d.values())
 
     def num_gate_params(self) -> int:
         return num_params(self.gate)
@@ -233,12 +245,18 @@ class CALACodec(_AdaptedCodec):
     size_option, size_default = "num_adapters", 8
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, num_adapters: int | None = None,
-                 layers: list[str] | None = None, gate: str | None = None, **options: Any) -> None:
+                 layers: list[str] | None = None, gate: str | None = None, affine: bool | None = None,
+                 **options: Any) -> None:
         if gate is not None and gate not in GATES:
             raise ConfigError("gate", gate, f"one of {list(GATES)}")
+        if affine is not None and not isinstance(affine, bool):
+            raise ConfigError("affine", affine, "true or false (per-channel scale and shift in the bank)")
         self._gate_option = gate
+        self._affine_option = affine
         if gate is not None:
             options["_extra_options"] = {**(options.get("_extra_options") or {}), "gate": gate}
+        if affine is not None:
+            options["_extra_options"] = {**(options.get("_extra_options") or {}), "affine": affine}
         super().__init__(payload_shape, bandwidth_ratio, size=num_adapters, layers=layers, **options)
 
     def build(self, arch: Arch) -> None:
@@ -248,10 +266,14 @@ class CALACodec(_AdaptedCodec):
         if self.manifest is not None:
             if self._gate_option is not None:
                 raise ConfigError("gate", self._gate_option, "'gate' only with checkpoint = 'none' (a checkpoint fixes it)")
+            if self._affine_option is not None:
+                raise ConfigError("affine", self._affine_option, "'affine' only with checkpoint = 'none' (a checkpoint "
+                                  "fixes it)")
             hidden, gate = int(self.manifest["cala"]["gate_hidden"]), self.manifest["cala"].get("gate", "mlp")
+            affine = bool(self.manifest["cala"].get("affine", False))
         else:
-            hidden, gate = 32, self._gate_option or "mlp"
-        self.bank = CALABank(self.net, layers, k, hidden, gate)
+            hidden, gate, affine = 32, self._gate_option or "mlp", bool(self._affine_option)
+        self.bank = CALABank(self.net, layers, k, hidden, gate, affine)
         self.freeze_base()
 
     def gate_weights(self, cond: Condition, snr_db: torch.Tensor | None = None) -> torch.Tensor:

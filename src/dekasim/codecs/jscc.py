@@ -23,6 +23,12 @@ Registered codecs (``kind = "learned"``):
 
 - ``"jscc"``: trained at one condition (Es/N0 10 dB, TDL-C 300 ns) and used everywhere.
 - ``"jscc_mixed"``: trained over the condition distribution, without a condition input.
+- ``"jscc_generic"``: the edge's *generic* pre-installed JSCC of DeKA-g's T-KA (latents only): trained over
+  the condition distribution on natural-photo latents (the world's exact latent map on crops of the
+  training photographs: no model's images), rate-adaptive: one network serves 1/24, 1/12 and 1/6 of the
+  48x8x8 latents (128, 256, 512 symbols) by sending a prefix of its importance-ordered symbols (trained
+  with one random rate per step; the decoder treats unsent symbols as erased). Shipped at ``bw1_6``,
+  which also serves the two lower rates.
 - ``"adjscc"``: the same network plus ADJSCC-style attention modules (channel-wise scaling from
   pooled features and the SNR only), trained over the condition distribution.
 - ``"cala"`` and ``"lora_oracle"`` live in :mod:`dekasim.codecs.cala`.
@@ -38,6 +44,8 @@ Options (all codecs of the family):
 - ``payload_kind`` (only with ``checkpoint="none"``): ``"image"``, ``"latent"`` or ``"auto"``
   (default: image when the payload has 3 channels).
 - ``init_seed`` (only with ``checkpoint="none"``): seed of the random initial weights (default 0).
+- ``rates`` (only with ``checkpoint="none"``): bandwidth ratios one network serves (a rate-adaptive
+  network; must include the codec's own). A checkpoint trained so serves each of them.
 - ``condition_error_db`` (condition-aware codecs ``adjscc``, ``cala``, ``lora_oracle``): standard
   deviation [dB] of the error of the SNR estimate the codec adapts to (default 0: exact). One error
   per item is drawn in :meth:`encode` (torch's global generator) and the decoder adapts to the same
@@ -100,6 +108,9 @@ class Arch:
     :param payload_kind: ``"image"`` (sigmoid output in [0, 1]) or ``"latent"`` (linear output).
     :param width: channels at the bottleneck.
     :param attention: ADJSCC attention modules (SNR-conditioned channel scaling).
+    :param rates: symbol counts a rate-adaptive network serves (the largest is ``n_symbols``): it sends a
+        prefix of ``n`` of its ``n_symbols`` importance-ordered symbols, and the decoder treats the rest as
+        erased. Empty: one rate, ``n_symbols``.
     """
 
     payload_shape: tuple[int, int, int]
@@ -107,9 +118,17 @@ class Arch:
     payload_kind: str = "image"
     width: int = 64
     attention: bool = False
+    rates: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "payload_shape", tuple(int(s) for s in self.payload_shape))
+        object.__setattr__(self, "rates", tuple(sorted(int(r) for r in self.rates)))
+        if self.rates and (self.rates[-1] != self.n_symbols or self.rates[0] < 1):
+            raise ValueError(f"rates {self.rates}: the largest must be n_symbols = {self.n_symbols}")
+
+    def serves(self, n: int) -> bool:
+        """Whether this network sends ``n`` symbols per item."""
+        return n == self.n_symbols or n in self.rates
 
     @property
     def stages(self) -> int:
@@ -134,16 +153,23 @@ class Arch:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["payload_shape"] = list(self.payload_shape)
+        if self.rates:
+            d["rates"] = list(self.rates)
+        else:  # single-rate manifests keep the architecture record they had before rates existed
+            d.pop("rates")
         return d
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "Arch":
         return Arch(payload_shape=tuple(d["payload_shape"]), n_symbols=int(d["n_symbols"]),
-                    payload_kind=d["payload_kind"], width=int(d["width"]), attention=bool(d["attention"]))
+                    payload_kind=d["payload_kind"], width=int(d["width"]), attention=bool(d["attention"]),
+                    rates=tuple(d.get("rates", ())))
 
 
-Adapter = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""``(A [M, in*k*k], B [M, out], G [batch, M])``: a low-rank update ``W + sum_m G[:, m] B_m A_m^T``."""
+Adapter = tuple[torch.Tensor, ...]
+"""``(A [M, in*k*k], B [M, out], G [batch, M])``: a low-rank update ``W + sum_m G[:, m] B_m A_m^T``; optionally
+``(A, B, G, S [M, out], T [M, out])``, which also scales and shifts each output channel:
+``out * (1 + sum_m G[:, m] S_m) + sum_m G[:, m] T_m``."""
 
 
 class AConv(nn.Conv2d):
@@ -158,14 +184,19 @@ class AConv(nn.Conv2d):
         out = super().forward(x)
         if adapter is None:
             return out
-        a, b, g = adapter
-        if g.shape[1] > 1 and not g.requires_grad:
+        a, b, g = adapter[:3]
+        affine = adapter[3:]
+        if g.shape[1] > 1 and not g.requires_grad and not affine:
             active = g.abs().sum(0) > 0
             if not bool(active.all()):
                 a, b, g = a[active], b[active], g[:, active]
         m = a.shape[0]
         u = F.conv2d(x, a.reshape(m, self.in_channels, *self.kernel_size), None, self.stride, self.padding)
-        return out + torch.einsum("bmhw,mo->bohw", u * g[:, :, None, None], b)
+        out = out + torch.einsum("bmhw,mo->bohw", u * g[:, :, None, None], b)
+        if affine:
+            scale, shift = g @ affine[0], g @ affine[1]                      # [B, out]
+            out = out * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return out
 
     @property
     def fan_in(self) -> int:
@@ -236,11 +267,14 @@ class JSCCNet(nn.Module):
         return [f"enc.{k}" for k in self.enc] + [f"dec.{k}" for k in self.dec]
 
     def encode(self, x: torch.Tensor, adapt: dict[str, Adapter] | None = None,
-               snr: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, C, H, W]`` payload -> ``[B, n]`` complex64 symbols of unit average power per item.
+               snr: torch.Tensor | None = None, n_send: int | None = None) -> torch.Tensor:
+        """``[B, C, H, W]`` payload -> ``[B, n_send]`` complex64 symbols of unit average power per item.
 
         :param snr: ``[B, 1]`` SNR feature for the attention modules (``attention`` nets only).
+        :param n_send: symbols to send (default ``n_symbols``): the first ``n_send`` of the encoder's order,
+            normalised to unit power over what is sent (a rate-adaptive network's rates).
         """
+        n_send = self.arch.n_symbols if n_send is None else int(n_send)
         a = adapt or {}
         s = self.arch.stages
         af = iter(self.enc_af) if self.arch.attention else None
@@ -257,13 +291,15 @@ class JSCCNet(nn.Module):
         h = F.gelu(h + self.enc["res2"](r, a.get("enc.res2")))
         if af is not None:
             h = next(af)(h, snr)
-        z = self.enc["out"](h, a.get("enc.out")).flatten(1)[:, : 2 * self.arch.n_symbols]
-        return unit_power(real_to_complex(z, self.arch.n_symbols)).to(torch.complex64)
+        z = self.enc["out"](h, a.get("enc.out")).flatten(1)[:, : 2 * n_send]
+        return unit_power(real_to_complex(z, n_send)).to(torch.complex64)
 
     def decoder_input(self, y: torch.Tensor, no_eff: torch.Tensor) -> torch.Tensor:
-        """``[B, 2 cz, h, w]``: LMMSE-shrunk reals of ``y`` and log10 of their noise variance."""
+        """``[B, 2 cz, h, w]``: LMMSE-shrunk reals of ``y`` and log10 of their noise variance. Symbols a
+        rate-adaptive network did not send (``y`` shorter than ``n_symbols``) enter as erased: value 0, the
+        largest noise variance."""
         cz, h, w = self.arch.latent_grid
-        m = 2 * self.arch.n_symbols
+        m = 2 * y.shape[1]
         no = no_eff.to(torch.float32).clamp_min(0.0)
         shrunk = complex_to_real((y / (1.0 + no)).to(torch.complex64), m)
         log_no = torch.log10(no.clamp_min(10 ** _LOG_NO_RANGE[0])).clamp(*_LOG_NO_RANGE)
@@ -399,6 +435,10 @@ def resolve_checkpoint(codec: str, payload_shape: tuple[int, ...], bandwidth_rat
         path = CHECKPOINT_DIR / f"{stem}.json"
         if path.exists():
             return path
+        n = int(round(bandwidth_ratio * math.prod(int(v) for v in payload_shape)))
+        for other in sorted(CHECKPOINT_DIR.glob(f"{stem.rsplit('-bw', 1)[0]}-bw*.json")):  # a rate-adaptive one
+            if n in json.loads(other.read_text()).get("arch", {}).get("rates", ()):
+                return other
         shape = " ".join(str(int(s)) for s in payload_shape)
         ratio = Fraction(bandwidth_ratio).limit_denominator(10_000)
         base = (f" --base DIR/jscc_base-{stem.split('-', 1)[1]}.json (from a --codec jscc run with --snapshot-at N)"
@@ -434,10 +474,12 @@ class JSCCCodec(Codec):
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, checkpoint: str | None = None,
                  width: int | None = None, payload_kind: str = "auto", init_seed: int = 0,
-                 _extra_options: dict[str, Any] | None = None) -> None:
+                 rates: list[float] | None = None, _extra_options: dict[str, Any] | None = None) -> None:
         options: dict[str, Any] = {"checkpoint": None if checkpoint is None else str(checkpoint)}
         if width is not None:
             options["width"] = int(width)
+        if rates is not None:
+            options["rates"] = [float(r) for r in rates]
         if payload_kind != "auto":
             options["payload_kind"] = payload_kind
         if init_seed != 0:
@@ -457,20 +499,23 @@ class JSCCCodec(Codec):
             w = 64 if width is None else int(width)
             if not 8 <= w <= 512:
                 raise ConfigError("width", width, "bottleneck channels within [8, 512]")
-            arch = Arch(self.payload_shape, self.n_channel_uses, kind, w, self.attention)
+            served = self._served_rates(rates)
+            arch = Arch(self.payload_shape, max(served) if served else self.n_channel_uses, kind, w, self.attention,
+                        served)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(init_seed))
                 self.build(arch)
         else:
-            if width is not None or payload_kind != "auto" or init_seed != 0:
-                raise ConfigError("width/payload_kind/init_seed", options,
+            if width is not None or payload_kind != "auto" or init_seed != 0 or rates is not None:
+                raise ConfigError("width/payload_kind/init_seed/rates", options,
                                   "these options only with checkpoint = 'none' (a checkpoint fixes the network)")
             manifest, tensors = self.read(path)
             arch = Arch.from_json(manifest["arch"])
-            if arch.payload_shape != self.payload_shape or arch.n_symbols != self.n_channel_uses:
+            if arch.payload_shape != self.payload_shape or not arch.serves(self.n_channel_uses):
+                served = list(arch.rates) or [arch.n_symbols]
                 raise ConfigError("checkpoint", str(path),
                                   f"a checkpoint for payload {self.payload_shape} with {self.n_channel_uses} channel "
-                                  f"uses, got {arch.payload_shape} with {arch.n_symbols}")
+                                  f"uses, got {arch.payload_shape} serving {served}")
             if manifest.get("codec") != self.name:
                 raise ConfigError("checkpoint", str(path), f"a checkpoint of codec '{self.name}', "
                                   f"got one of '{manifest.get('codec')}'")
@@ -478,6 +523,28 @@ class JSCCCodec(Codec):
             self.build(arch)
             self.load_tensors(tensors)
         self.eval()
+
+    def _served_rates(self, rates: list[float] | None) -> tuple[int, ...]:
+        """Symbol counts of the ``rates`` option (bandwidth ratios), which must include this codec's."""
+        if rates is None:
+            return ()
+        if not isinstance(rates, (list, tuple)) or not rates or \
+                not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
+            raise ConfigError("rates", rates, "a non-empty list of bandwidth ratios, e.g. [1/24, 1/12, 1/6]")
+        served = tuple(sorted({max(1, int(round(float(r) * self.n_source_samples))) for r in rates}))
+        if self.n_channel_uses not in served:
+            raise ConfigError("rates", rates, f"a list that includes this codec's own ratio "
+                              f"({self.bandwidth_ratio:g}: {self.n_channel_uses} symbols)")
+        return served
+
+    def set_rate(self, bandwidth_ratio: float) -> None:
+        """Switch a rate-adaptive codec to another of its rates (``n_channel_uses`` and the condition's
+        rate feature follow); raises ConfigError for a rate the network does not serve."""
+        n = max(1, int(round(float(bandwidth_ratio) * self.n_source_samples)))
+        if not self.arch.serves(n):
+            raise ConfigError("bandwidth_ratio", bandwidth_ratio,
+                              f"a rate this network serves: {list(self.arch.rates) or [self.arch.n_symbols]} symbols")
+        self.bandwidth_ratio = float(bandwidth_ratio)
 
     # --- subclasses extend these ---------------------------------------------------------------
     def build(self, arch: Arch) -> None:
@@ -530,8 +597,8 @@ class JSCCCodec(Codec):
         with torch.no_grad():
             if self.condition_aware:
                 adapt, snr = self._adapt(self._snr_seen(cond, x.shape[0], True), cond)  # type: ignore[arg-type]
-                return self.net.encode(x, adapt, snr)
-            return self.net.encode(x)
+                return self.net.encode(x, adapt, snr, n_send=self.n_channel_uses)
+            return self.net.encode(x, n_send=self.n_channel_uses)
 
     def decode(self, y: torch.Tensor, no_eff: torch.Tensor, cond_seen: Condition | None) -> Decoded:
         with torch.no_grad():
@@ -581,6 +648,15 @@ class SingleConditionJSCC(JSCCCodec):
 @register_codec("jscc_mixed")
 class MixedJSCC(JSCCCodec):
     """DeepJSCC trained over the condition distribution, with no condition input."""
+
+
+@register_codec("jscc_generic")
+class GenericJSCC(JSCCCodec):
+    """The edge's generic pre-installed JSCC: rate-adaptive (1/24, 1/12, 1/6 of the 48x8x8 latents), trained
+    over the condition distribution on *natural-photo* latents (the world's latent map applied to crops of
+    the training photographs), so it knows nothing of any model's generated images; no condition input."""
+
+    payload_kinds = ("latent",)
 
 
 @register_codec("adjscc")

@@ -92,6 +92,8 @@ HELD_OUT_PHOTOS = ("astronaut", "coffee", "rocket")
 MAX_CROP_FRACTION = 0.6
 TRAIN_DELAY_SPREADS_NS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
 TRAIN_PROFILES = ("A", "B", "C")
+#: Codecs this trainer trains.
+CODECS = ("jscc", "jscc_mixed", "jscc_generic", "adjscc", "cala", "lora_oracle")
 #: The one condition "jscc" is trained at.
 SINGLE_CONDITION = Condition(snr_db=10.0, delay_spread_ns=300.0, tdl_profile="C")
 EVAL_SNR_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
@@ -155,6 +157,30 @@ class CropSampler:
         return out.float().div_(255.0)
 
 
+#: Unshuffle factor of the world's exact latent map (32x32x3 images <-> 8x8x48 latents).
+LATENT_FACTOR = 4
+
+
+class LatentCropSampler(CropSampler):
+    """Natural-photo latents: :class:`CropSampler` crops of ``4 * latent_size`` px through the world's exact
+    latent map (``pixel_unshuffle(2 x - 1, 4)``), ``[batch, 48, S, S]`` in [-1, 1]: generic data for a latent
+    JSCC that knows nothing of any model's images."""
+
+    def __init__(self, names: tuple[str, ...] = TRAIN_PHOTOS, latent_size: int = 8,
+                 max_fraction: float = MAX_CROP_FRACTION) -> None:
+        from dekasim.generative.ldm import PixelUnshuffleLatents
+
+        super().__init__(names, LATENT_FACTOR * latent_size, max_fraction)
+        self.latent_map = PixelUnshuffleLatents(LATENT_FACTOR)
+
+    def sample(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        return self.latent_map.encode(super().sample(batch, gen))
+
+    def to_image(self, items: torch.Tensor) -> torch.Tensor:
+        """Latents -> images ``[B, 3, 4S, 4S]`` (unclamped, for losses)."""
+        return self.latent_map.decode(items, clamp=False)
+
+
 @dataclass
 class TrainConfig:
     """One training run (every field lands in the checkpoint manifest)."""
@@ -178,6 +204,7 @@ class TrainConfig:
     width: int = 64
     num_adapters: int | None = None         # cala (default 8)
     gate: str | None = None                 # cala: "mlp" (default) or "snr_anchored" (see cala.CALABank)
+    affine: bool = False                    # cala: the bank also scales and shifts each output channel
     rank: int | None = None                 # lora_oracle (default 4)
     layers: tuple[str, ...] | None = None   # cala / lora_oracle: adapted layers (default DEFAULT_LAYERS)
     oracle_shared_fraction: float = 1 / 3   # lora_oracle: share of the steps for the common warm start
@@ -195,10 +222,11 @@ class TrainConfig:
     data_items: int = 4096                  # generated data: images in the fixed training set
     data_seed: int = 7                      # generated data: captions and sampling noise
     data_cache: str | None = "runs/cache"   # generated data: where the set is cached
+    rates: tuple[float, ...] | None = None  # bandwidth ratios one rate-adaptive network serves (one per step)
 
     def __post_init__(self) -> None:
-        if self.codec not in ("jscc", "jscc_mixed", "adjscc", "cala", "lora_oracle"):
-            raise ConfigError("codec", self.codec, "one of jscc, jscc_mixed, adjscc, cala, lora_oracle")
+        if self.codec not in CODECS:
+            raise ConfigError("codec", self.codec, f"one of {', '.join(CODECS)}")
         if self.steps < 1:
             raise ConfigError("steps", self.steps, "a positive number of training steps")
         if self.codec in ("cala", "lora_oracle") and not self.base:
@@ -221,6 +249,13 @@ class TrainConfig:
         if self.lr is None:
             self.lr = 5e-3 if self.codec in ("cala", "lora_oracle") else 2e-3
         self.payload_shape = tuple(int(s) for s in self.payload_shape)  # type: ignore[assignment]
+        if self.rates is not None:
+            rates = tuple(float(r) for r in self.rates)
+            if not rates or min(rates) <= 0 or self.codec in ("jscc", "lora_oracle"):
+                raise ConfigError("rates", self.rates, "positive bandwidth ratios, for jscc_mixed, jscc_generic, adjscc "
+                                  "or cala (one network serves them all)")
+            self.rates = tuple(sorted(set(rates)))
+            self.bandwidth_ratio = self.rates[-1]
 
 
 def _as_psnr(loss: float, kind: str) -> float:
@@ -249,7 +284,7 @@ def forward_through_link(codec: JSCCCodec, x: torch.Tensor, cond: Condition, lin
     adapt, s = codec._adapt(snr, cond) if codec.condition_aware else (None, None)
     if adapt_override is not None:
         adapt = adapt_override
-    z = codec.net.encode(x, adapt, s)
+    z = codec.net.encode(x, adapt, s, n_send=codec.n_channel_uses)
     y, no_eff = link(z, cond)
     return codec.net.decode(y, no_eff.detach(), adapt, s)
 
@@ -290,10 +325,14 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
         opts["num_adapters"] = cfg.num_adapters
     if cfg.codec == "cala" and cfg.gate is not None:
         opts["gate"] = cfg.gate
+    if cfg.codec == "cala" and cfg.affine:
+        opts["affine"] = True
     if cfg.codec == "lora_oracle" and cfg.rank is not None:
         opts["rank"] = cfg.rank
     if cfg.codec in ("cala", "lora_oracle") and cfg.layers is not None:
         opts["layers"] = list(cfg.layers)
+    if cfg.rates is not None:
+        opts["rates"] = list(cfg.rates)
     codec: JSCCCodec = build_codec(cfg.codec, cfg.payload_shape, cfg.bandwidth_ratio, **opts)  # type: ignore[assignment]
     base_ref = None
     if cfg.base:
@@ -309,13 +348,15 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
     t0w, t0c = time.perf_counter(), time.process_time()
     losses: list[float] = []
     result: dict[str, Any] = {"paths": []}
-    to_image = sampler.to_image if isinstance(sampler, GeneratedSampler) else (lambda v: v)
+    to_image = sampler.to_image if isinstance(sampler, (GeneratedSampler, LatentCropSampler)) else (lambda v: v)
     data_facts = _data_facts(cfg, sampler)
 
     def step_on(params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, i: int, n: int, cond: Condition,
                 adapt: Any = None) -> float:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(i, n, min(cfg.warmup_steps, max(1, n // 10)))  # type: ignore[operator]
+        if cfg.rates is not None:  # one rate per step, uniform (the gate sees it in the condition features)
+            codec.set_rate(rng.choice(cfg.rates))
         x = sampler.sample(cfg.batch, gen)
         a = adapt(cfg.batch) if adapt is not None else None
         # MSE of the images (a latent's PSNR is that of the image it decodes to)
@@ -389,6 +430,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
                                                  data_facts=data_facts))
                     log(f"snapshot after {i + 1} steps: {result['paths'][-1]}")
     bar.close()
+    codec.set_rate(cfg.bandwidth_ratio)
     codec.eval()
     result.update(losses=losses, wall_s=time.perf_counter() - t0w, cpu_s=time.process_time() - t0c, codec=codec)
     if out is not None:
@@ -410,9 +452,12 @@ def make_sampler(cfg: TrainConfig, log: Callable[[str], None]) -> "CropSampler |
                               f"the shape of the generated {cfg.representation}s, {tuple(sampler.item_shape)}",
                               f"pass --payload-shape {shape}")
         return sampler
-    if cfg.payload_shape[0] != 3 or cfg.payload_shape[1] != cfg.payload_shape[2]:
-        raise ConfigError("payload_shape", cfg.payload_shape, "[3, S, S] images for photo crops",
-                          "or train on generated latents with --data generated")
+    c, h, w = cfg.payload_shape
+    if c == 3 * LATENT_FACTOR ** 2 and h == w:  # natural-photo latents: the world's latent map on photo crops
+        return LatentCropSampler(cfg.train_photos, latent_size=h)
+    if c != 3 or h != w:
+        raise ConfigError("payload_shape", cfg.payload_shape, f"[3, S, S] photo crops, or [{3 * LATENT_FACTOR ** 2}, "
+                          "S, S] latents of photo crops", "or train on generated latents with --data generated")
     return CropSampler(cfg.train_photos, size=cfg.payload_shape[-1])
 
 
@@ -421,9 +466,13 @@ def _data_facts(cfg: TrainConfig, sampler: "CropSampler | GeneratedSampler") -> 
     if isinstance(sampler, GeneratedSampler):
         return {**sampler.facts, "representation": cfg.representation, "augmentation": "horizontal flips",
                 "held_out": "the world's held-out captions are never generated for training"}
-    return {"train_photos": list(cfg.train_photos), "held_out_photos": list(HELD_OUT_PHOTOS),
-            "crops": f"{cfg.payload_shape[-1]}px random crops of an image pyramid, crop <= "
-                     f"{MAX_CROP_FRACTION} of the short side, horizontal flips"}
+    size = sampler.size
+    facts = {"train_photos": list(cfg.train_photos), "held_out_photos": list(HELD_OUT_PHOTOS),
+             "crops": f"{size}px random crops of an image pyramid, crop <= {MAX_CROP_FRACTION} of the short side, "
+                      "horizontal flips"}
+    if isinstance(sampler, LatentCropSampler):
+        facts["representation"] = f"latent: pixel_unshuffle(2 x - 1, {LATENT_FACTOR}) of each crop (the world's map)"
+    return facts
 
 
 def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | None, losses: list[float],
@@ -455,14 +504,18 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
     if isinstance(codec, CALACodec):
         manifest["cala"] = {"layers": list(codec.bank.layers), "num_adapters": codec.bank.num_adapters,
                             "gate_hidden": codec.bank.gate[0].out_features, "gate": codec.bank.gate_kind}
+        if codec.bank.affine:  # banks without it keep the manifest they had before the option existed
+            manifest["cala"]["affine"] = True
     if isinstance(codec, LoRAOracleCodec):
         b = codec.bank
         manifest["lora_oracle"] = {"layers": list(b.layers), "rank": b.rank, "snr_centres_db": list(b.snr_centres_db),
                                    "delay_spreads_ns": list(b.delay_spreads_ns)}
-    if base_ref is not None:
+    if base_ref is not None and hasattr(codec, "bank"):  # an adapter bank: its frozen base stays in its own file
         manifest["base"] = base_ref
         tensors = {f"bank.{k}": v for k, v in codec.bank.state_dict().items()}  # type: ignore[attr-defined]
     else:
+        if base_ref is not None:  # a whole network fine-tuned from another checkpoint
+            manifest["initialised_from"] = base_ref
         tensors = {f"net.{k}": v for k, v in codec.net.state_dict().items()}
     stem = checkpoint_stem(stem_codec, cfg.payload_shape, cfg.bandwidth_ratio)
     return save_checkpoint(out, stem, tensors, manifest)
@@ -529,7 +582,7 @@ def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dekasim.training.jscc", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train one codec through the OFDM/TDL link and write its checkpoint")
-    t.add_argument("--codec", required=True, choices=["jscc", "jscc_mixed", "adjscc", "cala", "lora_oracle"])
+    t.add_argument("--codec", required=True, choices=list(CODECS))
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch", type=int, default=32)
@@ -539,13 +592,17 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--csi", default="ls", choices=["perfect", "ls", "lmmse"])
     t.add_argument("--channel-domain", default="frequency", choices=["frequency", "time", "auto"],
                    help="OFDMLink domain: 'time' trains through ISI beyond the cyclic prefix and ICI at speed")
-    t.add_argument("--base", default=None, help="cala/lora_oracle: manifest of the frozen base network")
+    t.add_argument("--base", default=None, help="cala/lora_oracle: manifest of the frozen base network; other "
+                   "codecs: a checkpoint of the same architecture to start from (a full fine-tune)")
+    t.add_argument("--rates", type=Fraction, nargs="+", default=None,
+                   help="bandwidth ratios one rate-adaptive network serves, e.g. 1/24 1/12 1/6 (one per step)")
     t.add_argument("--snapshot-at", type=int, default=None)
     t.add_argument("--save-as", default=None,
                    help="file-name codec of the checkpoint, e.g. jscc_mixed_base for a base trained on its own schedule")
     t.add_argument("--width", type=int, default=64)
     t.add_argument("--num-adapters", type=int, default=None)
     t.add_argument("--gate", default=None, choices=["mlp", "snr_anchored"], help="cala: the gate's kind")
+    t.add_argument("--affine", action="store_true", help="cala: the bank also scales and shifts each output channel")
     t.add_argument("--rank", type=int, default=None)
     t.add_argument("--layers", nargs="+", default=None, help="cala/lora_oracle: adapted layers, e.g. enc.res2 dec.inp")
     t.add_argument("--loss", default="psnr", choices=["psnr", "mse"])
@@ -582,12 +639,13 @@ def _main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(codec=a.codec, steps=a.steps, seed=a.seed, batch=a.batch, lr=a.lr,
                           payload_shape=tuple(a.payload_shape), bandwidth_ratio=float(a.bandwidth_ratio), csi=a.csi,
                           channel_domain=a.channel_domain, base=a.base, snapshot_at=a.snapshot_at,
-                          save_as=a.save_as, width=a.width, num_adapters=a.num_adapters, gate=a.gate,
+                          save_as=a.save_as, width=a.width, num_adapters=a.num_adapters, gate=a.gate, affine=a.affine,
                           rank=a.rank, threads=a.threads, loss=a.loss,
                           layers=None if a.layers is None else tuple(a.layers), single_snr_db=a.single_snr_db,
                           snr_db_range=(float(a.snr_db_range[0]), float(a.snr_db_range[1])),
                           data=a.data, representation=a.representation, data_model=a.data_model, data_pack=a.data_pack,
-                          data_items=a.data_items, data_seed=a.data_seed, data_cache=a.data_cache)
+                          data_items=a.data_items, data_seed=a.data_seed, data_cache=a.data_cache,
+                          rates=None if a.rates is None else tuple(float(r) for r in a.rates))
         command = "python -m dekasim.training.jscc " + " ".join(shlex.quote(s) for s in argv)
         res = train(cfg, a.out, command, log=_cli_log.info, progress=True)
         for path in res["paths"]:

@@ -1,0 +1,188 @@
+"""T-KA as DeKA-g frames it: a generic pre-installed JSCC at the edge, and what a CALA bank trained on S_EG
+(the MAKD-aligned edge's own latents) adds to it, against a full fine-tune of the same base on S_EG.
+
+Codecs (48x8x8 latents, sent as latents, scored on the 32x32 images they decode to):
+
+- ``base``: the generic pre-installed JSCC (``jscc_generic``: rate-adaptive, trained on natural-photo
+  latents over the condition distribution; no knowledge of any model's images). "Without knowledge
+  alignment".
+- ``cala``: the same frozen base plus a CALA bank + gate trained on S_EG over SNR x delay spread x rate.
+- ``finetune``: the base with every weight fine-tuned on S_EG (what a non-compact alignment reaches).
+- ``--extra NAME=CKPT``: more checkpoints (single-rate ones are evaluated at their own rate only).
+
+Grid: Es/N0 0, 5, 10, 15, 20 dB x RMS delay spread 30, 100, 300, 1000, 3000 ns (TDL-C, 3.5 GHz, static)
+x bandwidth ratio 1/24, 1/12, 1/6 (128, 256, 512 symbols); LS on comb-1 pilots, LMMSE equalisation,
+frequency-domain link (what the codecs were trained through). Every codec sees the same channel and
+noise draws at a point (paired).
+
+Payload, ``--split``:
+
+- ``heldout`` (default): the aligned edge's images for ``--prompts`` captions of the world's held-out split
+  (never used to align the pack or train any codec), seed ``--seed``.
+- ``val``: images of *training* captions with a seed no training set uses, for design choices.
+
+Prints the PSNR table (mean over delay spreads) per rate and SNR, and per comparison the paired mean
+difference over the 75 points with its 95 % interval (t over points). It also prints the share of the
+base -> fine-tune gap that CALA recovers, the bank's parameters against the base's, and the bank's bytes
+(fp16 and 8/4/2-bit) with their downlink channel uses.
+
+    .venv/bin/python benchmarks/tka_generic.py --base B.json --cala C.json --finetune F.json \\
+        [--extra NAME=CKPT ...] [--split heldout|val] [--repeats 4] [--threads 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RATES = (1 / 24, 1 / 12, 1 / 6)
+SNRS = (0.0, 5.0, 10.0, 15.0, 20.0)
+SPREADS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
+SHIPPED_PACK = Path(__file__).resolve().parents[1] / "src" / "dekasim" / "deka" / "data" / "pack"
+
+
+def _t95(n: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+
+
+def _paired(a: list[float], b: list[float]) -> tuple[float, float]:
+    d = [x - y for x, y in zip(a, b)]
+    return statistics.fmean(d), _t95(len(d)) * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+
+
+def _bank_bytes(codec) -> dict[str, int]:
+    """Bytes of the CALA bank + gate: fp16, and quantised by the pack's quantiser (per-row scale)."""
+    from dekasim.generative.quantise import quantise_tensor
+
+    tensors = {k: v for k, v in codec.bank.state_dict().items()}
+    out = {"fp16": sum(v.numel() * 2 for v in tensors.values())}
+    for bits in (8, 4, 2):
+        out[f"{bits}-bit"] = sum(sum(p.numel() * p.element_size() for name, p in quantise_tensor(v.float(), bits).items()
+                                     if name not in ("shape", "bits"))
+                                 for v in tensors.values())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", required=True)
+    p.add_argument("--cala", default=None)
+    p.add_argument("--finetune", default=None)
+    p.add_argument("--extra", nargs="*", default=[])
+    p.add_argument("--split", default="heldout", choices=["heldout", "val"])
+    p.add_argument("--prompts", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    from dekasim.codecs import build_codec
+    from dekasim.deka.generated import GeneratedSource
+    from dekasim.training.jscc import evaluate, grid_conditions, make_link
+
+    t0 = time.perf_counter()
+    if a.split == "heldout":
+        source = GeneratedSource("edge", pack=str(SHIPPED_PACK), prompts="heldout", n_prompts=a.prompts, seed=a.seed,
+                                 representation="latent")
+    else:
+        source = GeneratedSource("edge", pack=str(SHIPPED_PACK), prompts="train", n_prompts=a.prompts, seed=11,
+                                 representation="latent")
+    latents, to_image = source.latents, (lambda v: source.to_image(v, "latent"))
+    print(f"# T-KA on a generic JSCC: {len(latents)} {a.split} images of the aligned edge (pack {SHIPPED_PACK.name}), "
+          f"{a.repeats} draws each, generated in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    specs = [("base", "jscc_generic", a.base)]
+    if a.cala:
+        specs.append(("cala", "cala", a.cala))
+    if a.finetune:
+        specs.append(("finetune", "jscc_generic", a.finetune))
+    for e in a.extra:
+        label, _, ckpt = e.partition("=")
+        codec_name = json.loads(Path(ckpt).read_text())["codec"]
+        specs.append((label, codec_name, ckpt))
+
+    link = make_link("ls", 1)
+    results: dict[str, dict[str, list[float]]] = {}
+    facts: dict[str, dict] = {}
+    for r_i, ratio in enumerate(RATES):
+        conds = grid_conditions(SNRS, SPREADS, bandwidth_ratio=ratio)
+        for label, codec_name, ckpt in specs:
+            try:
+                codec = build_codec(codec_name, (48, 8, 8), ratio, checkpoint=ckpt)
+            except Exception as err:  # a single-rate checkpoint at another rate
+                if r_i == len(RATES) - 1:
+                    raise
+                print(f"  ({label} skipped at 1/{round(1 / ratio)}: {str(err)[:80]})", file=sys.stderr)
+                continue
+            t = time.perf_counter()
+            psnr = evaluate(codec, latents, conds, link, a.repeats, a.seed * 10 + r_i, to_image=to_image)
+            results.setdefault(label, {})[f"1/{round(1 / ratio)}"] = psnr
+            facts.setdefault(label, {"params": codec.num_parameters(), "checkpoint": ckpt,
+                                     "train_wall_s": (codec.manifest or {}).get("training", {}).get("wall_s")})
+            if codec_name == "cala" and "bank_bytes" not in facts[label]:
+                facts[label]["bank_bytes"] = _bank_bytes(codec)
+            print(f"  {label} at 1/{round(1 / ratio)}: mean {statistics.fmean(psnr):.2f} dB "
+                  f"({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
+
+    labels = list(results)
+    print("\n| rate | Es/N0 | " + " | ".join(labels) + " |")
+    print("|---|---:|" + "---:|" * len(labels))
+    for ratio in RATES:
+        key = f"1/{round(1 / ratio)}"
+        for s_i, snr in enumerate(SNRS):
+            cells = []
+            for lbl in labels:
+                v = results[lbl].get(key)
+                cells.append("—" if v is None else f"{statistics.fmean(v[d * len(SNRS) + s_i] for d in range(len(SPREADS))):.2f}")
+            print(f"| {key} | {snr:g} dB | " + " | ".join(cells) + " |")
+
+    def flat(lbl: str) -> list[float]:
+        return [v for key in (f"1/{round(1 / r)}" for r in RATES) for v in results[lbl].get(key, [])]
+
+    print("\n| comparison (paired over points) | points | mean difference [dB] | ± 95 % |")
+    print("|---|---:|---:|---:|")
+    summary: dict[str, object] = {}
+    base = flat("base")
+    for lbl in labels[1:]:
+        other = flat(lbl)
+        if len(other) != len(base):
+            key = "1/6"
+            m, ci = _paired(results[lbl][key], results["base"][key])
+            print(f"| {lbl} − base (1/6 only) | {len(results[lbl][key])} | {m:+.2f} | {ci:.2f} |")
+        else:
+            m, ci = _paired(other, base)
+            print(f"| {lbl} − base | {len(base)} | {m:+.2f} | {ci:.2f} |")
+        summary[f"{lbl}-base"] = [m, ci]
+    if "cala" in results and "finetune" in results:
+        cala, ft = flat("cala"), flat("finetune")
+        m, ci = _paired(cala, ft)
+        gap = statistics.fmean(ft) - statistics.fmean(base)
+        share = (statistics.fmean(cala) - statistics.fmean(base)) / gap if gap else float("nan")
+        print(f"| cala − finetune | {len(base)} | {m:+.2f} | {ci:.2f} |")
+        print(f"\nCALA recovers {100 * share:.0f} % of the base -> full fine-tune gap ({gap:+.2f} dB).")
+        summary["gap_share"] = share
+    for lbl, f in facts.items():
+        print(f"{lbl}: params {f['params']}, training {f['train_wall_s']} s wall"
+              + (f", bank bytes {f['bank_bytes']}" if "bank_bytes" in f else ""))
+        if "bank_bytes" in f:
+            share = (f["params"]["adapters"] + f["params"]["gate"]) / f["params"]["base"]
+            print(f"  bank + gate = {100 * share:.1f} % of the base's parameters")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"results": results, "facts": facts, "summary": summary,
+                                            "split": a.split, "repeats": a.repeats}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
