@@ -134,13 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, m in nets.items():
             inp = latent_map.encode(x) if k == "dekasim jscc" else x
             c0 = time.process_time()
-            if k == "dekasim jscc":
-                z = m.encode(inp)
-                out = m.decode(z, torch.full(z.shape, 0.1))
-            else:
-                z = m.encode(inp)
-                out = m.decode(z, torch.full(z.shape, 0.1))
-            out.square().mean().backward()
+            z = m.encode(inp)
+            m.decode(z, torch.full(z.shape, 0.1)).square().mean().backward()
             net_only[k].append((time.process_time() - c0) / a.batch)
     print(f"# {a.budget_s:g} CPU s of training each, batch {a.batch}, {a.threads} thread(s), 1/6 (512 symbols), "
           "TDL-C 30-3000 ns, LS comb-1, Es/N0 U[0, 20] dB")

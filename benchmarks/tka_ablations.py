@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     from dekasim.codecs import build_codec
     from dekasim.deka.generated import GeneratedSource
-    from dekasim.generative.quantise import dequantise_tensor, quantise_tensor
+    from dekasim.generative.quantise import dequantise_tensor, quantise_tensor, stored_bytes
     from dekasim.training.jscc import evaluate, grid_conditions, make_link
 
     ratio = float(a.ratio)
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     row("fp16 (shipped)", ref, extra=str(sum(v.numel() * 2 for v in state.values())))
     for bits in (8, 4, 2):
         parts = {k: quantise_tensor(v.float(), bits) for k, v in state.items()}
-        size = sum(t.numel() * t.element_size() for q in parts.values() for name, t in q.items()
-                   if name not in ("shape", "bits"))  # those two go into the manifest
+        size = sum(stored_bytes(q) for q in parts.values())
         cala.bank.load_state_dict({k: dequantise_tensor(q).reshape(state[k].shape) for k, q in parts.items()})
         row(f"{bits}-bit", run(cala), ref, str(size))
     cala.bank.load_state_dict(state)

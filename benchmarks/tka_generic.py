@@ -61,14 +61,12 @@ def _paired(a: list[float], b: list[float]) -> tuple[float, float]:
 
 def _bank_bytes(codec) -> dict[str, int]:
     """Bytes of the CALA bank + gate: fp16, and quantised by the pack's quantiser (per-row scale)."""
-    from dekasim.generative.quantise import quantise_tensor
+    from dekasim.generative.quantise import quantise_tensor, stored_bytes
 
-    tensors = {k: v for k, v in codec.bank.state_dict().items()}
+    tensors = codec.bank.state_dict()
     out = {"fp16": sum(v.numel() * 2 for v in tensors.values())}
     for bits in (8, 4, 2):
-        out[f"{bits}-bit"] = sum(sum(p.numel() * p.element_size() for name, p in quantise_tensor(v.float(), bits).items()
-                                     if name not in ("shape", "bits"))
-                                 for v in tensors.values())
+        out[f"{bits}-bit"] = sum(stored_bytes(quantise_tensor(v.float(), bits)) for v in tensors.values())
     return out
 
 

@@ -262,3 +262,11 @@ def test_discrete_time_profile_keeps_the_power_and_the_mean_delay(ds):
     assert prof.powers.sum() == pytest.approx(1.0, abs=0.02)
     mean_delay_s = float(np.sum(pdp.powers * pdp.delays_s))
     assert np.sum(prof.powers * prof.lags) / rate == pytest.approx(mean_delay_s, abs=0.1 / rate)
+
+
+@pytest.mark.parametrize("grid", [GridConfig(), GridConfig(num_guard_carriers=(3, 2), dc_null=True),
+                                  GridConfig(fft_size=77, dc_null=True)])
+def test_grid_effective_subcarriers_are_sionnas(grid):
+    """The time-domain block and the ISI prediction take the used subcarriers from GridConfig, without
+    building a Sionna grid: the same indices as Sionna's ResourceGrid."""
+    np.testing.assert_array_equal(grid.effective_subcarrier_indices, grid.build().effective_subcarrier_ind)

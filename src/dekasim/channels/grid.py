@@ -77,6 +77,14 @@ class GridConfig:
         return self.fft_size - sum(self.num_guard_carriers) - int(self.dc_null)
 
     @property
+    def effective_subcarrier_indices(self) -> np.ndarray:
+        """Indices (into ``fft_size``) of the subcarriers that carry pilots or data: Sionna's
+        ``ResourceGrid.effective_subcarrier_ind`` (guards removed, and the DC at ``fft_size // 2`` if nulled)."""
+        left, right = self.num_guard_carriers
+        idx = np.arange(left, self.fft_size - right)
+        return idx[idx != self.fft_size // 2] if self.dc_null else idx
+
+    @property
     def sample_rate_hz(self) -> float:
         return self.fft_size * self.subcarrier_spacing_hz
 

@@ -47,6 +47,8 @@ class _ConditionBlocks:
     domain: str = "frequency"
     #: how the receiver learns the ISI + ICI power it adds to N0 (time domain only)
     interference_estimate: str | None = None
+    #: "pilot delay bins": the ``[n_eff]`` mask of the bins no channel lag reaches
+    free_delay_bins: torch.Tensor | None = None
 
 
 class OFDMLink(torch.nn.Module):
@@ -153,22 +155,22 @@ class OFDMLink(torch.nn.Module):
             from sionna.phy.ofdm import LMMSEChannelEstimator, LSChannelEstimator
 
             model = channel_model(cond, self.carrier_frequency_hz, device=self.device_name)
-            channel, estimate = None, None
+            pdp = power_delay_profile(cond, self.carrier_frequency_hz) if model is not None else None
+            channel, estimate, free = None, None, None
             if model is not None and domain == "time":
                 from dekasim.channels.time_domain import TimeDomainOFDM
 
-                channel = TimeDomainOFDM(model, self.grid, power_delay_profile(cond, self.carrier_frequency_hz),
+                channel = TimeDomainOFDM(model, self.grid, pdp,
                                          predict_interference(cond, self.grid, self.carrier_frequency_hz).doppler_hz,
                                          device=self.device_name)
-                estimate = self._interference_estimate_kind(channel)
+                estimate, free = self._interference_estimate(channel)
             elif model is not None:
                 channel = OFDMChannel(model, self.resource_grid, return_channel=True, device=self.device_name)
             estimator = None
             if model is not None and self.csi == "ls":
                 estimator = LSChannelEstimator(self.resource_grid, interpolation_type="lin", device=self.device_name)
             elif model is not None and self.csi == "lmmse":
-                idx = torch.as_tensor(np.asarray(self.resource_grid.effective_subcarrier_ind, dtype=np.int64))
-                pdp = power_delay_profile(cond, self.carrier_frequency_hz)
+                idx = self._effective.cpu()
                 if domain == "time":
                     cov_f = time_domain_frequency_covariance(pdp, self.grid, channel.timing_offset)
                 else:
@@ -177,30 +179,30 @@ class OFDMLink(torch.nn.Module):
                 cov_t = time_covariance(cond, self.grid, self.carrier_frequency_hz)
                 estimator = LMMSEChannelEstimator(self.resource_grid, cov_t, cov_f, order="f-t",
                                                   device=self.device_name)
-            self._blocks[key] = _ConditionBlocks(channel, estimator, domain, estimate)
+            self._blocks[key] = _ConditionBlocks(channel, estimator, domain, estimate,
+                                                 None if free is None else free.to(self._effective.device))
         return self._blocks[key]
 
     #: delay bins kept free on each side of the channel's lags: the Hann window's leakage is below -40 dB there
     DELAY_BIN_MARGIN = 4
 
-    def _free_delay_bins(self, blocks: _ConditionBlocks, n_eff: int) -> torch.Tensor:
-        """Bins of an ``n_eff``-point IDFT over the pilots (spacing ``1 / (n_eff df)``) that no channel lag reaches."""
-        scale = blocks.channel.wide.sample_rate_hz / (n_eff * self.grid.subcarrier_spacing_hz)  # samples per bin
-        lo = math.floor(blocks.channel.l_min / scale) - self.DELAY_BIN_MARGIN
-        hi = math.ceil(blocks.channel.l_max / scale) + self.DELAY_BIN_MARGIN
+    def _interference_estimate(self, channel: torch.nn.Module) -> tuple[str, torch.Tensor | None]:
+        """How the receiver of ``channel`` (a time-domain block) learns the ISI + ICI power (see the class
+        docstring), and for ``"pilot delay bins"`` the mask of the bins of an ``n_eff``-point IDFT over the
+        pilots (spacing ``1 / (n_eff df)``) that no channel lag reaches."""
+        if self.csi == "perfect":
+            return "known channel", None
+        if self.grid.pilot_subcarrier_spacing >= 2:
+            return "pilot nulls", None
+        n_eff = self.grid.num_effective_subcarriers
+        scale = channel.wide.sample_rate_hz / (n_eff * self.grid.subcarrier_spacing_hz)  # samples per bin
+        lo = math.floor(channel.l_min / scale) - self.DELAY_BIN_MARGIN
+        hi = math.ceil(channel.l_max / scale) + self.DELAY_BIN_MARGIN
         free = torch.ones(n_eff, dtype=torch.bool)
         free[torch.arange(lo, hi + 1) % n_eff] = False
-        return free
-
-    def _interference_estimate_kind(self, channel: torch.nn.Module) -> str:
-        if self.csi == "perfect":
-            return "known channel"
-        if self.grid.pilot_subcarrier_spacing >= 2:
-            return "pilot nulls"
-        blocks = _ConditionBlocks(channel, None, "time")
-        if not self.grid.dc_null and self._free_delay_bins(blocks, self.grid.num_effective_subcarriers).sum() >= 8:
-            return "pilot delay bins"
-        return "pdp prediction"
+        if not self.grid.dc_null and int(free.sum()) >= 8:
+            return "pilot delay bins", free
+        return "pdp prediction", None
 
     def _disturbance_from_pilots(self, y: torch.Tensor, blocks: _ConditionBlocks, no: torch.Tensor,
                                  cond: Condition) -> torch.Tensor:
@@ -218,8 +220,7 @@ class OFDMLink(torch.nn.Module):
             n_eff = rx.shape[-1]
             window = torch.hann_window(n_eff, periodic=False, dtype=torch.float32, device=y.device)
             bins = torch.fft.ifft(rx / self._pilot_values * window, dim=-1, norm="ortho")
-            free = self._free_delay_bins(blocks, n_eff).to(y.device)
-            measured = bins[..., free].abs().square().mean((-2, -1)) / window.square().mean()
+            measured = bins[..., blocks.free_delay_bins].abs().square().mean((-2, -1)) / window.square().mean()
         return no + torch.clamp(measured - no, min=0.0)
 
     def forward(self, x: torch.Tensor, cond: Condition) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +252,7 @@ class OFDMLink(torch.nn.Module):
                 no_rx = self._disturbance_from_pilots(y.detach(), blocks, no, cond)
         else:
             y, h = blocks.channel(grid, no)
-        no_est = no_rx.reshape(-1, 1, 1) if no_rx.dim() == 1 else no
+        no_est = no_rx.reshape(-1, 1, 1) if no_rx.dim() else no  # per slot in the time domain
         if blocks.estimator is None:  # perfect CSI
             h_hat = self.remove_nulls(h.reshape(batch * slots, 1, 1, 1, 1, *h.shape[-2:]))
             err_var = torch.zeros((), dtype=torch.float32, device=x.device)
@@ -266,9 +267,7 @@ class OFDMLink(torch.nn.Module):
         h_data = h_hat.reshape(batch * slots, -1).index_select(1, self._data_re)
         if err_var.dim():
             err_var = err_var.broadcast_to(h_hat.shape).reshape(batch * slots, -1).index_select(1, self._data_re)
-        if no_rx.dim() == 1:
-            no_rx = no_rx[:, None]
-        no_eff = (no_rx + err_var) / h_data.abs().square()
+        no_eff = ((no_rx[:, None] if no_rx.dim() else no_rx) + err_var) / h_data.abs().square()
         x_hat = x_hat.reshape(batch, slots * per_slot)[:, :n]
         no_eff = no_eff.reshape(batch, slots * per_slot)[:, :n]
         return x_hat, no_eff

@@ -99,7 +99,7 @@ def time_domain_frequency_covariance(pdp: PowerDelayProfile, grid: GridConfig, t
     profile = discrete_time_profile(pdp, rate)
     w = window_overlap(profile.lags, wide, timing_offset)
     freqs = subcarrier_frequencies(grid.fft_size, grid.subcarrier_spacing_hz, device="cpu").numpy().astype(np.float64)
-    pulse = np.sinc(profile.lags[None, :] - pdp.delays_s[:, None] * rate) * w[None, :]          # [M, L]
+    pulse = path_taps(pdp, profile.lags, rate) * w[None, :]                                       # [M, L]
     g = pulse @ np.exp(-2j * np.pi * profile.lags[:, None] * freqs[None, :] / rate)              # [M, F]
     cov = np.einsum("m,mu,mv->uv", pdp.powers, g, g.conj())
     return torch.tensor(cov, dtype=torch.complex64)
@@ -209,12 +209,18 @@ class DiscreteTimeProfile:
         return int(self.lags[-1])
 
 
+def path_taps(pdp: PowerDelayProfile, lags: np.ndarray, sample_rate_hz: float) -> np.ndarray:
+    """``[paths, L]``: how each path's unit amplitude reaches the discrete-time taps at ``lags`` through the
+    sinc pulse, ``sinc(l - tau_m W)`` (what Sionna's ``cir_to_time_channel`` applies)."""
+    return np.sinc(lags[None, :] - pdp.delays_s[:, None] * sample_rate_hz)
+
+
 def discrete_time_profile(pdp: PowerDelayProfile, sample_rate_hz: float, l_min: int = L_MIN) -> DiscreteTimeProfile:
     """The TDL's discrete-time PDP at ``sample_rate_hz``; ``l_max = ceil(max delay * W) + 6`` as
     Sionna's ``time_lag_discrete_time_channel`` recommends."""
     l_max = int(math.ceil(pdp.max_delay_s * sample_rate_hz)) - l_min
     lags = np.arange(l_min, l_max + 1)
-    powers = np.sum(pdp.powers[:, None] * np.sinc(lags[None, :] - pdp.delays_s[:, None] * sample_rate_hz) ** 2, axis=0)
+    powers = np.sum(pdp.powers[:, None] * path_taps(pdp, lags, sample_rate_hz) ** 2, axis=0)
     return DiscreteTimeProfile(lags, powers)
 
 
@@ -243,7 +249,8 @@ def window_overlap(lags: np.ndarray, grid: GridConfig, timing_offset: int) -> np
 def jakes_coherence(doppler_hz: float, grid: GridConfig) -> float:
     """``(1/N^2) sum_{i,i'} J0(2 pi f_d (i - i') / W)``: the power share of a Jakes-faded tap that stays on its
     own subcarrier over one FFT window of N samples; ``1 - jakes_coherence`` is the classical ICI power
-    (~ (pi f_d T)^2 / 3 for small ``f_d T``, T = N / W the useful symbol time)."""
+    (~ (pi f_d T)^2 / 6 for small ``f_d T``, T = N / W the useful symbol time: the Jakes spectrum's mean
+    square Doppler is f_d^2 / 2)."""
     from scipy.special import j0
 
     n = grid.fft_size
@@ -271,19 +278,18 @@ class InterferencePrediction:
         return 10 * math.log10(self.useful / (10 ** (-snr_db / 10) + self.interference))
 
 
-def _interference(profile: DiscreteTimeProfile, grid: GridConfig, timing_offset: int, coherence: float):
-    """(useful, interference) per RE for uncorrelated taps and a white signal (every subcarrier used): the
-    quick estimate :func:`best_timing_offset` ranks offsets by."""
+def _white_signal_isi(profile: DiscreteTimeProfile, grid: GridConfig, timing_offset: int) -> float:
+    """ISI + window ICI per RE for uncorrelated taps and a white signal (every subcarrier used): the quick
+    estimate :func:`best_timing_offset` ranks offsets by."""
     w = window_overlap(profile.lags, grid, timing_offset)
-    useful = float(np.sum(profile.powers * w ** 2)) * coherence
-    return useful, float(np.sum(profile.powers)) - useful
+    return float(np.sum(profile.powers * (1.0 - w ** 2)))
 
 
 def best_timing_offset(profile: DiscreteTimeProfile, grid: GridConfig) -> int:
     """The FFT-window offset in ``[l_min, 0]`` that minimises the average ISI (what a timing synchroniser
     tuned to the PDP does); ties go to the offset nearest 0."""
     offsets = range(0, profile.l_min - 1, -1)
-    return min(offsets, key=lambda t: _interference(profile, grid, t, 1.0)[1])
+    return min(offsets, key=lambda t: _white_signal_isi(profile, grid, t))
 
 
 def _static_isi(pdp: PowerDelayProfile, grid: GridConfig, timing_offset: int) -> tuple[float, float]:
@@ -300,13 +306,12 @@ def _static_isi(pdp: PowerDelayProfile, grid: GridConfig, timing_offset: int) ->
     m, cp, rate = wide.fft_size, wide.cyclic_prefix_length, wide.sample_rate_hz
     profile = discrete_time_profile(pdp, rate)
     lags = profile.lags
-    s = np.sinc(lags[None, :] - pdp.delays_s[:, None] * rate)                    # [paths, L]
+    s = path_taps(pdp, lags, rate)                                                 # [paths, L]
     cov = (s.T * pdp.powers) @ s                                                   # [L, L]
     pos = cp + timing_offset + np.arange(m)[:, None] - lags[None, :]               # [M, L]
     masks = np.stack([(pos >= 0) & (pos < m + cp), pos < 0, pos >= m + cp]).astype(np.float64)
     d = np.fft.ifft(masks, axis=1)                                                 # [3, delta mod M, L]
-    k = np.asarray(grid.build(device="cpu").effective_subcarrier_ind, dtype=np.int64)
-    nu = k - grid.fft_size // 2                                                    # frequency / spacing
+    nu = grid.effective_subcarrier_indices - grid.fft_size // 2                                                    # frequency / spacing
     phase = np.exp(-2j * np.pi * nu[:, None] * lags[None, :] / m)                  # [nu', L]
     delta = (nu[:, None] - nu[None, :]) % m                                        # [nu', nu]
     a = phase[None, :, None, :] * d[:, delta, :]                                  # [3, nu', nu, L]

@@ -66,8 +66,8 @@ class TimeDomainOFDM(torch.nn.Module):
         self.demodulator = OFDMDemodulator(n, self.timing_offset, cp, device=device)
         self.apply_channel = ApplyTimeChannel(self.num_samples, self.l_tot, device=device)
         self.awgn = AWGN(device=device)
-        eff = np.asarray(grid.build(device="cpu").effective_subcarrier_ind, dtype=np.int64) + self.first
-        self.register_buffer("_effective", torch.as_tensor(eff), persistent=False)
+        self.register_buffer("_effective", torch.as_tensor(grid.effective_subcarrier_indices + self.first),
+                             persistent=False)
         lags = np.arange(self.l_min, self.l_max + 1)
         # window sample i of extended symbol s is output sample b = s (N + cp) + cp + t + i - l_min
         s = np.arange(1, grid.num_ofdm_symbols + 1)[:, None]
@@ -76,8 +76,9 @@ class TimeDomainOFDM(torch.nn.Module):
                              persistent=False)
         # the input of tap l at window sample i belongs to the current symbol iff 0 <= cp + t + i - l < N + cp
         pos = cp + self.timing_offset + np.arange(n)[:, None] - lags[None, :]
-        self.register_buffer("_current", torch.as_tensor(((pos >= 0) & (pos < n + cp)).astype(np.float32)),
-                             persistent=False)
+        current = ((pos >= 0) & (pos < n + cp)).astype(np.float32)
+        self.register_buffer("_current", torch.as_tensor(current), persistent=False)
+        self.register_buffer("_share", torch.as_tensor(current.mean(0)), persistent=False)  # [L], a static tap's
         freqs = subcarrier_frequencies(grid.fft_size, grid.subcarrier_spacing_hz, device="cpu").numpy()
         phase = -2 * np.pi * freqs.astype(np.float64)[None, :] * lags[:, None] / wide.sample_rate_hz
         self.register_buffer("_dft", torch.as_tensor(np.exp(1j * phase).astype(np.complex64)), persistent=False)
@@ -121,7 +122,7 @@ class TimeDomainOFDM(torch.nn.Module):
         taps = h_time.reshape(h_time.shape[0], h_time.shape[-2], self.l_tot)
         n = self.wide.fft_size
         if self.static:
-            u = (taps[:, 0, :] * (self._current.sum(0) / n))[:, None, :].expand(-1, self.grid.num_ofdm_symbols, -1)
+            u = (taps[:, 0, :] * self._share)[:, None, :].expand(-1, self.grid.num_ofdm_symbols, -1)
         else:
             u = (taps[:, self._window, :] * self._current).sum(2) / n         # [B, S, L]
         return u @ self._dft

@@ -524,6 +524,10 @@ class JSCCCodec(Codec):
             self.load_tensors(tensors)
         self.eval()
 
+    def _symbols(self, bandwidth_ratio: float) -> int:
+        """Channel uses per item at ``bandwidth_ratio`` (the rounding of ``n_channel_uses``)."""
+        return max(1, int(round(float(bandwidth_ratio) * self.n_source_samples)))
+
     def _served_rates(self, rates: list[float] | None) -> tuple[int, ...]:
         """Symbol counts of the ``rates`` option (bandwidth ratios), which must include this codec's."""
         if rates is None:
@@ -531,7 +535,7 @@ class JSCCCodec(Codec):
         if not isinstance(rates, (list, tuple)) or not rates or \
                 not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
             raise ConfigError("rates", rates, "a non-empty list of bandwidth ratios, e.g. [1/24, 1/12, 1/6]")
-        served = tuple(sorted({max(1, int(round(float(r) * self.n_source_samples))) for r in rates}))
+        served = tuple(sorted({self._symbols(r) for r in rates}))
         if self.n_channel_uses not in served:
             raise ConfigError("rates", rates, f"a list that includes this codec's own ratio "
                               f"({self.bandwidth_ratio:g}: {self.n_channel_uses} symbols)")
@@ -540,8 +544,7 @@ class JSCCCodec(Codec):
     def set_rate(self, bandwidth_ratio: float) -> None:
         """Switch a rate-adaptive codec to another of its rates (``n_channel_uses`` and the condition's
         rate feature follow); raises ConfigError for a rate the network does not serve."""
-        n = max(1, int(round(float(bandwidth_ratio) * self.n_source_samples)))
-        if not self.arch.serves(n):
+        if not self.arch.serves(self._symbols(bandwidth_ratio)):
             raise ConfigError("bandwidth_ratio", bandwidth_ratio,
                               f"a rate this network serves: {list(self.arch.rates) or [self.arch.n_symbols]} symbols")
         self.bandwidth_ratio = float(bandwidth_ratio)

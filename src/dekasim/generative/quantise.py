@@ -92,5 +92,11 @@ def dequantise_tensor(parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return x.reshape(shape)
 
 
+def stored_bytes(parts: Mapping[str, torch.Tensor]) -> int:
+    """Bytes a quantised tensor occupies in a tensor file: its codes, scales and zeros (its ``shape`` and
+    ``bits`` go into the manifest)."""
+    return sum(parts[k].numel() * parts[k].element_size() for k in ("codes", "scale", "zero"))
+
+
 def _n_packed_bytes(shape: list[int], bits: int) -> int:
     return -(-math.prod(shape) // (8 // bits))
