@@ -9,6 +9,9 @@ Codecs (48x8x8 latents, sent as latents, scored on the 32x32 images they decode 
 - ``cala``: the same frozen base plus a CALA bank + gate trained on S_EG over SNR x delay spread x rate.
 - ``finetune``: the base with every weight fine-tuned on S_EG (what a non-compact alignment reaches).
 - ``--extra NAME=CKPT``: more checkpoints (single-rate ones are evaluated at their own rate only).
+- ``--specialists CKPT ...``: per-(SNR, rate) specialists, each trained at one Es/N0 (``--snr-db-range S S``)
+  and one rate (``--train-rates R``) and evaluated at that SNR and rate only (over the five delay spreads,
+  on the draws every codec sees there); the table's ``specialist`` column and the paired gaps to them.
 
 Grid: Es/N0 0, 5, 10, 15, 20 dB x RMS delay spread 30, 100, 300, 1000, 3000 ns (TDL-C, 3.5 GHz, static)
 x bandwidth ratio 1/24, 1/12, 1/6 (128, 256, 512 symbols); LS on comb-1 pilots, LMMSE equalisation,
@@ -70,12 +73,46 @@ def _bank_bytes(codec) -> dict[str, int]:
     return out
 
 
+def _evaluate_specialists(a, results: dict[str, dict[str, list[float]]], latents, to_image, link) -> None:
+    """``results["specialist"]``: each grid point by the specialist of its (SNR, rate), with the draws of
+    the full-grid evaluation at that point (the same seed and condition index)."""
+    from dekasim.codecs import build_codec
+    from dekasim.training.jscc import evaluate, grid_conditions
+
+    by_point: dict[tuple[float, int], str] = {}
+    for ckpt in a.specialists:
+        cfg = json.loads(Path(ckpt).read_text())["training"]["config"]
+        lo, hi = cfg["snr_db_range"]
+        rates = cfg.get("train_rates") or []
+        if lo != hi or len(rates) != 1:
+            raise SystemExit(f"--specialists: {ckpt} was not trained at one Es/N0 and one rate "
+                             f"(snr_db_range {cfg['snr_db_range']}, train_rates {rates})")
+        by_point[(float(lo), round(1 / rates[0]))] = ckpt
+    for r_i, ratio in enumerate(RATES):
+        conds = grid_conditions(SNRS, SPREADS, bandwidth_ratio=ratio)
+        psnr = [float("nan")] * len(conds)
+        for s_i, snr in enumerate(SNRS):
+            ckpt = by_point.get((snr, round(1 / ratio)))
+            if ckpt is None:
+                raise SystemExit(f"--specialists: none for Es/N0 {snr:g} dB at 1/{round(1 / ratio)}")
+            codec = build_codec(json.loads(Path(ckpt).read_text())["codec"], (48, 8, 8), ratio, checkpoint=ckpt)
+            idx = [d * len(SNRS) + s_i for d in range(len(SPREADS))]
+            vals = evaluate(codec, latents, [conds[i] for i in idx], link, a.repeats, a.seed * 10 + r_i,
+                            to_image=to_image, indices=idx)
+            for i, v in zip(idx, vals):
+                psnr[i] = v
+        results.setdefault("specialist", {})[f"1/{round(1 / ratio)}"] = psnr
+        print(f"  specialists at 1/{round(1 / ratio)}: mean {statistics.fmean(psnr):.2f} dB", file=sys.stderr,
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True)
     p.add_argument("--cala", default=None)
     p.add_argument("--finetune", default=None)
     p.add_argument("--extra", nargs="*", default=[])
+    p.add_argument("--specialists", nargs="*", default=[])
     p.add_argument("--split", default="heldout", choices=["heldout", "val"])
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -132,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label} at 1/{round(1 / ratio)}: mean {statistics.fmean(psnr):.2f} dB "
                   f"({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
 
+    if a.specialists:
+        _evaluate_specialists(a, results, latents, to_image, link)
     labels = list(results)
     print("\n| rate | Es/N0 | " + " | ".join(labels) + " |")
     print("|---|---:|" + "---:|" * len(labels))
@@ -151,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     summary: dict[str, object] = {}
     base = flat("base")
+    if "specialist" in results:
+        spec = flat("specialist")
+        for lbl in labels:
+            if lbl != "specialist" and len(flat(lbl)) == len(spec):
+                m, ci = _paired(flat(lbl), spec)
+                print(f"| {lbl} − per-(SNR, rate) specialist | {len(spec)} | {m:+.2f} | {ci:.2f} |")
+                summary[f"{lbl}-specialist"] = [m, ci]
     for lbl in labels[1:]:
+        if lbl == "specialist":
+            continue
         other = flat(lbl)
         if len(other) != len(base):  # a single-rate codec: at its own rates only
             keys = list(results[lbl])

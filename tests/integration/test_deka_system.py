@@ -1,7 +1,8 @@
 """DeKA-g end to end on tiny models: systems in a scenario, the pack in every row, the cache, the report.
 
-Toy cloud and edge LDMs (random, two DDIM steps), a tiny MAKD pack carrying the shipped latent CALA bank
-(the toy world is 32 px, so its latents are the shipped 48x8x8 family's), two SNRs: seconds, not minutes.
+Toy cloud and edge LDMs (random, two DDIM steps), a tiny MAKD pack carrying the shipped generic CALA bank
+(``cala_generic``, on the rate-adaptive ``jscc_generic``; the toy world is 32 px, so its latents are the
+shipped 48x8x8 family's), two SNRs: seconds, not minutes.
 No quality is asserted (the models are random); what is asserted is where every number comes from.
 """
 
@@ -43,7 +44,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     cfg = AlignConfig(n_train_images=2, n_val_prompts=2, n_test_prompts=4, n_control_prompts=2, budget_steps=2,
                       batch_size=2, eval_every=1, patience=2, sample_steps=2, seed=3, lora_rank=2)
     run_alignment(load_model(d / "cloud"), load_model(d / "edge"), cfg, d / "align", methods=("makd",), bits=(),
-                  cala=CHECKPOINT_DIR / "cala-48x8x8-bw1_6.json")
+                  cala=CHECKPOINT_DIR / "cala_generic-48x8x8-bw1_6.json")
     return {"dir": d, "cloud": d / "cloud", "edge": d / "edge", "pack": d / "align" / "pack", "cache": d / "cache"}
 
 
@@ -78,7 +79,7 @@ def test_every_system_at_every_point_with_its_knowledge_and_pack_hash(world, fir
     for snr in (0, 40):
         facts = {label: by[(label, snr)]["system"] for label in ("DeKA-g", "no alignment", "G-KA only", "T-KA only")}
         assert facts["DeKA-g"] == {"edge": "aligned", "metaword": True, "g_lora": True, "cala": True,
-                                   "pack_sha256": sha, "codec_checkpoint": "jscc_base-48x8x8-bw1_6.safetensors"}
+                                   "pack_sha256": sha, "codec_checkpoint": "jscc_generic-48x8x8-bw1_6.safetensors"}
         assert facts["no alignment"]["pack_sha256"] is None
         assert not any(facts["no alignment"][k] for k in ("metaword", "g_lora", "cala"))
         assert facts["G-KA only"]["g_lora"] and not facts["G-KA only"]["cala"]
@@ -120,6 +121,29 @@ def test_deka_rows_come_from_the_aligned_edge_and_the_packs_bank(world, first):
     cond = Condition(snr_db=10.0, delay_spread_ns=300.0, bandwidth_ratio=1 / 6)
     x = deka.latents["aligned"][:2]
     assert not torch.allclose(codec.encode(x, cond), plain.encode(x, cond), atol=1e-4)
+
+
+def test_systems_run_at_every_rate_the_preinstalled_jscc_serves(world, tmp_path):
+    """The generic pre-installed JSCC serves 1/24, 1/12 and 1/6: a sweep over them sends 128 / 256 / 512
+    symbols per image, with and without the bank; a rate it does not serve is one clean error."""
+    from dekasim.errors import ConfigError
+    from dekasim.sim import run_scenario
+    from dekasim.sim.runner import deka_payload
+
+    raw = _raw(world)
+    raw.update(systems=SYSTEMS[:2], sweep={**raw["sweep"], "snr_db": [10], "bandwidth_ratio": [1 / 24, 1 / 12]},
+               downlink={"simulate": False})
+    res = run_scenario(scenario_from_dict(raw), out_dir=tmp_path, progress=False, plots=False)
+    assert len(res.rows) == 4
+    for row in res.rows:
+        assert row["channel_uses"] == round(row["bandwidth_ratio"] * 48 * 64)
+        assert row["system"]["codec_checkpoint"] == "jscc_generic-48x8x8-bw1_6.safetensors"
+    scenario = scenario_from_dict(raw)
+    deka = deka_payload(scenario)
+    for spec in scenario.codecs:
+        with pytest.raises(ConfigError, match="1/24, 1/12, 1/6") as info:
+            deka.build_codec(spec, (48, 8, 8), 1 / 7)
+        assert info.value.field == "sweep.bandwidth_ratio"
 
 
 def test_end_to_end_metrics_equal_the_no_channel_consistency_on_a_clean_link(world, tmp_path):

@@ -46,3 +46,39 @@ def test_the_main_job_uses_the_shipped_pack():
     systems = {spec.label: (spec.edge, spec.codec, spec.bank) for spec in s.codecs}
     assert systems["DeKA-g (MAKD + CALA)"] == ("aligned", "preinstalled", "pack")
     assert systems["no alignment"] == ("unaligned", "preinstalled", None)
+
+
+def test_the_shipped_bank_is_the_generic_t_ka_bank_and_refuses_other_bases():
+    """The pack carries cala_generic (K = 2 rank-4 CP adapters + affine on the generic, rate-adaptive
+    jscc_generic) in 8 bits: the codec it rebuilds sends within 1 % of the checkpoint's symbols at each of
+    the three rates, and the bank is refused on the edge-trained jscc_base (a bank adapts the exact network
+    it was trained on)."""
+    import torch
+
+    from dekasim.codecs import build_codec
+    from dekasim.codecs.jscc import CHECKPOINT_DIR
+    from dekasim.conditions import Condition
+    from dekasim.deka.pack_codec import cala_codec_from_pack
+    from dekasim.errors import ConfigError
+    from dekasim.generative.pack import load_pack
+
+    pack = load_pack(DEFAULT_PACK_DIR)
+    part = pack.cala
+    assert part.source["file"] == "cala_generic-48x8x8-bw1_6.safetensors" and part.affine
+    assert (part.num_adapters, part.rank, part.factor) == (2, 4, "cp")
+    assert part.base["file"] == "jscc_generic-48x8x8-bw1_6.safetensors" and part.base["codec"] == "jscc_generic"
+    base = preinstalled_checkpoint(pack)
+    codec = cala_codec_from_pack(pack, base)
+    ref = build_codec("cala", (48, 8, 8), 1 / 6, checkpoint=str(CHECKPOINT_DIR / "cala_generic-48x8x8-bw1_6.json"))
+    x = torch.rand(8, 48, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for ratio, n in ((1 / 24, 128), (1 / 12, 256), (1 / 6, 512)):
+        codec.set_rate(ratio)
+        ref.set_rate(ratio)
+        for snr in (0.0, 20.0):
+            cond = Condition(snr_db=snr, delay_spread_ns=300.0, tdl_profile="C")
+            want, got = ref.encode(x, cond), codec.encode(x, cond)
+            assert got.shape == (8, n)
+            assert float((got - want).norm() / want.norm()) < 0.01
+    with pytest.raises(ConfigError) as info:
+        cala_codec_from_pack(pack, CHECKPOINT_DIR / "jscc_base-48x8x8-bw1_6.json")
+    assert info.value.field == "pack.cala.base.sha256"

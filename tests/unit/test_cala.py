@@ -241,3 +241,72 @@ def test_an_affine_bank_starts_as_its_base_and_its_kind_survives_a_checkpoint(tm
     torch.testing.assert_close(again.encode(img, TDL), cala.encode(img, TDL))
     with pytest.raises(ConfigError, match="affine"):
         _untrained_cala(affine="yes")
+
+
+@pytest.mark.parametrize("factor", ["full", "cp"])
+def test_a_rank_r_bank_computes_the_weight_update_it_describes(factor):
+    """Adapter i of rank r adds g_i sum_j b_ij a_ij^T to each adapted kernel, with a_ij over the whole
+    kernel (full) or a channel vector times a spatial kernel (cp): the layer's output equals a plain
+    convolution with that weight, formed explicitly, per item."""
+    import torch.nn.functional as F
+
+    cala = _untrained_cala(init_seed=3, num_adapters=2, rank=3, factor=factor, layers=["enc.res1"])
+    bank = cala.bank
+    with torch.no_grad():
+        for p in bank.b.values():
+            p.normal_(0.0, 0.2)
+    conv = cala.net.layer("enc.res1")
+    x = torch.randn(2, conv.in_channels, 8, 8)
+    g = torch.tensor([[0.3, 0.7], [0.9, 0.1]])
+    adapter = bank.adapters(g)["enc.res1"]
+    got = conv(x, adapter)
+    a, b = bank.a["enc_res1"], bank.b["enc_res1"]
+    if factor == "cp":
+        assert a.shape == (6, conv.in_channels) and bank.spatial["enc_res1"].shape == (6, 9)
+        a = (a[:, :, None] * bank.spatial["enc_res1"][:, None, :]).reshape(6, -1)
+    else:
+        assert a.shape == (6, conv.fan_in) and not bank.spatial
+    for item in range(2):
+        gr = g[item].repeat_interleave(3)                                   # [K r]
+        delta = (b.T * gr) @ a                                              # [out, fan_in]
+        w = conv.weight + delta.reshape(conv.weight.shape)
+        want = F.conv2d(x[item:item + 1], w, conv.bias, conv.stride, conv.padding)
+        torch.testing.assert_close(got[item:item + 1], want, atol=1e-5, rtol=1e-5)
+    # the parameter count: per component fan_in + out (full) or in + k*k + out (cp)
+    per = conv.fan_in + conv.out_channels if factor == "full" else conv.in_channels + 9 + conv.out_channels
+    assert bank.num_adapter_params() == 2 * 3 * per
+
+
+def test_a_cp_bank_starts_as_its_base_and_its_rank_and_factor_survive_a_checkpoint(tmp_path):
+    cala = _untrained_cala(init_seed=2, num_adapters=2, rank=2, factor="cp", affine=True)
+    base = build_codec("jscc_mixed", SHAPE, 1 / 6, checkpoint="none", width=16, init_seed=2)
+    img = torch.rand(3, *SHAPE)
+    torch.testing.assert_close(cala.encode(img, TDL), base.encode(img, TDL))
+    with torch.no_grad():
+        for p in cala.bank.b.values():
+            p.normal_(0.0, 0.2)
+        for p in cala.bank.scale.values():
+            p.fill_(0.1)
+    cala.save(tmp_path)
+    again = Codec.load(tmp_path)
+    assert (again.bank.rank, again.bank.factor, again.bank.affine) == (2, "cp", True)
+    torch.testing.assert_close(again.encode(img, TDL), cala.encode(img, TDL))
+    for bad in ({"rank": 0}, {"rank": True}, {"factor": "tucker"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            _untrained_cala(**bad)
+
+
+def test_training_a_cp_bank_records_rank_and_factor(base_ckpt, tmp_path):
+    import shutil
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(base_ckpt.with_suffix(suffix), tmp_path / base_ckpt.with_suffix(suffix).name)
+    res = train(_cfg("cala", base=str(tmp_path / base_ckpt.name), steps=2, rank=2, factor="cp", num_adapters=2),
+                out=tmp_path)
+    manifest = json.loads(res["paths"][-1].read_text())
+    assert manifest["cala"]["rank"] == 2 and manifest["cala"]["factor"] == "cp"
+    codec = build_codec("cala", SHAPE, 1 / 6, checkpoint=str(res["paths"][-1]))
+    assert codec.bank.rank == 2 and codec.bank.factor == "cp"
+    _, before = read_checkpoint(base_ckpt)
+    _, after = read_checkpoint(tmp_path / base_ckpt.name)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the base is never written

@@ -404,3 +404,65 @@ def test_an_snr_anchored_gate_survives_the_pack(ckpt, tmp_path):
     x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(1))
     for snr in (0.0, 20.0):
         assert torch.equal(rebuilt.encode(x, COND.replace(snr_db=snr)), direct.encode(x, COND.replace(snr_db=snr)))
+
+
+def test_an_affine_bank_on_a_rate_adaptive_base_survives_the_pack(tmp_path):
+    """The generic T-KA bank's layout: per-channel scales and shifts beside the rank-1 adapters, on a base
+    that serves three rates. Unquantised, the rebuilt codec is bit-identical to the checkpoint's at every
+    rate; at 8 bits close; the scales and shifts are quantised like the adapters; and the gate's weights
+    change with the rate (its condition features carry it)."""
+    shape, rates = (12, 4, 4), [1 / 24, 1 / 12, 1 / 6]
+    d = tmp_path / "ckpt"
+    base_codec = build_codec("jscc_generic", shape, 1 / 6, checkpoint="none", width=16, rates=rates, init_seed=2)
+    base = save_checkpoint(d, checkpoint_stem("jscc_generic", shape, 1 / 6),
+                           {f"net.{k}": v for k, v in base_codec.net.state_dict().items()},
+                           {"codec": "jscc_generic", "arch": base_codec.arch.to_json(), "bandwidth_ratio": 1 / 6,
+                            "payload_shape": list(shape)})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        bank = CALABank(base_codec.net, ("enc.stem", "dec.out"), num_adapters=2, gate_hidden=8,
+                        gate="snr_anchored", affine=True)
+        with torch.no_grad():
+            for group in (bank.b, bank.scale, bank.shift):
+                for p in group.values():
+                    p.normal_(0.0, 0.3)
+    bm = json.loads(base.read_text())
+    cala = save_checkpoint(d, checkpoint_stem("cala_generic", shape, 1 / 6),
+                           {f"bank.{k}": v for k, v in bank.state_dict().items()},
+                           {"codec": "cala", "arch": bm["arch"], "bandwidth_ratio": 1 / 6, "payload_shape": list(shape),
+                            "cala": {"layers": list(bank.layers), "num_adapters": 2, "gate_hidden": 8,
+                                     "gate": "snr_anchored", "affine": True},
+                            "base": {"file": bm["file"], "sha256": bm["sha256"], "codec": "jscc_generic"}})
+    direct = build_codec("cala", shape, 1 / 6, checkpoint=str(cala))
+    x = _payload(shape)
+    for bits in (None, 8):
+        dd = save_pack(with_cala(_pack(), cala), tmp_path / f"pack{bits}", bits=bits)
+        manifest = _manifest(dd)
+        assert manifest["cala"]["affine"] is True
+        pack = load_pack(dd)
+        assert pack.cala.affine and {"scale.enc_stem", "shift.dec_out"} <= set(pack.cala.tensors)
+        rebuilt = cala_codec_from_pack(pack, base)
+        assert rebuilt.bank.affine and rebuilt.arch.rates == (8, 16, 32)  # of 192 real values
+        if bits is not None:
+            entry = next(f for f in manifest["files"] if f["name"] == quantised_cala_name(bits))
+            assert entry["tensors"]["scale.enc_stem"]["stored"] == "quantised"
+            assert entry["tensors"]["gate.0.weight"]["stored"] == "float16"
+        for ratio in rates:
+            rebuilt.set_rate(ratio)
+            direct.set_rate(ratio)
+            want = direct.encode(x, COND)
+            got = rebuilt.encode(x, COND)
+            assert got.shape == (4, round(ratio * math.prod(shape)))
+            err = float((got - want).norm() / want.norm())
+            assert (err == 0.0) if bits is None else (0.0 < err < 0.01), (bits, ratio, err)
+    direct.set_rate(1 / 24)
+    low = direct.gate_weights(COND)
+    direct.set_rate(1 / 6)
+    assert not torch.allclose(low, direct.gate_weights(COND), atol=1e-4)
+    # a plain bank's manifest has no affine key: packs made before the option are unchanged
+    plain = save_pack(with_cala(_pack(), SHIPPED_CALA), tmp_path / "plain")
+    assert "affine" not in _manifest(plain)["cala"]
+    # and a bank is refused on the plain base of another family
+    with pytest.raises(ConfigError) as info:
+        cala_codec_from_pack(load_pack(tmp_path / "packNone"), CHECKPOINT_DIR / "jscc_base-48x8x8-bw1_6.json")
+    assert info.value.field == "pack.cala.base.sha256"

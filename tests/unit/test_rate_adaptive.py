@@ -109,3 +109,26 @@ def test_rates_options_are_checked():
         build_codec("jscc_generic", SHAPE, 1 / 6, checkpoint="none", rates=[1 / 24, 1 / 12])
     with pytest.raises(ConfigError, match="rates"):
         TrainConfig(codec="jscc", steps=1, payload_shape=SHAPE, rates=(1 / 6,))
+
+
+def test_train_rates_draw_only_the_given_rates(generic_base, tmp_path, monkeypatch):
+    """A per-rate specialist of a rate-adaptive network (--train-rates): the architecture keeps serving
+    all three rates, but training sends only at the chosen one."""
+    from dekasim.codecs.jscc import GenericJSCC
+
+    seen: list[float] = []
+    original = GenericJSCC.set_rate
+
+    def record(self, ratio):
+        seen.append(float(ratio))
+        original(self, ratio)
+
+    monkeypatch.setattr(GenericJSCC, "set_rate", record)
+    res = train(_cfg("jscc_generic", base=str(generic_base["paths"][-1]), steps=5, train_rates=(1 / 12,)),
+                out=tmp_path)
+    assert seen[:5] == [1 / 12] * 5 and seen[5:] == [1 / 6]  # five steps, then back to its top rate to save
+    assert res["codec"].arch.rates == (128, 256, 512)
+    with pytest.raises(ConfigError, match="train_rates"):
+        _cfg("jscc_generic", train_rates=(1 / 7,))
+    with pytest.raises(ConfigError, match="train_rates"):
+        _cfg("jscc_generic", rates=None, train_rates=(1 / 6,))

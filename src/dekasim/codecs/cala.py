@@ -27,7 +27,9 @@ Options (beside those of :mod:`dekasim.codecs.jscc`): ``condition_error_db``; wi
 ``checkpoint = "none"`` also ``layers`` (list of layer names, default :data:`DEFAULT_LAYERS`) and
 ``num_adapters`` (CALA, default 8) or ``rank`` (oracle, default 4), and for CALA ``gate`` (``"mlp"``,
 default, or ``"snr_anchored"``: see :class:`CALABank`) and ``affine`` (CALA: each adapter also scales and
-shifts every output channel of its layers, ``out * (1 + sum_i g_i s_i) + sum_i g_i t_i``; default false).
+shifts every output channel of its layers, ``out * (1 + sum_i g_i s_i) + sum_i g_i t_i``; default false),
+``rank`` (CALA: the rank of each adapter, default 1) and ``factor`` (CALA: ``"full"``, default, or ``"cp"``:
+each component a channel vector times a spatial kernel; see :class:`CALABank`).
 A checkpoint of these codecs stores only the bank (+ gate) and names its base checkpoint (file and
 sha256), which is loaded with it.
 """
@@ -55,6 +57,8 @@ ORACLE_SNR_CENTRES_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
 ORACLE_DELAY_SPREADS_NS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
 #: Gate kinds of :class:`CALABank`.
 GATES = ("mlp", "snr_anchored")
+#: How :class:`CALABank` parameterises each component's input vector.
+FACTORS = ("full", "cp")
 #: SNR range [dB] over which an ``"snr_anchored"`` gate spreads its adapters' centres.
 ANCHOR_RANGE_DB = (0.0, 20.0)
 
@@ -64,12 +68,19 @@ def _key(layer: str) -> str:
 
 
 class CALABank(nn.Module):
-    """A bank of ``num_adapters`` rank-1 adapters per layer and the gate that mixes them.
+    """A bank of ``num_adapters`` low-rank adapters per layer and the gate that mixes them.
 
     :param net: the base network (only its layer shapes are read; it is not stored here).
     :param layers: names of the adapted convolutions (see :meth:`JSCCNet.layer_names`).
     :param num_adapters: ``K``.
     :param gate_hidden: width of the gate's hidden layer.
+    :param rank: ``r``, the rank of each adapter: ``r`` components ``b_ij a_ij^T`` share the gate weight
+        ``g_i`` (tensors ``a.*`` ``[K r, fan_in]``, ``b.*`` ``[K r, out]``, adapter ``i``'s rows ``i r ...
+        i r + r - 1``).
+    :param factor: ``"full"``: each ``a_ij`` is a free vector over the ``in * k * k`` kernel inputs;
+        ``"cp"``: it is the outer product of a vector over the input channels (``a.*`` ``[K r, in]``) and a
+        spatial kernel (``spatial.*`` ``[K r, k * k]``), a CP-factorised convolution update that costs
+        ``in + k*k + out`` instead of ``in*k*k + out`` numbers per component.
     :param gate: ``"mlp"``: logits = MLP(features); ``"snr_anchored"``: adapter ``i`` is also anchored
         at an SNR, logits = MLP(features) - ((snr_db - c_i) / w)^2 / 2 with the ``K`` centres ``c_i``
         evenly spread over :data:`ANCHOR_RANGE_DB` and ``w`` their spacing, so that adapters start out
@@ -78,11 +89,17 @@ class CALABank(nn.Module):
     """
 
     def __init__(self, net: JSCCNet, layers: tuple[str, ...] = DEFAULT_LAYERS, num_adapters: int = 8,
-                 gate_hidden: int = 32, gate: str = "mlp", affine: bool = False) -> None:
+                 gate_hidden: int = 32, gate: str = "mlp", affine: bool = False, rank: int = 1,
+                 factor: str = "full") -> None:
         super().__init__()
         if gate not in GATES:
             raise ConfigError("gate", gate, f"one of {list(GATES)}")
+        if factor not in FACTORS:
+            raise ConfigError("factor", factor, f"one of {list(FACTORS)}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 64:
+            raise ConfigError("rank", rank, "an integer within [1, 64] (the rank of each adapter)")
         self.affine = bool(affine)
+        self.rank, self.factor = int(rank), factor
         self.layers = tuple(layers)
         self.num_adapters = int(num_adapters)
         self.gate_kind = gate
@@ -93,10 +110,17 @@ class CALABank(nn.Module):
         self.anchor_width_db = (hi - lo) / (k - 1) if k > 1 else hi - lo
         self.a = nn.ParameterDict()
         self.b = nn.ParameterDict()
+        self.spatial = nn.ParameterDict()
+        m = self.num_adapters * self.rank
         for name in self.layers:
             conv = net.layer(name)
-            self.a[_key(name)] = nn.Parameter(torch.randn(self.num_adapters, conv.fan_in) / math.sqrt(conv.fan_in))
-            self.b[_key(name)] = nn.Parameter(torch.zeros(self.num_adapters, conv.out_channels))
+            if factor == "cp":  # a_c (x) k_s has the variance 1 / fan_in of the full init
+                taps = conv.kernel_size[0] * conv.kernel_size[1]
+                self.a[_key(name)] = nn.Parameter(torch.randn(m, conv.in_channels) / math.sqrt(conv.in_channels))
+                self.spatial[_key(name)] = nn.Parameter(torch.randn(m, taps) / math.sqrt(taps))
+            else:
+                self.a[_key(name)] = nn.Parameter(torch.randn(m, conv.fan_in) / math.sqrt(conv.fan_in))
+            self.b[_key(name)] = nn.Parameter(torch.zeros(m, conv.out_channels))
         self.scale = nn.ParameterDict()
         self.shift = nn.ParameterDict()
         if self.affine:  # per adapter, a scale and a shift of each output channel (start at identity)
@@ -115,14 +139,23 @@ class CALABank(nn.Module):
             logits = logits - 0.5 * ((snr_db - self.anchor_db) / self.anchor_width_db) ** 2
         return torch.softmax(logits, dim=-1)
 
+    def _a(self, name: str) -> torch.Tensor:
+        """``[K r, fan_in]`` input vectors of layer ``name``'s components."""
+        a = self.a[_key(name)]
+        if self.factor == "cp":
+            a = (a[:, :, None] * self.spatial[_key(name)][:, None, :]).reshape(a.shape[0], -1)
+        return a
+
     def adapters(self, g: torch.Tensor) -> dict[str, Adapter]:
+        """``g`` ``[B, K]`` gate weights -> the adapter of each layer (:data:`~dekasim.codecs.jscc.Adapter`)."""
+        gr = g.repeat_interleave(self.rank, dim=1) if self.rank > 1 else g
         if self.affine:
-            return {name: (self.a[_key(name)], self.b[_key(name)], g, self.scale[_key(name)], self.shift[_key(name)])
+            return {name: (self._a(name), self.b[_key(name)], gr, self.scale[_key(name)], self.shift[_key(name)], g)
                     for name in self.layers}
-        return {name: (self.a[_key(name)], self.b[_key(name)], g) for name in self.layers}
+        return {name: (self._a(name), self.b[_key(name)], gr) for name in self.layers}
 
     def num_adapter_params(self) -> int:
-        return sum(p.numel() for d in (self.a, self.b, self.scale, self.shift) for p in d.values())
+        return sum(p.numel() for d in (self.a, self.b, self.spatial, self.scale, self.shift) for p in d.values())
 
     def num_gate_params(self) -> int:
         return num_params(self.gate)
@@ -239,41 +272,46 @@ class _AdaptedCodec(ConditionAwareCodec):
 
 @register_codec("cala")
 class CALACodec(_AdaptedCodec):
-    """Frozen base JSCC + a bank of rank-1 adapters mixed by a condition gate."""
+    """Frozen base JSCC + a bank of low-rank adapters mixed by a condition gate."""
 
     bank_key = "cala"
     size_option, size_default = "num_adapters", 8
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, num_adapters: int | None = None,
                  layers: list[str] | None = None, gate: str | None = None, affine: bool | None = None,
-                 **options: Any) -> None:
+                 rank: int | None = None, factor: str | None = None, **options: Any) -> None:
         if gate is not None and gate not in GATES:
             raise ConfigError("gate", gate, f"one of {list(GATES)}")
         if affine is not None and not isinstance(affine, bool):
             raise ConfigError("affine", affine, "true or false (per-channel scale and shift in the bank)")
-        self._gate_option = gate
-        self._affine_option = affine
-        if gate is not None:
-            options["_extra_options"] = {**(options.get("_extra_options") or {}), "gate": gate}
-        if affine is not None:
-            options["_extra_options"] = {**(options.get("_extra_options") or {}), "affine": affine}
+        if factor is not None and factor not in FACTORS:
+            raise ConfigError("factor", factor, f"one of {list(FACTORS)}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 64):
+            raise ConfigError("rank", rank, "an integer within [1, 64] (the rank of each adapter)")
+        #: bank options given (None: the checkpoint's, or the default)
+        self._bank_options = {"gate": gate, "affine": affine, "rank": rank, "factor": factor}
+        given = {k: v for k, v in self._bank_options.items() if v is not None}
+        if given:
+            options["_extra_options"] = {**(options.get("_extra_options") or {}), **given}
         super().__init__(payload_shape, bandwidth_ratio, size=num_adapters, layers=layers, **options)
 
     def build(self, arch: Arch) -> None:
         super().build(arch)
         k = self._bank_settings()
         layers = self._layers(self._layers_option)
+        defaults = {"gate": "mlp", "affine": False, "rank": 1, "factor": "full"}
         if self.manifest is not None:
-            if self._gate_option is not None:
-                raise ConfigError("gate", self._gate_option, "'gate' only with checkpoint = 'none' (a checkpoint fixes it)")
-            if self._affine_option is not None:
-                raise ConfigError("affine", self._affine_option, "'affine' only with checkpoint = 'none' (a checkpoint "
-                                  "fixes it)")
-            hidden, gate = int(self.manifest["cala"]["gate_hidden"]), self.manifest["cala"].get("gate", "mlp")
-            affine = bool(self.manifest["cala"].get("affine", False))
+            for name, value in self._bank_options.items():
+                if value is not None:
+                    raise ConfigError(name, value, f"'{name}' only with checkpoint = 'none' (a checkpoint fixes it)")
+            settings = {name: self.manifest["cala"].get(name, default) for name, default in defaults.items()}
+            hidden = int(self.manifest["cala"]["gate_hidden"])
         else:
-            hidden, gate, affine = 32, self._gate_option or "mlp", bool(self._affine_option)
-        self.bank = CALABank(self.net, layers, k, hidden, gate, affine)
+            settings = {name: default if self._bank_options[name] is None else self._bank_options[name]
+                        for name, default in defaults.items()}
+            hidden = 32
+        self.bank = CALABank(self.net, layers, k, hidden, settings["gate"], bool(settings["affine"]),
+                             int(settings["rank"]), settings["factor"])
         self.freeze_base()
 
     def gate_weights(self, cond: Condition, snr_db: torch.Tensor | None = None) -> torch.Tensor:

@@ -168,8 +168,9 @@ class Arch:
 
 Adapter = tuple[torch.Tensor, ...]
 """``(A [M, in*k*k], B [M, out], G [batch, M])``: a low-rank update ``W + sum_m G[:, m] B_m A_m^T``; optionally
-``(A, B, G, S [M, out], T [M, out])``, which also scales and shifts each output channel:
-``out * (1 + sum_m G[:, m] S_m) + sum_m G[:, m] T_m``."""
+``(A, B, G, S [K, out], T [K, out])``, which also scales and shifts each output channel:
+``out * (1 + sum_k G[:, k] S_k) + sum_k G[:, k] T_k`` (K = M), or ``(A, B, G, S, T, G_K [batch, K])`` where
+``G`` repeats ``G_K`` over rank-``M / K`` adapters and the scales and shifts follow ``G_K``."""
 
 
 class AConv(nn.Conv2d):
@@ -193,8 +194,9 @@ class AConv(nn.Conv2d):
         m = a.shape[0]
         u = F.conv2d(x, a.reshape(m, self.in_channels, *self.kernel_size), None, self.stride, self.padding)
         out = out + torch.einsum("bmhw,mo->bohw", u * g[:, :, None, None], b)
-        if affine:
-            scale, shift = g @ affine[0], g @ affine[1]                      # [B, out]
+        if affine:  # (scale, shift) [K, out], and the [B, K] gate when g repeats it per component
+            ga = affine[2] if len(affine) > 2 else g
+            scale, shift = ga @ affine[0], ga @ affine[1]                    # [B, out]
             out = out * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         return out
 

@@ -17,6 +17,7 @@ side of DeKA-g:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,8 @@ def read_cala_checkpoint(path: str | Path) -> CALABankPart:
                             bandwidth_ratio=manifest["bandwidth_ratio"],
                             base={k: manifest["base"][k] for k in ("file", "sha256", "codec") if k in manifest["base"]},
                             source={"file": manifest["file"], "sha256": manifest["sha256"]},
-                            gate=settings.get("gate", "mlp"))
+                            gate=settings.get("gate", "mlp"), affine=bool(settings.get("affine", False)),
+                            rank=settings.get("rank", 1), factor=settings.get("factor", "full"))
     except KeyError as exc:
         raise ConfigError("cala", str(path), f"a CALA checkpoint manifest with {exc}") from None
 
@@ -115,7 +117,8 @@ def cala_codec_from_pack(pack: KnowledgePack, base_checkpoint: str | Path, condi
     :param base_checkpoint: the base JSCC checkpoint manifest (``jscc_base-*.json``) on the edge; its
         tensor file's sha256 must be the one the pack recorded.
     :param condition_error_db: the codec option of that name (see :mod:`dekasim.codecs.jscc`).
-    :return: the codec in eval mode, its base frozen. Its options read ``checkpoint = "none"`` (the weights
+    :return: the codec in eval mode, its base frozen, at the bank's ``bandwidth_ratio`` (a rate-adaptive
+        base's other rates with ``codec.set_rate``). Its options read ``checkpoint = "none"`` (the weights
         come from the pack and the base, not from one checkpoint file).
     :raises ConfigError: ``pack.cala`` (no bank), ``pack.cala.base.sha256`` (another base),
         ``pack.cala.arch`` (a base of another architecture), ``pack.cala.tensors`` (tensors that do not fit).
@@ -134,15 +137,20 @@ def cala_codec_from_pack(pack: KnowledgePack, base_checkpoint: str | Path, condi
     arch = Arch.from_json(part.arch)
     if Arch.from_json(base_manifest["arch"]) != arch:
         raise ConfigError("pack.cala.arch", base_manifest["arch"], f"the architecture of the bank's base {part.arch}")
+    n_source = math.prod(arch.payload_shape)
+    rates = [n / n_source for n in arch.rates] if arch.rates else None  # a rate-adaptive base serves them all
     codec = CALACodec(arch.payload_shape, part.bandwidth_ratio, checkpoint="none", width=arch.width,
                       payload_kind=arch.payload_kind, num_adapters=part.num_adapters, layers=list(part.layers),
-                      gate=part.gate, condition_error_db=condition_error_db)
+                      gate=part.gate, affine=part.affine or None, rank=None if part.rank == 1 else part.rank,
+                      factor=None if part.factor == "full" else part.factor, rates=rates,
+                      condition_error_db=condition_error_db)
     if codec.arch != arch:
         raise ConfigError("pack.cala.bandwidth_ratio", part.bandwidth_ratio,
                           f"a ratio giving {arch.n_symbols} channel uses, got {codec.n_channel_uses}")
     if codec.bank.gate[0].out_features != part.gate_hidden:  # built with the default width of the gate
         with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the global RNG alone
-            codec.bank = CALABank(codec.net, tuple(part.layers), part.num_adapters, part.gate_hidden, part.gate)
+            codec.bank = CALABank(codec.net, tuple(part.layers), part.num_adapters, part.gate_hidden, part.gate,
+                                  part.affine, part.rank, part.factor)
     net = {k[len("net."):]: v for k, v in base_tensors.items() if k.startswith("net.")}
     try:
         codec.net.load_state_dict(net, strict=True)

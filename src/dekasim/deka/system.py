@@ -21,15 +21,18 @@ the cloud's reference images and each edge's latents, all sampled through one
 :class:`~dekasim.deka.generated.LatentCache`. :meth:`DekaPayload.view` gives one edge as a payload
 source of the Monte-Carlo loop.
 
-Pre-installed JSCC: until a generic JSCC (trained on data that knows nothing of the aligned edge) is
-shipped, it is the shipped latent ``jscc_base``, trained on the *unaligned* edge's latents: the T-KA
-gain measured with it understates the paper's setting (where the base has never seen edge latents).
+Pre-installed JSCC: the one the pack's bank names. The shipped pack's is the generic ``jscc_generic``
+(rate-adaptive 1/24, 1/12, 1/6; trained on natural-photo latents, so it knows nothing of any model's
+images), as in the paper's T-KA: the systems without the bank are the baselines *without knowledge
+alignment*. A sweep may use any rate the pre-installed JSCC serves.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -218,16 +221,27 @@ class DekaPayload:
 
         if spec.codec != PREINSTALLED:
             return build_codec(spec.codec, shape, bandwidth_ratio, **spec.options)
+        from dekasim.codecs.jscc import read_checkpoint
+
+        base_manifest, _ = read_checkpoint(self.base_checkpoint, field="payload.base")
+        arch = base_manifest["arch"]
+        n_source = math.prod(int(v) for v in arch["payload_shape"])
+        served = sorted(arch.get("rates") or [arch["n_symbols"]])
+        if tuple(arch["payload_shape"]) != tuple(shape) or round(bandwidth_ratio * n_source) not in served \
+                or abs(round(bandwidth_ratio * n_source) - bandwidth_ratio * n_source) > 1e-6:
+            ratios = ", ".join(str(Fraction(n, n_source)) for n in served)
+            raise ConfigError("sweep.bandwidth_ratio", bandwidth_ratio,
+                              f"a rate the pre-installed JSCC {self.base_checkpoint.name} serves for payload "
+                              f"{tuple(arch['payload_shape'])}: {ratios}", "set sweep.bandwidth_ratio to one of them")
         if spec.bank == "pack":
             from dekasim.deka.pack_codec import cala_codec_from_pack
 
             codec = cala_codec_from_pack(self.pack, self.base_checkpoint, **spec.options)
+            if abs(codec.bandwidth_ratio - bandwidth_ratio) > 1e-9:
+                codec.set_rate(bandwidth_ratio)
         else:
-            codec = build_codec("jscc", shape, bandwidth_ratio, checkpoint=str(self.base_checkpoint), **spec.options)
-        if tuple(codec.payload_shape) != tuple(shape) or abs(codec.bandwidth_ratio - bandwidth_ratio) > 1e-9:
-            raise ConfigError("sweep.bandwidth_ratio", bandwidth_ratio,
-                              f"{codec.bandwidth_ratio:.6g} for payload {tuple(shape)}: the pre-installed JSCC "
-                              f"{self.base_checkpoint.name} serves one rate", "set sweep.bandwidth_ratio to it")
+            codec = build_codec(base_manifest["codec"], shape, bandwidth_ratio, checkpoint=str(self.base_checkpoint),
+                                **spec.options)
         return codec
 
     def no_channel_consistency(self) -> dict[str, Any]:

@@ -10,16 +10,19 @@ in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
                                           placement, LoRA config, info, bits, n_params, payload_bytes, size_bytes,
                                           per file: size, sha256, quantisation, tensors (name -> shape, dtype),
                                           and, with a CALA bank only, ``cala``: layers, num_adapters, gate_hidden,
-                                          arch, bandwidth_ratio, base (file, sha256, codec), source
+                                          gate, arch, bandwidth_ratio, base (file, sha256, codec), source, and
+                                          ``affine: true`` for a bank with per-channel scales and shifts
       learned_embeds.safetensors          textual-inversion layout: {metaword: embedding [D] float32}
       pytorch_lora_weights.safetensors    unquantised LoRA, the layout of diffusers' ``save_lora_adapter``
       pytorch_lora_weights.q{bits}.safetensors   ... or the LoRA quantised to 8, 4 or 2 bits
       cala_bank.safetensors               CALA bank + gate, float32, keys of ``CALABank.state_dict()``:
                                           a.<layer_key> [K, fan_in], b.<layer_key> [K, out] per adapted layer
-                                          (layer_key: "enc.res2" -> "enc_res2"), gate.0.weight [H, 10],
+                                          (layer_key: "enc.res2" -> "enc_res2"), with ``affine`` also
+                                          scale.<layer_key> and shift.<layer_key> [K, out], gate.0.weight [H, 10],
                                           gate.0.bias [H], gate.2.weight [K, H], gate.2.bias [K]
-      cala_bank.q{bits}.safetensors       ... or a.* and b.* quantised per row (one row per adapter) and the
-                                          gate in float16 (manifest: ``"stored": "quantised"`` / ``"float16"``)
+      cala_bank.q{bits}.safetensors       ... or the adapters (a.*, b.*, scale.*, shift.*) quantised per row (one
+                                          row per adapter) and the gate in float16 (manifest: ``"stored":
+                                          "quantised"`` / ``"float16"``)
 
 LoRA keys are those diffusers 0.42 writes with ``unet.save_lora_adapter``: no ``unet.`` prefix and no
 adapter name, e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight``
@@ -119,7 +122,8 @@ class CALABankPart:
 
     :param tensors: the bank's state dict, floating tensors: ``a.<layer_key>`` ``[K, fan_in]`` and
         ``b.<layer_key>`` ``[K, out]`` per adapted layer (``layer_key``: the layer name with ``.`` -> ``_``,
-        e.g. ``enc_res2``; ``fan_in = in_channels * k * k``), ``gate.0.weight`` ``[H, 10]``,
+        e.g. ``enc_res2``; ``fan_in = in_channels * k * k``), with ``affine`` also ``scale.<layer_key>`` and
+        ``shift.<layer_key>`` ``[K, out]``, ``gate.0.weight`` ``[H, 10]``,
         ``gate.0.bias`` ``[H]``, ``gate.2.weight`` ``[K, H]``, ``gate.2.bias`` ``[K]``.
     :param layers: adapted layer names, e.g. ``["enc.res2", "enc.out", "dec.inp"]``.
     :param num_adapters: ``K``.
@@ -130,6 +134,11 @@ class CALABankPart:
     :param base: the frozen base JSCC checkpoint: ``{"file": "jscc_base-....safetensors", "sha256":
         <sha256 of that file>, "codec": "jscc"}``.
     :param source: ``{"file", "sha256"}`` of the CALA checkpoint the bank came from, or None.
+    :param affine: each adapter also scales and shifts its layers' output channels
+        (:class:`~dekasim.codecs.cala.CALABank`'s ``affine``).
+    :param rank: the rank ``r`` of each adapter: ``a.*`` and ``b.*`` have ``K r`` rows.
+    :param factor: ``"full"`` or ``"cp"`` (then ``a.*`` is ``[K r, in]`` and ``spatial.<layer_key>``
+        ``[K r, k * k]``; :class:`~dekasim.codecs.cala.CALABank`).
     """
 
     tensors: dict[str, torch.Tensor]
@@ -141,17 +150,22 @@ class CALABankPart:
     base: dict[str, Any]
     source: dict[str, Any] | None = None
     gate: str = "mlp"
+    affine: bool = False
+    rank: int = 1
+    factor: str = "full"
 
     def __post_init__(self) -> None:
         self.validate()
 
     def expected_shapes(self) -> dict[str, list[int] | None]:
-        """Tensor name -> shape (None where only the rank and first dimension are fixed: a.*, b.*)."""
+        """Tensor name -> shape (None where only the rank and first dimension are fixed: the adapters)."""
         k, h = self.num_adapters, self.gate_hidden
         out: dict[str, list[int] | None] = {}
+        kinds = ("a", "b") + (("spatial",) if self.factor == "cp" else ()) + \
+            (("scale", "shift") if self.affine else ())
         for layer in self.layers:
-            out[f"a.{layer.replace('.', '_')}"] = None
-            out[f"b.{layer.replace('.', '_')}"] = None
+            for kind in kinds:
+                out[f"{kind}.{layer.replace('.', '_')}"] = None
         out.update({"gate.0.weight": [h, CALA_GATE_INPUTS], "gate.0.bias": [h], "gate.2.weight": [k, h],
                     "gate.2.bias": [k]})
         return out
@@ -164,6 +178,12 @@ class CALABankPart:
                 raise ConfigError(f"pack.cala.{name}", v, "a positive integer")
         if self.gate not in ("mlp", "snr_anchored"):
             raise ConfigError("pack.cala.gate", self.gate, "'mlp' or 'snr_anchored'")
+        if not isinstance(self.affine, bool):
+            raise ConfigError("pack.cala.affine", self.affine, "true or false")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ConfigError("pack.cala.rank", self.rank, "a positive integer")
+        if self.factor not in ("full", "cp"):
+            raise ConfigError("pack.cala.factor", self.factor, "'full' or 'cp'")
         if not isinstance(self.layers, list) or not self.layers or not all(isinstance(n, str) for n in self.layers):
             raise ConfigError("pack.cala.layers", self.layers, "a non-empty list of layer names, e.g. ['enc.res2']")
         sha = self.base.get("sha256") if isinstance(self.base, dict) else None
@@ -186,10 +206,11 @@ class CALABankPart:
             t = self.tensors[name]
             if not torch.is_tensor(t) or not t.is_floating_point():
                 raise ConfigError(f"pack.cala.tensors[{name}]", type(t).__name__, "a floating-point tensor")
-            ok = list(t.shape) == shape if shape is not None else (t.ndim == 2 and t.shape[0] == self.num_adapters)
+            rows = self.num_adapters if name.startswith(("scale.", "shift.")) else self.num_adapters * self.rank
+            ok = list(t.shape) == shape if shape is not None else (t.ndim == 2 and t.shape[0] == rows)
             if not ok:
                 raise ConfigError(f"pack.cala.tensors[{name}].shape", list(t.shape),
-                                  f"{shape if shape is not None else f'[{self.num_adapters}, n]'} "
+                                  f"{shape if shape is not None else f'[{rows}, n]'} "
                                   f"(num_adapters={self.num_adapters}, gate_hidden={self.gate_hidden})")
 
     def n_params(self) -> int:
@@ -198,9 +219,16 @@ class CALABankPart:
 
     def settings(self) -> dict[str, Any]:
         """The JSON-able ``cala`` section of the pack manifest (everything but the tensors)."""
-        return {"layers": list(self.layers), "num_adapters": self.num_adapters, "gate_hidden": self.gate_hidden,
-                "gate": self.gate, "arch": self.arch, "bandwidth_ratio": self.bandwidth_ratio, "base": dict(self.base),
-                "source": None if self.source is None else dict(self.source)}
+        out = {"layers": list(self.layers), "num_adapters": self.num_adapters, "gate_hidden": self.gate_hidden,
+               "gate": self.gate, "arch": self.arch, "bandwidth_ratio": self.bandwidth_ratio, "base": dict(self.base),
+               "source": None if self.source is None else dict(self.source)}
+        if self.affine:  # absent at their defaults: manifests of earlier banks stay as they were
+            out["affine"] = True
+        if self.rank != 1:
+            out["rank"] = self.rank
+        if self.factor != "full":
+            out["factor"] = self.factor
+        return out
 
     @staticmethod
     def from_settings(settings: Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> "CALABankPart":
@@ -211,7 +239,9 @@ class CALABankPart:
         return CALABankPart(tensors=tensors, layers=settings["layers"], num_adapters=settings["num_adapters"],
                             gate_hidden=settings["gate_hidden"], arch=settings["arch"],
                             bandwidth_ratio=settings["bandwidth_ratio"], base=settings["base"],
-                            source=settings.get("source"), gate=settings.get("gate", "mlp"))
+                            source=settings.get("source"), gate=settings.get("gate", "mlp"),
+                            affine=settings.get("affine", False), rank=settings.get("rank", 1),
+                            factor=settings.get("factor", "full"))
 
 
 
@@ -432,8 +462,9 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
 
 
 def _is_cala_adapter(name: str) -> bool:
-    """True for a CALA bank's adapter matrices (``a.*``, ``b.*``), false for its gate."""
-    return name.startswith(("a.", "b."))
+    """True for a CALA bank's adapter tensors (``a.*``, ``b.*``, ``spatial.*``, ``scale.*``, ``shift.*``),
+    false for its gate."""
+    return name.startswith(("a.", "b.", "spatial.", "scale.", "shift."))
 
 
 def _float16(name: str, t: torch.Tensor) -> torch.Tensor:
@@ -447,7 +478,7 @@ def _float16(name: str, t: torch.Tensor) -> torch.Tensor:
 def _write_cala(cala: CALABankPart, d: Path, bits: int | None) -> tuple[dict[str, Any], int]:
     """Write the CALA bank into ``d``: (manifest file entry without size/sha256, payload bytes).
 
-    Unquantised: every tensor in float32. Quantised: ``a.*``/``b.*`` as ``<name>.codes/.scale/.zero``
+    Unquantised: every tensor in float32. Quantised: the adapters as ``<name>.codes/.scale/.zero``
     (:func:`quantise_tensor`, one row per adapter), the gate tensors in float16.
     """
     from safetensors.torch import save_file
@@ -469,8 +500,11 @@ def _write_cala(cala: CALABankPart, d: Path, bits: int | None) -> tuple[dict[str
             out[k] = _float16(k, v)
             listed[k]["stored"] = "float16"
     save_file(out, str(d / name), metadata={"format": "pt", "quantisation": QUANT_SCHEME, "bits": str(bits)})
-    quantisation = {**_quantisation_entry(bits), "applies_to": "the tensors with stored = 'quantised' (the "
-                    "adapters a.* and b.*, one row per adapter); the gate is stored in float16"}
+    kinds = ["a.*", "b.*"] + (["spatial.*"] if cala.factor == "cp" else []) + \
+        (["scale.*", "shift.*"] if cala.affine else [])
+    adapters = ", ".join(kinds[:-1]) + " and " + kinds[-1]
+    quantisation = {**_quantisation_entry(bits), "applies_to": f"the tensors with stored = 'quantised' (the "
+                    f"adapters {adapters}, one row per adapter); the gate is stored in float16"}
     return ({"name": name, "quantisation": quantisation, "tensors": listed},
             sum(v.numel() * v.element_size() for v in out.values()))
 

@@ -209,7 +209,8 @@ class TrainConfig:
     num_adapters: int | None = None         # cala (default 8)
     gate: str | None = None                 # cala: "mlp" (default) or "snr_anchored" (see cala.CALABank)
     affine: bool = False                    # cala: the bank also scales and shifts each output channel
-    rank: int | None = None                 # lora_oracle (default 4)
+    rank: int | None = None                 # lora_oracle (default 4); cala: the rank of each adapter (default 1)
+    factor: str | None = None               # cala: "full" (default) or "cp" (see cala.CALABank)
     layers: tuple[str, ...] | None = None   # cala / lora_oracle: adapted layers (default DEFAULT_LAYERS)
     oracle_shared_fraction: float = 1 / 3   # lora_oracle: share of the steps for the common warm start
     single_snr_db: float = 10.0             # jscc: the Es/N0 of its one condition (TDL-C 300 ns)
@@ -227,6 +228,8 @@ class TrainConfig:
     data_seed: int = 7                      # generated data: captions and sampling noise
     data_cache: str | None = "runs/cache"   # generated data: where the set is cached
     rates: tuple[float, ...] | None = None  # bandwidth ratios one rate-adaptive network serves (one per step)
+    train_rates: tuple[float, ...] | None = None  # the rates drawn in training (default: all of ``rates``), e.g.
+    #                                               one rate for a per-rate specialist of a rate-adaptive network
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -260,6 +263,12 @@ class TrainConfig:
                                   "or cala (one network serves them all)")
             self.rates = tuple(sorted(set(rates)))
             self.bandwidth_ratio = self.rates[-1]
+        if self.train_rates is not None:
+            drawn = tuple(sorted({float(r) for r in self.train_rates}))
+            if self.rates is None or not drawn or any(min(abs(r - s) for s in self.rates) > 1e-9 for r in drawn):
+                raise ConfigError("train_rates", self.train_rates, f"a non-empty subset of --rates {self.rates}",
+                                  "give --rates the ratios the network serves and --train-rates those to train at")
+            self.train_rates = drawn
 
 
 def _as_psnr(loss: float, kind: str) -> float:
@@ -331,8 +340,10 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
         opts["gate"] = cfg.gate
     if cfg.codec == "cala" and cfg.affine:
         opts["affine"] = True
-    if cfg.codec == "lora_oracle" and cfg.rank is not None:
+    if cfg.codec in ("lora_oracle", "cala") and cfg.rank is not None:
         opts["rank"] = cfg.rank
+    if cfg.codec == "cala" and cfg.factor is not None:
+        opts["factor"] = cfg.factor
     if cfg.codec in ("cala", "lora_oracle") and cfg.layers is not None:
         opts["layers"] = list(cfg.layers)
     if cfg.rates is not None:
@@ -360,7 +371,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(i, n, min(cfg.warmup_steps, max(1, n // 10)))  # type: ignore[operator]
         if cfg.rates is not None:  # one rate per step, uniform (the gate sees it in the condition features)
-            codec.set_rate(rng.choice(cfg.rates))
+            codec.set_rate(rng.choice(cfg.train_rates or cfg.rates))
         x = sampler.sample(cfg.batch, gen)
         a = adapt(cfg.batch) if adapt is not None else None
         # MSE of the images (a latent's PSNR is that of the image it decodes to)
@@ -508,8 +519,12 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
     if isinstance(codec, CALACodec):
         manifest["cala"] = {"layers": list(codec.bank.layers), "num_adapters": codec.bank.num_adapters,
                             "gate_hidden": codec.bank.gate[0].out_features, "gate": codec.bank.gate_kind}
-        if codec.bank.affine:  # banks without it keep the manifest they had before the option existed
+        if codec.bank.affine:  # banks without these keep the manifest they had before the options existed
             manifest["cala"]["affine"] = True
+        if codec.bank.rank != 1:
+            manifest["cala"]["rank"] = codec.bank.rank
+        if codec.bank.factor != "full":
+            manifest["cala"]["factor"] = codec.bank.factor
     if isinstance(codec, LoRAOracleCodec):
         b = codec.bank
         manifest["lora_oracle"] = {"layers": list(b.layers), "rank": b.rank, "snr_centres_db": list(b.snr_centres_db),
@@ -531,12 +546,15 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
 
 def evaluate(codec: Any, images: torch.Tensor, conditions: list[Condition], link: torch.nn.Module,
              repeats: int = 8, seed: int = 0, chunk: int = 256,
-             to_image: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
+             to_image: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             indices: list[int] | None = None) -> list[float]:
     """Mean PSNR [dB] of ``codec`` at each condition, through its public encode/decode.
 
     ``images`` (the codec's items: images, or latents with ``to_image`` their decoder) are repeated
     ``repeats`` times with fresh channel and noise draws. The draws depend only on ``seed`` and the
-    condition's index, so every codec sees the same channels (paired comparison).
+    condition's index, so every codec sees the same channels (paired comparison). ``indices``: the
+    conditions' indices in a larger grid (default 0, 1, ...), so that a codec evaluated at a few of its
+    conditions sees the draws the others saw there.
     """
     to_image = to_image or (lambda v: v)
     import sionna.phy
@@ -547,7 +565,7 @@ def evaluate(codec: Any, images: torch.Tensor, conditions: list[Condition], link
     x_all = images.repeat(repeats, 1, 1, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for i, cond in enumerate(conditions):
+        for i, cond in zip(range(len(conditions)) if indices is None else indices, conditions):
             sionna.phy.config.seed = seed * 1000 + i
             vals = []
             for j in range(0, x_all.shape[0], chunk):
@@ -600,6 +618,8 @@ def _main(argv: list[str] | None = None) -> int:
                    "codecs: a checkpoint of the same architecture to start from (a full fine-tune)")
     t.add_argument("--rates", type=Fraction, nargs="+", default=None,
                    help="bandwidth ratios one rate-adaptive network serves, e.g. 1/24 1/12 1/6 (one per step)")
+    t.add_argument("--train-rates", type=Fraction, nargs="+", default=None,
+                   help="the subset of --rates drawn in training (default: all), e.g. 1/12 for a per-rate specialist")
     t.add_argument("--snapshot-at", type=int, default=None)
     t.add_argument("--save-as", default=None,
                    help="file-name codec of the checkpoint, e.g. jscc_mixed_base for a base trained on its own schedule")
@@ -607,7 +627,11 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--num-adapters", type=int, default=None)
     t.add_argument("--gate", default=None, choices=["mlp", "snr_anchored"], help="cala: the gate's kind")
     t.add_argument("--affine", action="store_true", help="cala: the bank also scales and shifts each output channel")
-    t.add_argument("--rank", type=int, default=None)
+    t.add_argument("--rank", type=int, default=None,
+                   help="lora_oracle: the LoRAs' rank (default 4); cala: the rank of each adapter (default 1)")
+    t.add_argument("--factor", default=None, choices=["full", "cp"],
+                   help="cala: each component's input vector over the whole kernel (full) or a channel vector "
+                        "times a spatial kernel (cp)")
     t.add_argument("--layers", nargs="+", default=None, help="cala/lora_oracle: adapted layers, e.g. enc.res2 dec.inp")
     t.add_argument("--loss", default="psnr", choices=["psnr", "mse"])
     t.add_argument("--threads", type=int, default=1)
@@ -644,12 +668,13 @@ def _main(argv: list[str] | None = None) -> int:
                           payload_shape=tuple(a.payload_shape), bandwidth_ratio=float(a.bandwidth_ratio), csi=a.csi,
                           channel_domain=a.channel_domain, base=a.base, snapshot_at=a.snapshot_at,
                           save_as=a.save_as, width=a.width, num_adapters=a.num_adapters, gate=a.gate, affine=a.affine,
-                          rank=a.rank, threads=a.threads, loss=a.loss,
+                          rank=a.rank, factor=a.factor, threads=a.threads, loss=a.loss,
                           layers=None if a.layers is None else tuple(a.layers), single_snr_db=a.single_snr_db,
                           snr_db_range=(float(a.snr_db_range[0]), float(a.snr_db_range[1])),
                           data=a.data, representation=a.representation, data_model=a.data_model, data_pack=a.data_pack,
                           data_items=a.data_items, data_seed=a.data_seed, data_cache=a.data_cache,
-                          rates=None if a.rates is None else tuple(float(r) for r in a.rates))
+                          rates=None if a.rates is None else tuple(float(r) for r in a.rates),
+                          train_rates=None if a.train_rates is None else tuple(float(r) for r in a.train_rates))
         command = "python -m dekasim.training.jscc " + " ".join(shlex.quote(s) for s in argv)
         res = train(cfg, a.out, command, log=_cli_log.info, progress=True)
         for path in res["paths"]:
