@@ -149,3 +149,21 @@ def test_shipped_tka_bank_aligns_the_generic_jscc_at_every_rate():
         gains.append(psnr["cala"] - psnr["base"])
     assert min(gains) > 1.0, gains
     assert not torch.allclose(gates[0], gates[2])  # the gate sees the rate
+
+
+GENERIC_CLOUD = CHECKPOINT_DIR / "jscc_generic_cloud-48x8x8-bw1_6.json"
+
+
+@pytest.mark.skipif(not GENERIC_CLOUD.exists(), reason="no shipped cloud-latent generic JSCC")
+def test_the_cloud_latent_generic_jscc_knows_the_cloud_not_the_aligned_edge():
+    """The second generic reference: the same rate-adaptive network, trained on the cloud model's latents of
+    training captions, no pack (so it never saw the aligned edge's S_EG); it serves the three rates."""
+    m = json.loads(GENERIC_CLOUD.read_text())
+    data = m["training"]["data"]
+    assert m["codec"] == "jscc_generic" and data["model"] == "cloud" and data["split"] == "train"
+    assert "pack" not in data and m["training"]["config"]["data_pack"] is None
+    assert m["arch"]["rates"] == [128, 256, 512]
+    assert m["arch"] == json.loads(GENERIC.read_text())["arch"]
+    for ratio in (1 / 24, 1 / 12, 1 / 6):
+        codec = build_codec("jscc_generic", (48, 8, 8), ratio, checkpoint=str(GENERIC_CLOUD))
+        assert codec.n_channel_uses == round(ratio * 48 * 64)
