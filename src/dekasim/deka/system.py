@@ -221,18 +221,17 @@ class DekaPayload:
 
         if spec.codec != PREINSTALLED:
             return build_codec(spec.codec, shape, bandwidth_ratio, **spec.options)
-        from dekasim.codecs.jscc import read_checkpoint
+        from dekasim.codecs.jscc import Arch, read_checkpoint
 
         base_manifest, _ = read_checkpoint(self.base_checkpoint, field="payload.base")
-        arch = base_manifest["arch"]
-        n_source = math.prod(int(v) for v in arch["payload_shape"])
-        served = sorted(arch.get("rates") or [arch["n_symbols"]])
-        if tuple(arch["payload_shape"]) != tuple(shape) or round(bandwidth_ratio * n_source) not in served \
-                or abs(round(bandwidth_ratio * n_source) - bandwidth_ratio * n_source) > 1e-6:
-            ratios = ", ".join(str(Fraction(n, n_source)) for n in served)
+        arch = Arch.from_json(base_manifest["arch"])
+        n_source = math.prod(arch.payload_shape)
+        n = bandwidth_ratio * n_source
+        if arch.payload_shape != tuple(shape) or abs(n - round(n)) > 1e-6 or not arch.serves(round(n)):
+            ratios = ", ".join(str(Fraction(k, n_source)) for k in arch.rates or (arch.n_symbols,))
             raise ConfigError("sweep.bandwidth_ratio", bandwidth_ratio,
                               f"a rate the pre-installed JSCC {self.base_checkpoint.name} serves for payload "
-                              f"{tuple(arch['payload_shape'])}: {ratios}", "set sweep.bandwidth_ratio to one of them")
+                              f"{arch.payload_shape}: {ratios}", "set sweep.bandwidth_ratio to one of them")
         if spec.bank == "pack":
             from dekasim.deka.pack_codec import cala_codec_from_pack
 

@@ -500,8 +500,7 @@ def _write_cala(cala: CALABankPart, d: Path, bits: int | None) -> tuple[dict[str
             out[k] = _float16(k, v)
             listed[k]["stored"] = "float16"
     save_file(out, str(d / name), metadata={"format": "pt", "quantisation": QUANT_SCHEME, "bits": str(bits)})
-    kinds = ["a.*", "b.*"] + (["spatial.*"] if cala.factor == "cp" else []) + \
-        (["scale.*", "shift.*"] if cala.affine else [])
+    kinds = list(dict.fromkeys(f"{k.split('.')[0]}.*" for k in cala.expected_shapes() if _is_cala_adapter(k)))
     adapters = ", ".join(kinds[:-1]) + " and " + kinds[-1]
     quantisation = {**_quantisation_entry(bits), "applies_to": f"the tensors with stored = 'quantised' (the "
                     f"adapters {adapters}, one row per adapter); the gate is stored in float16"}
