@@ -98,7 +98,9 @@ class CALABank(nn.Module):
             raise ConfigError("factor", factor, f"one of {list(FACTORS)}")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 64:
             raise ConfigError("rank", rank, "an integer within [1, 64] (the rank of each adapter)")
-        self.affine = bool(affine)
+        if not isinstance(affine, bool):
+            raise ConfigError("affine", affine, "true or false (per-channel scale and shift in the bank)")
+        self.affine = affine
         self.rank, self.factor = int(rank), factor
         self.layers = tuple(layers)
         self.num_adapters = int(num_adapters)
@@ -153,6 +155,19 @@ class CALABank(nn.Module):
             return {name: (self._a(name), self.b[_key(name)], gr, self.scale[_key(name)], self.shift[_key(name)], g)
                     for name in self.layers}
         return {name: (self._a(name), self.b[_key(name)], gr) for name in self.layers}
+
+    def settings(self) -> dict[str, Any]:
+        """The ``cala`` section of a checkpoint manifest. ``affine``, ``rank`` and ``factor`` appear only where
+        they differ from their defaults, so banks without them keep the manifests they had before."""
+        out: dict[str, Any] = {"layers": list(self.layers), "num_adapters": self.num_adapters,
+                               "gate_hidden": self.gate[0].out_features, "gate": self.gate_kind}
+        if self.affine:
+            out["affine"] = True
+        if self.rank != 1:
+            out["rank"] = self.rank
+        if self.factor != "full":
+            out["factor"] = self.factor
+        return out
 
     def num_adapter_params(self) -> int:
         return sum(p.numel() for d in (self.a, self.b, self.spatial, self.scale, self.shift) for p in d.values())
@@ -280,15 +295,7 @@ class CALACodec(_AdaptedCodec):
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, num_adapters: int | None = None,
                  layers: list[str] | None = None, gate: str | None = None, affine: bool | None = None,
                  rank: int | None = None, factor: str | None = None, **options: Any) -> None:
-        if gate is not None and gate not in GATES:
-            raise ConfigError("gate", gate, f"one of {list(GATES)}")
-        if affine is not None and not isinstance(affine, bool):
-            raise ConfigError("affine", affine, "true or false (per-channel scale and shift in the bank)")
-        if factor is not None and factor not in FACTORS:
-            raise ConfigError("factor", factor, f"one of {list(FACTORS)}")
-        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 64):
-            raise ConfigError("rank", rank, "an integer within [1, 64] (the rank of each adapter)")
-        #: bank options given (None: the checkpoint's, or the default)
+        #: bank options given (None: the checkpoint's, or the default); CALABank checks their values
         self._bank_options = {"gate": gate, "affine": affine, "rank": rank, "factor": factor}
         given = {k: v for k, v in self._bank_options.items() if v is not None}
         if given:
@@ -310,8 +317,8 @@ class CALACodec(_AdaptedCodec):
             settings = {name: default if self._bank_options[name] is None else self._bank_options[name]
                         for name, default in defaults.items()}
             hidden = 32
-        self.bank = CALABank(self.net, layers, k, hidden, settings["gate"], bool(settings["affine"]),
-                             int(settings["rank"]), settings["factor"])
+        self.bank = CALABank(self.net, layers, k, hidden, settings["gate"], settings["affine"], settings["rank"],
+                             settings["factor"])
         self.freeze_base()
 
     def gate_weights(self, cond: Condition, snr_db: torch.Tensor | None = None) -> torch.Tensor:

@@ -126,9 +126,14 @@ class Arch:
         if self.rates and (self.rates[-1] != self.n_symbols or self.rates[0] < 1):
             raise ValueError(f"rates {self.rates}: the largest must be n_symbols = {self.n_symbols}")
 
+    @property
+    def served(self) -> tuple[int, ...]:
+        """Symbol counts per item this network sends: ``rates``, or ``(n_symbols,)`` for one rate."""
+        return self.rates or (self.n_symbols,)
+
     def serves(self, n: int) -> bool:
         """Whether this network sends ``n`` symbols per item."""
-        return n == self.n_symbols or n in self.rates
+        return n in self.served
 
     @property
     def stages(self) -> int:
@@ -514,10 +519,9 @@ class JSCCCodec(Codec):
             manifest, tensors = self.read(path)
             arch = Arch.from_json(manifest["arch"])
             if arch.payload_shape != self.payload_shape or not arch.serves(self.n_channel_uses):
-                served = list(arch.rates) or [arch.n_symbols]
                 raise ConfigError("checkpoint", str(path),
                                   f"a checkpoint for payload {self.payload_shape} with {self.n_channel_uses} channel "
-                                  f"uses, got {arch.payload_shape} serving {served}")
+                                  f"uses, got {arch.payload_shape} serving {list(arch.served)}")
             if manifest.get("codec") != self.name:
                 raise ConfigError("checkpoint", str(path), f"a checkpoint of codec '{self.name}', "
                                   f"got one of '{manifest.get('codec')}'")
@@ -548,7 +552,7 @@ class JSCCCodec(Codec):
         rate feature follow); raises ConfigError for a rate the network does not serve."""
         if not self.arch.serves(self._symbols(bandwidth_ratio)):
             raise ConfigError("bandwidth_ratio", bandwidth_ratio,
-                              f"a rate this network serves: {list(self.arch.rates) or [self.arch.n_symbols]} symbols")
+                              f"a rate this network serves: {list(self.arch.served)} symbols")
         self.bandwidth_ratio = float(bandwidth_ratio)
 
     # --- subclasses extend these ---------------------------------------------------------------

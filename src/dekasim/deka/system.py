@@ -228,7 +228,7 @@ class DekaPayload:
         n_source = math.prod(arch.payload_shape)
         n = bandwidth_ratio * n_source
         if arch.payload_shape != tuple(shape) or abs(n - round(n)) > 1e-6 or not arch.serves(round(n)):
-            ratios = ", ".join(str(Fraction(k, n_source)) for k in arch.rates or (arch.n_symbols,))
+            ratios = ", ".join(str(Fraction(k, n_source)) for k in arch.served)
             raise ConfigError("sweep.bandwidth_ratio", bandwidth_ratio,
                               f"a rate the pre-installed JSCC {self.base_checkpoint.name} serves for payload "
                               f"{arch.payload_shape}: {ratios}", "set sweep.bandwidth_ratio to one of them")

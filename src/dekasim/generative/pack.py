@@ -11,18 +11,21 @@ in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
                                           per file: size, sha256, quantisation, tensors (name -> shape, dtype),
                                           and, with a CALA bank only, ``cala``: layers, num_adapters, gate_hidden,
                                           gate, arch, bandwidth_ratio, base (file, sha256, codec), source, and
-                                          ``affine: true`` for a bank with per-channel scales and shifts
+                                          where not at their defaults ``affine`` (true), ``rank`` (> 1) and
+                                          ``factor`` ("cp")
       learned_embeds.safetensors          textual-inversion layout: {metaword: embedding [D] float32}
       pytorch_lora_weights.safetensors    unquantised LoRA, the layout of diffusers' ``save_lora_adapter``
       pytorch_lora_weights.q{bits}.safetensors   ... or the LoRA quantised to 8, 4 or 2 bits
       cala_bank.safetensors               CALA bank + gate, float32, keys of ``CALABank.state_dict()``:
                                           a.<layer_key> [K, fan_in], b.<layer_key> [K, out] per adapted layer
-                                          (layer_key: "enc.res2" -> "enc_res2"), with ``affine`` also
-                                          scale.<layer_key> and shift.<layer_key> [K, out], gate.0.weight [H, 10],
-                                          gate.0.bias [H], gate.2.weight [K, H], gate.2.bias [K]
-      cala_bank.q{bits}.safetensors       ... or the adapters (a.*, b.*, scale.*, shift.*) quantised per row (one
-                                          row per adapter) and the gate in float16 (manifest: ``"stored":
-                                          "quantised"`` / ``"float16"``)
+                                          (layer_key: "enc.res2" -> "enc_res2"; K r rows at rank r; with
+                                          factor "cp" a.* is [K r, in] and spatial.<layer_key> [K r, k*k]),
+                                          with ``affine`` also scale.<layer_key> and shift.<layer_key> [K, out],
+                                          gate.0.weight [H, 10], gate.0.bias [H], gate.2.weight [K, H],
+                                          gate.2.bias [K]
+      cala_bank.q{bits}.safetensors       ... or the adapters (a.*, b.*, spatial.*, scale.*, shift.*) quantised
+                                          per row (one row per adapter component) and the gate in float16
+                                          (manifest: ``"stored": "quantised"`` / ``"float16"``)
 
 LoRA keys are those diffusers 0.42 writes with ``unet.save_lora_adapter``: no ``unet.`` prefix and no
 adapter name, e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight``

@@ -517,14 +517,7 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
         },
     }
     if isinstance(codec, CALACodec):
-        manifest["cala"] = {"layers": list(codec.bank.layers), "num_adapters": codec.bank.num_adapters,
-                            "gate_hidden": codec.bank.gate[0].out_features, "gate": codec.bank.gate_kind}
-        if codec.bank.affine:  # banks without these keep the manifest they had before the options existed
-            manifest["cala"]["affine"] = True
-        if codec.bank.rank != 1:
-            manifest["cala"]["rank"] = codec.bank.rank
-        if codec.bank.factor != "full":
-            manifest["cala"]["factor"] = codec.bank.factor
+        manifest["cala"] = codec.bank.settings()
     if isinstance(codec, LoRAOracleCodec):
         b = codec.bank
         manifest["lora_oracle"] = {"layers": list(b.layers), "rank": b.rank, "snr_centres_db": list(b.snr_centres_db),
