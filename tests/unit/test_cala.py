@@ -51,7 +51,7 @@ def _untrained_cala(**kw) -> CALACodec:
 
 
 def test_gate_weights_sum_to_one_and_follow_the_condition():
-    codec = _untrained_cala()
+    codec = _untrained_cala(num_adapters=8)
     conds = [TDL, TDL.replace(snr_db=0.0), TDL.replace(delay_spread_ns=3000.0), TDL.replace(tdl_profile="A"), AWGN]
     g = torch.cat([codec.gate_weights(c) for c in conds])
     assert g.shape == (5, 8) and (g >= 0).all()
@@ -75,7 +75,7 @@ def test_snr_anchored_gate_hands_the_bank_from_low_to_high_snr_adapters(tmp_path
     assert (mean_anchor.diff() > 0).all() and mean_anchor[0] < 3 and mean_anchor[-1] > 17
     assert int(g[snrs == 0.0].argmax()) == 0 and int(g[snrs == 20.0].argmax()) == 5
     assert not torch.allclose(codec.gate_weights(TDL), codec.gate_weights(TDL.replace(delay_spread_ns=3000.0)))
-    mlp = _untrained_cala(num_adapters=6)
+    mlp = _untrained_cala(num_adapters=6, gate="mlp")
     assert float((mlp.gate_weights(TDL, snrs) @ mlp.bank.anchor_db).std()) < 0.5 * float(mean_anchor.std())
     codec.save(tmp_path)
     again = Codec.load(tmp_path)
@@ -243,14 +243,16 @@ def test_an_affine_bank_starts_as_its_base_and_its_kind_survives_a_checkpoint(tm
         _untrained_cala(affine="yes")
 
 
-@pytest.mark.parametrize("factor", ["full", "cp"])
-def test_a_rank_r_bank_computes_the_weight_update_it_describes(factor):
+@pytest.mark.parametrize("factor,shared", [("full", 0), ("cp", 0), ("cp", 2)])
+def test_a_rank_r_bank_computes_the_weight_update_it_describes(factor, shared):
     """Adapter i of rank r adds g_i sum_j b_ij a_ij^T to each adapted kernel, with a_ij over the whole
-    kernel (full) or a channel vector times a spatial kernel (cp): the layer's output equals a plain
-    convolution with that weight, formed explicitly, per item."""
+    kernel (full) or a channel vector times a spatial kernel (cp), and the ``shared`` ungated components add
+    theirs with weight 1 at every condition: the layer's output equals a plain convolution with that weight,
+    formed explicitly, per item."""
     import torch.nn.functional as F
 
-    cala = _untrained_cala(init_seed=3, num_adapters=2, rank=3, factor=factor, layers=["enc.res1"])
+    cala = _untrained_cala(init_seed=3, num_adapters=2, rank=3, factor=factor, layers=["enc.res1"],
+                           **({"shared_rank": shared} if shared else {}))
     bank = cala.bank
     with torch.no_grad():
         for p in bank.b.values():
@@ -261,20 +263,46 @@ def test_a_rank_r_bank_computes_the_weight_update_it_describes(factor):
     adapter = bank.adapters(g)["enc.res1"]
     got = conv(x, adapter)
     a, b = bank.a["enc_res1"], bank.b["enc_res1"]
+    m = 6 + shared
     if factor == "cp":
-        assert a.shape == (6, conv.in_channels) and bank.spatial["enc_res1"].shape == (6, 9)
-        a = (a[:, :, None] * bank.spatial["enc_res1"][:, None, :]).reshape(6, -1)
+        assert a.shape == (m, conv.in_channels) and bank.spatial["enc_res1"].shape == (m, 9)
+        a = (a[:, :, None] * bank.spatial["enc_res1"][:, None, :]).reshape(m, -1)
     else:
-        assert a.shape == (6, conv.fan_in) and not bank.spatial
+        assert a.shape == (m, conv.fan_in) and not bank.spatial
     for item in range(2):
-        gr = g[item].repeat_interleave(3)                                   # [K r]
+        gr = torch.cat([g[item].repeat_interleave(3), torch.ones(shared)])  # [K r + s]
         delta = (b.T * gr) @ a                                              # [out, fan_in]
         w = conv.weight + delta.reshape(conv.weight.shape)
         want = F.conv2d(x[item:item + 1], w, conv.bias, conv.stride, conv.padding)
         torch.testing.assert_close(got[item:item + 1], want, atol=1e-5, rtol=1e-5)
     # the parameter count: per component fan_in + out (full) or in + k*k + out (cp)
     per = conv.fan_in + conv.out_channels if factor == "full" else conv.in_channels + 9 + conv.out_channels
-    assert bank.num_adapter_params() == 2 * 3 * per
+    assert bank.num_adapter_params() == (2 * 3 + shared) * per
+
+
+def test_a_filter_scaling_bank_rescales_the_base_filters_per_item():
+    """factor = "scale": each item computes with W ⊙ (1 + sum_m g_m b_m a_m^T) over (out, in), the same
+    factor on every kernel tap; a batch of mixed conditions (grouped convolution) and one of a single
+    condition (one convolution) give what the explicitly formed weights give."""
+    import torch.nn.functional as F
+
+    cala = _untrained_cala(init_seed=5, num_adapters=2, rank=2, factor="scale", shared_rank=1, layers=["dec.res1"])
+    bank = cala.bank
+    with torch.no_grad():
+        for p in bank.b.values():
+            p.normal_(0.0, 0.2)
+    conv = cala.net.layer("dec.res1")
+    a, b = bank.a["dec_res1"], bank.b["dec_res1"]
+    assert a.shape == (5, conv.in_channels) and b.shape == (5, conv.out_channels) and not bank.spatial
+    assert bank.num_adapter_params() == 5 * (conv.in_channels + conv.out_channels)
+    x = torch.randn(3, conv.in_channels, 8, 8)
+    for g in (torch.tensor([[0.3, 0.7], [0.9, 0.1], [0.5, 0.5]]), torch.tensor([[0.2, 0.8]]).expand(3, 2)):
+        got = conv(x, bank.adapters(g)["dec.res1"])
+        for item in range(3):
+            gr = torch.cat([g[item].repeat_interleave(2), torch.ones(1)])
+            w = conv.weight * (1 + (b.T * gr) @ a)[:, :, None, None]
+            want = F.conv2d(x[item:item + 1], w, conv.bias, conv.stride, conv.padding)
+            torch.testing.assert_close(got[item:item + 1], want, atol=1e-5, rtol=1e-5)
 
 
 def test_a_cp_bank_starts_as_its_base_and_its_rank_and_factor_survive_a_checkpoint(tmp_path):
@@ -291,22 +319,22 @@ def test_a_cp_bank_starts_as_its_base_and_its_rank_and_factor_survive_a_checkpoi
     again = Codec.load(tmp_path)
     assert (again.bank.rank, again.bank.factor, again.bank.affine) == (2, "cp", True)
     torch.testing.assert_close(again.encode(img, TDL), cala.encode(img, TDL))
-    for bad in ({"rank": 0}, {"rank": True}, {"factor": "tucker"}):
+    for bad in ({"rank": 0}, {"rank": True}, {"factor": "tucker"}, {"shared_rank": -1}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             _untrained_cala(**bad)
 
 
-def test_training_a_cp_bank_records_rank_and_factor(base_ckpt, tmp_path):
+def test_training_a_cp_bank_records_rank_factor_and_shared_rank(base_ckpt, tmp_path):
     import shutil
 
     for suffix in (".json", ".safetensors"):
         shutil.copy(base_ckpt.with_suffix(suffix), tmp_path / base_ckpt.with_suffix(suffix).name)
-    res = train(_cfg("cala", base=str(tmp_path / base_ckpt.name), steps=2, rank=2, factor="cp", num_adapters=2),
-                out=tmp_path)
+    res = train(_cfg("cala", base=str(tmp_path / base_ckpt.name), steps=2, rank=2, factor="cp", num_adapters=2,
+                     shared_rank=3), out=tmp_path)
     manifest = json.loads(res["paths"][-1].read_text())
-    assert manifest["cala"]["rank"] == 2 and manifest["cala"]["factor"] == "cp"
+    assert (manifest["cala"]["rank"], manifest["cala"]["factor"], manifest["cala"]["shared_rank"]) == (2, "cp", 3)
     codec = build_codec("cala", SHAPE, 1 / 6, checkpoint=str(res["paths"][-1]))
-    assert codec.bank.rank == 2 and codec.bank.factor == "cp"
+    assert (codec.bank.rank, codec.bank.factor, codec.bank.shared_rank) == (2, "cp", 3)
     _, before = read_checkpoint(base_ckpt)
     _, after = read_checkpoint(tmp_path / base_ckpt.name)
     assert all(torch.equal(before[k], after[k]) for k in before)  # the base is never written

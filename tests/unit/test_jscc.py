@@ -34,6 +34,35 @@ def test_architecture_halves_to_about_8x8_and_carries_2n_reals():
     assert Arch((3, 64, 64), 1024).stages == 3
 
 
+def test_space_to_depth_makes_a_photo_network_the_latent_network_on_unshuffled_pixels():
+    """With ``space_to_depth = 4`` (the default for new 32x32 image networks) a photo enters as
+    pixel_unshuffle((x - 0.5) / 0.25, 4), [48, 8, 8]: the layers are the 48x8x8 latent network's, and with its
+    weights the two send the same symbols and decode to the same pixels (through pixel_shuffle, then the
+    image's sigmoid). Manifests without the field mean the payload taken as it is."""
+    import torch.nn.functional as F
+
+    photo = build_codec("jscc_mixed", (3, 32, 32), 1 / 6, checkpoint="none", init_seed=1)
+    assert photo.arch.space_to_depth == 4 and photo.arch.stages == 0 and photo.arch.latent_grid == (16, 8, 8)
+    assert photo.arch.to_json()["space_to_depth"] == 4
+    assert Arch.from_json({k: v for k, v in photo.arch.to_json().items() if k != "space_to_depth"}).space_to_depth == 1
+    assert "space_to_depth" not in Arch((48, 8, 8), 512, "latent").to_json()      # older manifests unchanged
+    latent = build_codec("jscc_mixed", (48, 8, 8), 1 / 6, checkpoint="none", init_seed=7)
+    assert {k: v.shape for k, v in photo.net.state_dict().items() if "in_" not in k} == \
+        {k: v.shape for k, v in latent.net.state_dict().items() if "in_" not in k}
+    latent.net.load_state_dict({k: v for k, v in photo.net.state_dict().items() if "in_" not in k}, strict=False)
+    img = torch.rand(4, 3, 32, 32)
+    x = photo.encode(img, AWGN)
+    torch.testing.assert_close(x, latent.encode(F.pixel_unshuffle((img - 0.5) / 0.25, 4), AWGN))
+    torch.testing.assert_close(x.abs().pow(2).mean(1), torch.ones(4), rtol=1e-4, atol=1e-4)
+    no = torch.full(x.shape, 0.1)
+    out = photo.decode(x, no, AWGN).payload
+    torch.testing.assert_close(out, torch.sigmoid(F.pixel_shuffle(latent.decode(x, no, AWGN).payload, 4)))
+    assert build_codec("jscc", (3, 32, 32), 1 / 6, checkpoint="none", space_to_depth=1).arch.stages == 2
+    assert build_codec("jscc", (3, 16, 16), 1 / 6, checkpoint="none").arch.space_to_depth == 2   # 8x8 kept
+    with pytest.raises(ConfigError, match="space_to_depth"):
+        build_codec("jscc", (3, 32, 32), 1 / 6, checkpoint="none", space_to_depth=3)
+
+
 def test_latent_payload_untrained_network_keeps_the_contract():
     codec = build_codec("jscc_mixed", (4, 8, 8), 1 / 6, checkpoint="none")
     assert codec.kind == "learned" and codec.arch.payload_kind == "latent"

@@ -15,6 +15,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -406,6 +407,26 @@ def test_an_snr_anchored_gate_survives_the_pack(ckpt, tmp_path):
         assert torch.equal(rebuilt.encode(x, COND.replace(snr_db=snr)), direct.encode(x, COND.replace(snr_db=snr)))
 
 
+def _generic_base(d: Path, shape: tuple[int, ...], **options) -> tuple[Any, Path]:
+    """An untrained ``jscc_generic`` (width 16) and its checkpoint manifest in ``d``."""
+    codec = build_codec("jscc_generic", shape, 1 / 6, checkpoint="none", width=16, **options)
+    path = save_checkpoint(d, checkpoint_stem("jscc_generic", shape, 1 / 6),
+                           {f"net.{k}": v for k, v in codec.net.state_dict().items()},
+                           {"codec": "jscc_generic", "arch": codec.arch.to_json(), "bandwidth_ratio": 1 / 6,
+                            "payload_shape": list(shape)})
+    return codec, path
+
+
+def _bank_checkpoint(d: Path, shape: tuple[int, ...], bank: CALABank, base: Path) -> Path:
+    """A ``cala`` checkpoint of ``bank`` on the base checkpoint ``base``, its manifest section from the bank."""
+    bm = json.loads(base.read_text())
+    return save_checkpoint(d, checkpoint_stem("cala_generic", shape, 1 / 6),
+                           {f"bank.{k}": v for k, v in bank.state_dict().items()},
+                           {"codec": "cala", "arch": bm["arch"], "bandwidth_ratio": 1 / 6, "payload_shape": list(shape),
+                            "cala": bank.settings(),
+                            "base": {"file": bm["file"], "sha256": bm["sha256"], "codec": "jscc_generic"}})
+
+
 def test_an_affine_bank_on_a_rate_adaptive_base_survives_the_pack(tmp_path):
     """The generic T-KA bank's layout: per-channel scales and shifts beside the rank-1 adapters, on a base
     that serves three rates. Unquantised, the rebuilt codec is bit-identical to the checkpoint's at every
@@ -413,11 +434,7 @@ def test_an_affine_bank_on_a_rate_adaptive_base_survives_the_pack(tmp_path):
     change with the rate (its condition features carry it)."""
     shape, rates = (12, 4, 4), [1 / 24, 1 / 12, 1 / 6]
     d = tmp_path / "ckpt"
-    base_codec = build_codec("jscc_generic", shape, 1 / 6, checkpoint="none", width=16, rates=rates, init_seed=2)
-    base = save_checkpoint(d, checkpoint_stem("jscc_generic", shape, 1 / 6),
-                           {f"net.{k}": v for k, v in base_codec.net.state_dict().items()},
-                           {"codec": "jscc_generic", "arch": base_codec.arch.to_json(), "bandwidth_ratio": 1 / 6,
-                            "payload_shape": list(shape)})
+    base_codec, base = _generic_base(d, shape, rates=rates, init_seed=2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
         bank = CALABank(base_codec.net, ("enc.stem", "dec.out"), num_adapters=2, gate_hidden=8,
@@ -426,13 +443,7 @@ def test_an_affine_bank_on_a_rate_adaptive_base_survives_the_pack(tmp_path):
             for group in (bank.b, bank.scale, bank.shift):
                 for p in group.values():
                     p.normal_(0.0, 0.3)
-    bm = json.loads(base.read_text())
-    cala = save_checkpoint(d, checkpoint_stem("cala_generic", shape, 1 / 6),
-                           {f"bank.{k}": v for k, v in bank.state_dict().items()},
-                           {"codec": "cala", "arch": bm["arch"], "bandwidth_ratio": 1 / 6, "payload_shape": list(shape),
-                            "cala": {"layers": list(bank.layers), "num_adapters": 2, "gate_hidden": 8,
-                                     "gate": "snr_anchored", "affine": True},
-                            "base": {"file": bm["file"], "sha256": bm["sha256"], "codec": "jscc_generic"}})
+    cala = _bank_checkpoint(d, shape, bank, base)
     direct = build_codec("cala", shape, 1 / 6, checkpoint=str(cala))
     x = _payload(shape)
     for bits in (None, 8):
@@ -466,3 +477,28 @@ def test_an_affine_bank_on_a_rate_adaptive_base_survives_the_pack(tmp_path):
     with pytest.raises(ConfigError) as info:
         cala_codec_from_pack(load_pack(tmp_path / "packNone"), CHECKPOINT_DIR / "jscc_base-48x8x8-bw1_6.json")
     assert info.value.field == "pack.cala.base.sha256"
+
+
+def test_a_cp_bank_with_shared_components_survives_the_pack(tmp_path):
+    """Rank, CP factor and ungated (shared) components travel in the pack's manifest: the rebuilt codec is
+    bit-identical to the checkpoint's, unquantised, at a low and a high SNR."""
+    shape = (12, 4, 4)
+    d = tmp_path / "ckpt"
+    base_codec, base = _generic_base(d, shape, init_seed=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(9)
+        bank = CALABank(base_codec.net, ("enc.res1", "dec.inp"), num_adapters=2, gate_hidden=8,
+                        gate="snr_anchored", rank=2, factor="cp", shared_rank=3)
+        with torch.no_grad():
+            for p in bank.b.values():
+                p.normal_(0.0, 0.3)
+    cala = _bank_checkpoint(d, shape, bank, base)
+    direct = build_codec("cala", shape, 1 / 6, checkpoint=str(cala))
+    dd = save_pack(with_cala(_pack(), cala), tmp_path / "pack")
+    assert {k: _manifest(dd)["cala"][k] for k in ("rank", "factor", "shared_rank")} == \
+        {"rank": 2, "factor": "cp", "shared_rank": 3}
+    rebuilt = cala_codec_from_pack(load_pack(dd), base)
+    assert rebuilt.bank.shared_rank == 3 and rebuilt.bank.a["enc_res1"].shape[0] == 2 * 2 + 3
+    x = _payload(shape)
+    for snr in (0.0, 20.0):
+        assert torch.equal(rebuilt.encode(x, COND.replace(snr_db=snr)), direct.encode(x, COND.replace(snr_db=snr)))

@@ -1,21 +1,21 @@
 """CALA: condition-aware low-rank adaptation of a frozen DeepJSCC, and its per-condition LoRA oracle.
 
 **CALA** (``"cala"``). On chosen convolutions of the encoder and the decoder (default
-:data:`DEFAULT_LAYERS`, the layers around the channel at the 8x8 bottleneck) sits a bank of ``K``
+:data:`CALA_DEFAULT_LAYERS`, the eight convolutions every network of the family has) sits a bank of ``K``
 rank-1 adapters ``b_i a_i^T`` (``a_i`` over the ``in * k * k`` inputs of the kernel, ``b_i`` over its
 outputs). A small gating network (``10 -> 32 -> K``, GELU, softmax) maps the condition features of
 :func:`~dekasim.codecs.jscc.condition_features` (SNR in dB, log delay spread, log bandwidth ratio,
 speed, TDL profile) to soft weights ``g(c)`` that sum to one, shared by all adapted layers; each layer
 computes with ``W + sum_i g_i(c) b_i a_i^T``. The base JSCC is frozen while the bank and the gate train;
-its weights are never written. Any network of the family without attention can be the base. The shipped
-photo CALA (``3x32x32``) adapts ``jscc_base`` (the single-condition ``jscc`` run after 1600 of its 2400
-steps, so that base plus bank cost the same 2400 steps as every baseline; on that budget this base beat
-the mixed-condition one everywhere). The shipped latent CALA (``48x8x8``) adapts ``jscc_base`` (``jscc`` at 10 dB trained
-6000 steps on its own schedule) with K = 2 rank-1 adapters on all eight convolutions and an
-``"snr_anchored"`` gate (4.2 % of the base's parameters), bank 2000 steps; its oracle uses the same
-layers. These choices were made on validation images (README). ``benchmarks/jscc_cala.py`` compares them. The condition the gate sees is the
-transmitter's knowledge: exact, or an SNR estimate with a configurable error (``condition_error_db``;
-the decoder adapts to the same estimate, see :mod:`dekasim.codecs.jscc`).
+its weights are never written. Any network of the family without attention can be the base. Both shipped
+``cala`` banks adapt a ``jscc_base`` with K = 2 rank-1 adapters on all eight convolutions and an
+``"snr_anchored"`` gate (4.2 % of the base's parameters; chosen on validation images of the 48x8x8 family,
+README; the 3x32x32 photo network has the same layers since it enters as 48x8x8). The photo base is the
+single-condition ``jscc`` run after 4800 of its 7200 steps, bank 2400 steps, so that base plus bank cost the
+same 7200 steps as every baseline; the latent base is ``jscc`` at 10 dB trained 6000 steps on its own
+schedule, bank 2000 steps; its oracle uses the same layers. ``benchmarks/jscc_cala.py`` compares them. The
+condition the gate sees is the transmitter's knowledge: exact, or an SNR estimate with a configurable error
+(``condition_error_db``; the decoder adapts to the same estimate, see :mod:`dekasim.codecs.jscc`).
 
 **Per-condition LoRA oracle** (``"lora_oracle"``). The same frozen base with one rank-``r`` LoRA on the
 same layers per condition bucket (SNR centres 0/5/10/15/20 dB x delay spreads 30/100/300/1000/3000 ns;
@@ -24,12 +24,14 @@ LoRA is warm-started from one LoRA trained on the whole condition distribution (
 then fine-tuned on its bucket only: a per-condition reference, not a compact one (25 LoRAs).
 
 Options (beside those of :mod:`dekasim.codecs.jscc`): ``condition_error_db``; with
-``checkpoint = "none"`` also ``layers`` (list of layer names, default :data:`DEFAULT_LAYERS`) and
-``num_adapters`` (CALA, default 8) or ``rank`` (oracle, default 4), and for CALA ``gate`` (``"mlp"``,
-default, or ``"snr_anchored"``: see :class:`CALABank`) and ``affine`` (CALA: each adapter also scales and
-shifts every output channel of its layers, ``out * (1 + sum_i g_i s_i) + sum_i g_i t_i``; default false),
-``rank`` (CALA: the rank of each adapter, default 1) and ``factor`` (CALA: ``"full"``, default, or ``"cp"``:
-each component a channel vector times a spatial kernel; see :class:`CALABank`).
+``checkpoint = "none"`` also ``layers`` (list of layer names, default :data:`CALA_DEFAULT_LAYERS` for CALA,
+:data:`DEFAULT_LAYERS` for the oracle) and ``num_adapters`` (CALA, default 2) or ``rank`` (oracle, default
+4), and for CALA ``gate`` (``"snr_anchored"``, default, or ``"mlp"``: see :class:`CALABank`; a manifest
+without the key means ``"mlp"``) and ``affine`` (each adapter also scales and shifts every output channel of
+its layers, ``out * (1 + sum_i g_i s_i) + sum_i g_i t_i``; default false), ``rank`` (the rank of each adapter,
+default 1), ``factor`` (``"full"``, default; ``"cp"``: each component a channel vector times a spatial
+kernel; ``"scale"``: components that rescale the base's filters) and ``shared_rank`` (ungated components
+per layer, default 0; see :class:`CALABank`).
 A checkpoint of these codecs stores only the bank (+ gate) and names its base checkpoint (file and
 sha256), which is loaded with it.
 """
@@ -44,21 +46,24 @@ import torch
 from torch import nn
 
 from dekasim.codecs.base import register_codec
-from dekasim.codecs.jscc import (NUM_CONDITION_FEATURES, Adapter, Arch, ConditionAwareCodec, JSCCNet,
-                                 condition_features, num_params, read_checkpoint)
+from dekasim.codecs.jscc import (NUM_CONDITION_FEATURES, Adapter, Arch, ConditionAwareCodec, FilterScaling,
+                                 JSCCNet, condition_features, num_params, read_checkpoint)
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 
-#: Layers that carry adapters by default (around the channel at the bottleneck: two in the encoder,
-#: which alone has no other view of the condition, and the decoder's input layer).
+#: Layers that carry the LoRA oracle's adapters by default (around the channel at the bottleneck: two in the
+#: encoder, which alone has no other view of the condition, and the decoder's input layer).
 DEFAULT_LAYERS = ("enc.res2", "enc.out", "dec.inp")
+#: Layers of a new CALA bank by default: the eight convolutions every network of the family has (all of an
+#: 8x8 network's), the layout of every shipped bank, chosen on validation images (README).
+CALA_DEFAULT_LAYERS = ("enc.stem", "enc.res1", "enc.res2", "enc.out", "dec.inp", "dec.res1", "dec.res2", "dec.out")
 #: Condition buckets of the LoRA oracle.
 ORACLE_SNR_CENTRES_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
 ORACLE_DELAY_SPREADS_NS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
 #: Gate kinds of :class:`CALABank`.
 GATES = ("mlp", "snr_anchored")
 #: How :class:`CALABank` parameterises each component's input vector.
-FACTORS = ("full", "cp")
+FACTORS = ("full", "cp", "scale")
 #: SNR range [dB] over which an ``"snr_anchored"`` gate spreads its adapters' centres.
 ANCHOR_RANGE_DB = (0.0, 20.0)
 
@@ -80,7 +85,13 @@ class CALABank(nn.Module):
     :param factor: ``"full"``: each ``a_ij`` is a free vector over the ``in * k * k`` kernel inputs;
         ``"cp"``: it is the outer product of a vector over the input channels (``a.*`` ``[K r, in]``) and a
         spatial kernel (``spatial.*`` ``[K r, k * k]``), a CP-factorised convolution update that costs
-        ``in + k*k + out`` instead of ``in*k*k + out`` numbers per component.
+        ``in + k*k + out`` instead of ``in*k*k + out`` numbers per component; ``"scale"``: the components
+        rescale the base filters, ``W ⊙ (1 + sum g b a^T)`` with ``a`` over the input channels
+        (:class:`~dekasim.codecs.jscc.FilterScaling`: ``in + out`` numbers per component; the update
+        re-weights the base's own filters).
+    :param shared_rank: ``s`` more components per layer that no gate weighs (weight 1 at every condition):
+        rows ``K r ... K r + s - 1`` of ``a.*``, ``b.*`` (and ``spatial.*``). They hold what the alignment
+        needs at every condition, so the gated adapters need not each learn it.
     :param gate: ``"mlp"``: logits = MLP(features); ``"snr_anchored"``: adapter ``i`` is also anchored
         at an SNR, logits = MLP(features) - ((snr_db - c_i) / w)^2 / 2 with the ``K`` centres ``c_i``
         evenly spread over :data:`ANCHOR_RANGE_DB` and ``w`` their spacing, so that adapters start out
@@ -90,7 +101,7 @@ class CALABank(nn.Module):
 
     def __init__(self, net: JSCCNet, layers: tuple[str, ...] = DEFAULT_LAYERS, num_adapters: int = 8,
                  gate_hidden: int = 32, gate: str = "mlp", affine: bool = False, rank: int = 1,
-                 factor: str = "full") -> None:
+                 factor: str = "full", shared_rank: int = 0) -> None:
         super().__init__()
         if gate not in GATES:
             raise ConfigError("gate", gate, f"one of {list(GATES)}")
@@ -100,6 +111,9 @@ class CALABank(nn.Module):
             raise ConfigError("rank", rank, "an integer within [1, 64] (the rank of each adapter)")
         if not isinstance(affine, bool):
             raise ConfigError("affine", affine, "true or false (per-channel scale and shift in the bank)")
+        if isinstance(shared_rank, bool) or not isinstance(shared_rank, int) or not 0 <= shared_rank <= 64:
+            raise ConfigError("shared_rank", shared_rank, "an integer within [0, 64] (ungated components per layer)")
+        self.shared_rank = int(shared_rank)
         self.affine = affine
         self.rank, self.factor = int(rank), factor
         self.layers = tuple(layers)
@@ -113,10 +127,12 @@ class CALABank(nn.Module):
         self.a = nn.ParameterDict()
         self.b = nn.ParameterDict()
         self.spatial = nn.ParameterDict()
-        m = self.num_adapters * self.rank
+        m = self.num_adapters * self.rank + self.shared_rank
         for name in self.layers:
             conv = net.layer(name)
-            if factor == "cp":  # a_c (x) k_s has the variance 1 / fan_in of the full init
+            if factor == "scale":  # b = 0: the filters start unscaled
+                self.a[_key(name)] = nn.Parameter(torch.randn(m, conv.in_channels))
+            elif factor == "cp":  # a_c (x) k_s has the variance 1 / fan_in of the full init
                 taps = conv.kernel_size[0] * conv.kernel_size[1]
                 self.a[_key(name)] = nn.Parameter(torch.randn(m, conv.in_channels) / math.sqrt(conv.in_channels))
                 self.spatial[_key(name)] = nn.Parameter(torch.randn(m, taps) / math.sqrt(taps))
@@ -151,10 +167,13 @@ class CALABank(nn.Module):
     def adapters(self, g: torch.Tensor) -> dict[str, Adapter]:
         """``g`` ``[B, K]`` gate weights -> the adapter of each layer (:data:`~dekasim.codecs.jscc.Adapter`)."""
         gr = g.repeat_interleave(self.rank, dim=1) if self.rank > 1 else g
-        if self.affine:
-            return {name: (self._a(name), self.b[_key(name)], gr, self.scale[_key(name)], self.shift[_key(name)], g)
-                    for name in self.layers}
-        return {name: (self._a(name), self.b[_key(name)], gr) for name in self.layers}
+        if self.shared_rank:
+            gr = torch.cat([gr, gr.new_ones(gr.shape[0], self.shared_rank)], dim=1)
+        kind = FilterScaling if self.factor == "scale" else tuple
+        if self.affine:  # the scales and shifts follow the K gate weights
+            return {name: kind((self._a(name), self.b[_key(name)], gr, self.scale[_key(name)], self.shift[_key(name)],
+                                g)) for name in self.layers}
+        return {name: kind((self._a(name), self.b[_key(name)], gr)) for name in self.layers}
 
     def settings(self) -> dict[str, Any]:
         """The ``cala`` section of a checkpoint manifest. ``affine``, ``rank`` and ``factor`` appear only where
@@ -167,6 +186,8 @@ class CALABank(nn.Module):
             out["rank"] = self.rank
         if self.factor != "full":
             out["factor"] = self.factor
+        if self.shared_rank:
+            out["shared_rank"] = self.shared_rank
         return out
 
     def num_adapter_params(self) -> int:
@@ -227,6 +248,7 @@ class _AdaptedCodec(ConditionAwareCodec):
 
     bank_key = ""
     size_option, size_default = "", 0
+    default_layers: tuple[str, ...] = DEFAULT_LAYERS
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, size: int | None = None,
                  layers: list[str] | None = None, **options: Any) -> None:
@@ -270,7 +292,7 @@ class _AdaptedCodec(ConditionAwareCodec):
                 raise ConfigError("layers", value, "'layers' only with checkpoint = 'none' (a checkpoint fixes them)")
             return tuple(self.manifest[self.bank_key]["layers"])
         if value is None:
-            return DEFAULT_LAYERS
+            return self.default_layers
         names = self.net.layer_names()
         bad = [n for n in value if n not in names]
         if bad or not value or len(set(value)) != len(value):
@@ -290,13 +312,16 @@ class CALACodec(_AdaptedCodec):
     """Frozen base JSCC + a bank of low-rank adapters mixed by a condition gate."""
 
     bank_key = "cala"
-    size_option, size_default = "num_adapters", 8
+    size_option, size_default = "num_adapters", 2
+    default_layers = CALA_DEFAULT_LAYERS
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, num_adapters: int | None = None,
                  layers: list[str] | None = None, gate: str | None = None, affine: bool | None = None,
-                 rank: int | None = None, factor: str | None = None, **options: Any) -> None:
+                 rank: int | None = None, factor: str | None = None, shared_rank: int | None = None,
+                 **options: Any) -> None:
         #: bank options given (None: the checkpoint's, or the default); CALABank checks their values
-        self._bank_options = {"gate": gate, "affine": affine, "rank": rank, "factor": factor}
+        self._bank_options = {"gate": gate, "affine": affine, "rank": rank, "factor": factor,
+                              "shared_rank": shared_rank}
         given = {k: v for k, v in self._bank_options.items() if v is not None}
         if given:
             options["_extra_options"] = {**(options.get("_extra_options") or {}), **given}
@@ -306,7 +331,8 @@ class CALACodec(_AdaptedCodec):
         super().build(arch)
         k = self._bank_settings()
         layers = self._layers(self._layers_option)
-        defaults = {"gate": "mlp", "affine": False, "rank": 1, "factor": "full"}
+        # what a manifest without the key means (written before the option existed), and a new bank's default
+        defaults = {"gate": "mlp", "affine": False, "rank": 1, "factor": "full", "shared_rank": 0}
         if self.manifest is not None:
             for name, value in self._bank_options.items():
                 if value is not None:
@@ -315,10 +341,10 @@ class CALACodec(_AdaptedCodec):
             hidden = int(self.manifest["cala"]["gate_hidden"])
         else:
             settings = {name: default if self._bank_options[name] is None else self._bank_options[name]
-                        for name, default in defaults.items()}
+                        for name, default in {**defaults, "gate": "snr_anchored"}.items()}
             hidden = 32
         self.bank = CALABank(self.net, layers, k, hidden, settings["gate"], settings["affine"], settings["rank"],
-                             settings["factor"])
+                             settings["factor"], settings["shared_rank"])
         self.freeze_base()
 
     def gate_weights(self, cond: Condition, snr_db: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,12 +7,15 @@ One family serves images (``[3, H, W]`` in [0, 1]) and latent tensors (``[C, H, 
     decoder input = [Re/Im of y / (1 + no_eff), log10 no_eff per real]  (LMMSE shrink + reliability)
             --> conv decoder --> sigmoid (images) | de-normalise (latents)
 
-The encoder halves the resolution until the feature map is about 8x8 (32x32 -> 8x8 in two stages,
-8x8 latents in none); ``cz = ceil(2 n / (h w))`` channels hold the ``2 n`` reals of ``n`` symbols
-(the excess of the last channel is computed and never sent). The decoder sees the equalised symbols
-and the post-equalisation noise variance of each symbol (the honest per-symbol reliability that
-:class:`~dekasim.channels.OFDMLink` returns); the condition-aware codecs also adapt to the condition
-they *believe* (``cond`` at the encoder, ``cond_seen`` at the decoder), never to the true one.
+A new image network first folds 4x4 pixel blocks into channels (``space_to_depth``: a 32x32 photo
+enters as 48x8x8, the layout of the latents; the decoder unfolds them before its sigmoid). The encoder
+then halves the resolution until the feature map is about 8x8 (none for 32x32 photos and 8x8 latents; two
+stages for a network with ``space_to_depth = 1``, as the photo checkpoints had before);
+``cz = ceil(2 n / (h w))`` channels hold the ``2 n`` reals of ``n`` symbols (the excess of the last
+channel is computed and never sent). The decoder sees the equalised symbols and the post-equalisation
+noise variance of each symbol (the honest per-symbol reliability that :class:`~dekasim.channels.OFDMLink`
+returns); the condition-aware codecs also adapt to the condition they *believe* (``cond`` at the encoder,
+``cond_seen`` at the decoder), never to the true one.
 
 Shipped checkpoints (package data), both at bandwidth ratio 1/6 (512 symbols per item): RGB images
 ``(3, 32, 32)`` trained on photographs, and latents ``(48, 8, 8)`` trained on what the shipped edge
@@ -44,6 +47,8 @@ Options (all codecs of the family):
 - ``payload_kind`` (only with ``checkpoint="none"``): ``"image"``, ``"latent"`` or ``"auto"``
   (default: image when the payload has 3 channels).
 - ``init_seed`` (only with ``checkpoint="none"``): seed of the random initial weights (default 0).
+- ``space_to_depth`` (only with ``checkpoint="none"``): ``"auto"`` (default: 4 for images whose sides it
+  divides leaving at least 8 pixels, else 2, else 1; 1 for latents) or the pixel-unshuffle factor itself.
 - ``rates`` (only with ``checkpoint="none"``): bandwidth ratios one network serves (a rate-adaptive
   network; must include the codec's own). A checkpoint trained so serves each of them.
 - ``condition_error_db`` (condition-aware codecs ``adjscc``, ``cala``, ``lora_oracle``): standard
@@ -91,6 +96,8 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 _STAGE_WIDTHS = {0: (1.0,), 1: (0.75, 1.0), 2: (0.5, 0.75, 1.0), 3: (0.375, 0.5, 0.75, 1.0)}
 #: Clamp of log10(no_eff) fed to the decoder (a symbol at -40 dB carries nothing anyway).
 _LOG_NO_RANGE = (-6.0, 4.0)
+#: ``space_to_depth`` of a new image network (``"auto"``): 32x32 photos enter as 48x8x8, the layout of the latents.
+IMAGE_SPACE_TO_DEPTH = 4
 #: Number of condition features (see :func:`condition_features`).
 NUM_CONDITION_FEATURES = 10
 
@@ -111,6 +118,9 @@ class Arch:
     :param rates: symbol counts a rate-adaptive network serves (the largest is ``n_symbols``): it sends a
         prefix of ``n`` of its ``n_symbols`` importance-ordered symbols, and the decoder treats the rest as
         erased. Empty: one rate, ``n_symbols``.
+    :param space_to_depth: ``f``: the normalised payload enters as ``pixel_unshuffle(x, f)``, ``[C f^2, H/f,
+        W/f]``, and the decoder's output leaves through ``pixel_shuffle``; the stages work on that map. 1:
+        the payload as it is (every manifest written before this field; it is not stored at 1).
     """
 
     payload_shape: tuple[int, int, int]
@@ -119,12 +129,23 @@ class Arch:
     width: int = 64
     attention: bool = False
     rates: tuple[int, ...] = ()
+    space_to_depth: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "payload_shape", tuple(int(s) for s in self.payload_shape))
         object.__setattr__(self, "rates", tuple(sorted(int(r) for r in self.rates)))
         if self.rates and (self.rates[-1] != self.n_symbols or self.rates[0] < 1):
             raise ValueError(f"rates {self.rates}: the largest must be n_symbols = {self.n_symbols}")
+        f = self.space_to_depth
+        if f < 1 or self.payload_shape[1] % f or self.payload_shape[2] % f:
+            raise ValueError(f"space_to_depth {f}: must divide the payload's H and W {self.payload_shape[1:]}")
+
+    @property
+    def network_input_shape(self) -> tuple[int, int, int]:
+        """``(C f^2, H / f, W / f)``: the map the first convolution sees (``f = space_to_depth``)."""
+        c, h, w = self.payload_shape
+        f = self.space_to_depth
+        return c * f * f, h // f, w // f
 
     @property
     def served(self) -> tuple[int, ...]:
@@ -138,7 +159,7 @@ class Arch:
     @property
     def stages(self) -> int:
         """Stride-2 stages: halve while the map stays at least 8x8 (at most 3)."""
-        _, h, w = self.payload_shape
+        _, h, w = self.network_input_shape
         s = 0
         while s < 3 and h % 2 ** (s + 1) == 0 and w % 2 ** (s + 1) == 0 and min(h, w) // 2 ** (s + 1) >= 8:
             s += 1
@@ -151,7 +172,7 @@ class Arch:
     @property
     def latent_grid(self) -> tuple[int, int, int]:
         """``(cz, h, w)`` of the encoder output."""
-        _, h, w = self.payload_shape
+        _, h, w = self.network_input_shape
         h, w = h // 2 ** self.stages, w // 2 ** self.stages
         return math.ceil(2 * self.n_symbols / (h * w)), h, w
 
@@ -162,13 +183,15 @@ class Arch:
             d["rates"] = list(self.rates)
         else:  # single-rate manifests keep the architecture record they had before rates existed
             d.pop("rates")
+        if self.space_to_depth == 1:  # likewise for the payload taken as it is
+            d.pop("space_to_depth")
         return d
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "Arch":
         return Arch(payload_shape=tuple(d["payload_shape"]), n_symbols=int(d["n_symbols"]),
                     payload_kind=d["payload_kind"], width=int(d["width"]), attention=bool(d["attention"]),
-                    rates=tuple(d.get("rates", ())))
+                    rates=tuple(d.get("rates", ())), space_to_depth=int(d.get("space_to_depth", 1)))
 
 
 Adapter = tuple[torch.Tensor, ...]
@@ -178,32 +201,60 @@ Adapter = tuple[torch.Tensor, ...]
 ``G`` repeats ``G_K`` over rank-``M / K`` adapters and the scales and shifts follow ``G_K``."""
 
 
+class FilterScaling(tuple):
+    """An :data:`Adapter` whose components rescale the base filters instead of adding to them: ``(A [M, in],
+    B [M, out], G [batch, M], ...)`` computes with ``W ⊙ (1 + sum_m G[:, m] B_m A_m^T)`` (the ``[out, in]``
+    factor broadcast over the kernel taps); the optional scales and shifts are those of :data:`Adapter`.
+    ``M`` components cost ``M (in + out)`` numbers; the update re-weights the base's own filters and is not
+    confined to rank ``M``."""
+
+
 class AConv(nn.Conv2d):
     """A 2-D convolution that accepts a per-item low-rank update of its weight.
 
     ``forward(x, adapter)`` computes ``conv(x, W + sum_m g_bm b_m a_m^T)`` for item ``b`` without
     forming the weights: ``conv(x, W) + sum_m g_bm b_m conv(x, a_m)``. Columns of ``G`` that are zero
-    for the whole batch are skipped (an oracle bank of many LoRAs costs only the ones in use).
+    for the whole batch are skipped (an oracle bank of many LoRAs costs only the ones in use). A
+    :class:`FilterScaling` adapter forms the rescaled weights instead (one grouped convolution per batch).
     """
 
     def forward(self, x: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:  # type: ignore[override]
-        out = super().forward(x)
         if adapter is None:
-            return out
-        a, b, g = adapter[:3]
+            return super().forward(x)
+        if isinstance(adapter, FilterScaling):
+            out = self._scaled(x, *adapter[:3])
+        else:
+            out = self._low_rank(x, super().forward(x), *adapter[:3], bool(adapter[3:]))
         affine = adapter[3:]
+        if affine:  # (scale, shift) [K, out], and the [B, K] gate when g repeats it per component
+            ga = affine[2] if len(affine) > 2 else adapter[2]
+            scale, shift = ga @ affine[0], ga @ affine[1]                    # [B, out]
+            out = out * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return out
+
+    def _scaled(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """``conv(x, W ⊙ (1 + sum_m g_bm b_m a_m^T))`` per item (one convolution when the batch shares ``g``)."""
+        if bool((g == g[:1]).all()):
+            s = torch.einsum("m,mo,mi->oi", g[0], b, a)
+            return F.conv2d(x, self.weight * (1 + s[:, :, None, None]), self.bias, self.stride, self.padding)
+        n, c, h, w = x.shape
+        s = torch.einsum("bm,mo,mi->boi", g, b, a)                           # [B, out, in]
+        weight = (self.weight[None] * (1 + s[:, :, :, None, None])).reshape(n * self.out_channels, c,
+                                                                            *self.kernel_size)
+        bias = None if self.bias is None else self.bias.repeat(n)
+        out = F.conv2d(x.reshape(1, n * c, h, w), weight, bias, self.stride, self.padding, groups=n)
+        return out.reshape(n, self.out_channels, *out.shape[2:])
+
+    def _low_rank(self, x: torch.Tensor, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g: torch.Tensor,
+                  affine: bool) -> torch.Tensor:
+        """``out + sum_m g_bm b_m conv(x, a_m)``."""
         if g.shape[1] > 1 and not g.requires_grad and not affine:
             active = g.abs().sum(0) > 0
             if not bool(active.all()):
                 a, b, g = a[active], b[active], g[:, active]
         m = a.shape[0]
         u = F.conv2d(x, a.reshape(m, self.in_channels, *self.kernel_size), None, self.stride, self.padding)
-        out = out + torch.einsum("bmhw,mo->bohw", u * g[:, :, None, None], b)
-        if affine:  # (scale, shift) [K, out], and the [B, K] gate when g repeats it per component
-            ga = affine[2] if len(affine) > 2 else g
-            scale, shift = ga @ affine[0], ga @ affine[1]                    # [B, out]
-            out = out * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        return out
+        return out + torch.einsum("bmhw,mo->bohw", u * g[:, :, None, None], b)
 
     @property
     def fan_in(self) -> int:
@@ -234,7 +285,7 @@ class JSCCNet(nn.Module):
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         self.arch = arch
-        c_in = arch.payload_shape[0]
+        c_in = arch.network_input_shape[0]
         ws, s = arch.widths, arch.stages
         cz, _, _ = arch.latent_grid
         w = ws[-1]
@@ -259,8 +310,8 @@ class JSCCNet(nn.Module):
             self.dec_af = nn.ModuleList([AttentionFeature(w)] + [AttentionFeature(ws[j - 1]) for j in range(s, 0, -1)])
         # payload normalisation (images: fixed; latents: per-channel statistics set by training)
         mean, std = (0.5, 0.25) if arch.payload_kind == "image" else (0.0, 1.0)
-        self.register_buffer("in_mean", torch.full((c_in,), mean))
-        self.register_buffer("in_std", torch.full((c_in,), std))
+        self.register_buffer("in_mean", torch.full((arch.payload_shape[0],), mean))
+        self.register_buffer("in_std", torch.full((arch.payload_shape[0],), std))
 
     def layer(self, name: str) -> AConv:
         """The convolution called ``name`` (``"enc.res2"``, ``"dec.inp"``, …)."""
@@ -286,6 +337,8 @@ class JSCCNet(nn.Module):
         s = self.arch.stages
         af = iter(self.enc_af) if self.arch.attention else None
         h = (x - self.in_mean[:, None, None]) / self.in_std[:, None, None]
+        if self.arch.space_to_depth > 1:
+            h = F.pixel_unshuffle(h, self.arch.space_to_depth)
         h = F.gelu(self.enc["stem"](h, a.get("enc.stem")))
         if af is not None:
             h = next(af)(h, snr)
@@ -336,6 +389,8 @@ class JSCCNet(nn.Module):
             if af is not None:
                 h = next(af)(h, snr)
         out = self.dec["out"](h, a.get("dec.out"))
+        if self.arch.space_to_depth > 1:
+            out = F.pixel_shuffle(out, self.arch.space_to_depth)
         if self.arch.payload_kind == "image":
             return torch.sigmoid(out)
         return out * self.in_std[:, None, None] + self.in_mean[:, None, None]
@@ -481,7 +536,8 @@ class JSCCCodec(Codec):
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, checkpoint: str | None = None,
                  width: int | None = None, payload_kind: str = "auto", init_seed: int = 0,
-                 rates: list[float] | None = None, _extra_options: dict[str, Any] | None = None) -> None:
+                 rates: list[float] | None = None, space_to_depth: int | str = "auto",
+                 _extra_options: dict[str, Any] | None = None) -> None:
         options: dict[str, Any] = {"checkpoint": None if checkpoint is None else str(checkpoint)}
         if width is not None:
             options["width"] = int(width)
@@ -491,6 +547,8 @@ class JSCCCodec(Codec):
             options["payload_kind"] = payload_kind
         if init_seed != 0:
             options["init_seed"] = int(init_seed)
+        if space_to_depth != "auto":
+            options["space_to_depth"] = space_to_depth
         options.update(_extra_options or {})
         super().__init__(payload_shape, bandwidth_ratio, **options)
         if len(self.payload_shape) != 3:
@@ -508,13 +566,14 @@ class JSCCCodec(Codec):
                 raise ConfigError("width", width, "bottleneck channels within [8, 512]")
             served = self._served_rates(rates)
             arch = Arch(self.payload_shape, max(served) if served else self.n_channel_uses, kind, w, self.attention,
-                        served)
+                        served, self._space_to_depth(space_to_depth, kind))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(init_seed))
                 self.build(arch)
         else:
-            if width is not None or payload_kind != "auto" or init_seed != 0 or rates is not None:
-                raise ConfigError("width/payload_kind/init_seed/rates", options,
+            if width is not None or payload_kind != "auto" or init_seed != 0 or rates is not None \
+                    or space_to_depth != "auto":
+                raise ConfigError("width/payload_kind/init_seed/rates/space_to_depth", options,
                                   "these options only with checkpoint = 'none' (a checkpoint fixes the network)")
             manifest, tensors = self.read(path)
             arch = Arch.from_json(manifest["arch"])
@@ -529,6 +588,19 @@ class JSCCCodec(Codec):
             self.build(arch)
             self.load_tensors(tensors)
         self.eval()
+
+    def _space_to_depth(self, value: int | str, kind: str) -> int:
+        """The ``space_to_depth`` option: ``"auto"`` is :data:`IMAGE_SPACE_TO_DEPTH` for images whose side it
+        divides leaving at least 8 pixels (else 2, else 1), and 1 for latents; an integer must divide H and W."""
+        _, h, w = self.payload_shape
+        if value == "auto":
+            if kind != "image":
+                return 1
+            return next((f for f in (IMAGE_SPACE_TO_DEPTH, 2) if h % f == 0 and w % f == 0 and min(h, w) // f >= 8), 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or h % value or w % value:
+            raise ConfigError("space_to_depth", value, f"'auto' or a positive integer that divides the payload's "
+                              f"height and width ({h}, {w})")
+        return value
 
     def _symbols(self, bandwidth_ratio: float) -> int:
         """Channel uses per item at ``bandwidth_ratio`` (the rounding of ``n_channel_uses``)."""

@@ -88,7 +88,8 @@ def read_cala_checkpoint(path: str | Path) -> CALABankPart:
                             base={k: manifest["base"][k] for k in ("file", "sha256", "codec") if k in manifest["base"]},
                             source={"file": manifest["file"], "sha256": manifest["sha256"]},
                             gate=settings.get("gate", "mlp"), affine=bool(settings.get("affine", False)),
-                            rank=settings.get("rank", 1), factor=settings.get("factor", "full"))
+                            rank=settings.get("rank", 1), factor=settings.get("factor", "full"),
+                            shared_rank=settings.get("shared_rank", 0))
     except KeyError as exc:
         raise ConfigError("cala", str(path), f"a CALA checkpoint manifest with {exc}") from None
 
@@ -142,15 +143,16 @@ def cala_codec_from_pack(pack: KnowledgePack, base_checkpoint: str | Path, condi
     codec = CALACodec(arch.payload_shape, part.bandwidth_ratio, checkpoint="none", width=arch.width,
                       payload_kind=arch.payload_kind, num_adapters=part.num_adapters, layers=list(part.layers),
                       gate=part.gate, affine=part.affine or None, rank=None if part.rank == 1 else part.rank,
-                      factor=None if part.factor == "full" else part.factor, rates=rates,
-                      condition_error_db=condition_error_db)
+                      factor=None if part.factor == "full" else part.factor, shared_rank=part.shared_rank or None,
+                      rates=rates,
+                      space_to_depth=arch.space_to_depth, condition_error_db=condition_error_db)
     if codec.arch != arch:
         raise ConfigError("pack.cala.bandwidth_ratio", part.bandwidth_ratio,
                           f"a ratio giving {arch.n_symbols} channel uses, got {codec.n_channel_uses}")
     if codec.bank.gate[0].out_features != part.gate_hidden:  # built with the default width of the gate
         with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the global RNG alone
             codec.bank = CALABank(codec.net, tuple(part.layers), part.num_adapters, part.gate_hidden, part.gate,
-                                  part.affine, part.rank, part.factor)
+                                  part.affine, part.rank, part.factor, part.shared_rank)
     net = {k[len("net."):]: v for k, v in base_tensors.items() if k.startswith("net.")}
     try:
         codec.net.load_state_dict(net, strict=True)

@@ -11,15 +11,16 @@ in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
                                           per file: size, sha256, quantisation, tensors (name -> shape, dtype),
                                           and, with a CALA bank only, ``cala``: layers, num_adapters, gate_hidden,
                                           gate, arch, bandwidth_ratio, base (file, sha256, codec), source, and
-                                          where not at their defaults ``affine`` (true), ``rank`` (> 1) and
-                                          ``factor`` ("cp")
+                                          where not at their defaults ``affine`` (true), ``rank`` (> 1),
+                                          ``factor`` ("cp", "scale") and ``shared_rank`` (> 0)
       learned_embeds.safetensors          textual-inversion layout: {metaword: embedding [D] float32}
       pytorch_lora_weights.safetensors    unquantised LoRA, the layout of diffusers' ``save_lora_adapter``
       pytorch_lora_weights.q{bits}.safetensors   ... or the LoRA quantised to 8, 4 or 2 bits
       cala_bank.safetensors               CALA bank + gate, float32, keys of ``CALABank.state_dict()``:
                                           a.<layer_key> [K, fan_in], b.<layer_key> [K, out] per adapted layer
-                                          (layer_key: "enc.res2" -> "enc_res2"; K r rows at rank r; with
-                                          factor "cp" a.* is [K r, in] and spatial.<layer_key> [K r, k*k]),
+                                          (layer_key: "enc.res2" -> "enc_res2"; K r + s rows at rank r with
+                                          s shared components; with factor "cp" a.* is [K r, in] and
+                                          spatial.<layer_key> [K r, k*k]; with "scale" a.* is [K r, in]),
                                           with ``affine`` also scale.<layer_key> and shift.<layer_key> [K, out],
                                           gate.0.weight [H, 10], gate.0.bias [H], gate.2.weight [K, H],
                                           gate.2.bias [K]
@@ -140,8 +141,11 @@ class CALABankPart:
     :param affine: each adapter also scales and shifts its layers' output channels
         (:class:`~dekasim.codecs.cala.CALABank`'s ``affine``).
     :param rank: the rank ``r`` of each adapter: ``a.*`` and ``b.*`` have ``K r`` rows.
-    :param factor: ``"full"`` or ``"cp"`` (then ``a.*`` is ``[K r, in]`` and ``spatial.<layer_key>``
-        ``[K r, k * k]``; :class:`~dekasim.codecs.cala.CALABank`).
+    :param factor: ``"full"``, ``"cp"`` (then ``a.*`` is ``[K r, in]`` and ``spatial.<layer_key>``
+        ``[K r, k * k]``) or ``"scale"`` (``a.*`` ``[K r, in]``, no spatial kernels; the components rescale
+        the base's filters); :class:`~dekasim.codecs.cala.CALABank`.
+    :param shared_rank: ``s`` ungated components per layer, the last ``s`` rows of ``a.*``, ``b.*`` and
+        ``spatial.*`` (:class:`~dekasim.codecs.cala.CALABank`'s ``shared_rank``).
     """
 
     tensors: dict[str, torch.Tensor]
@@ -156,6 +160,7 @@ class CALABankPart:
     affine: bool = False
     rank: int = 1
     factor: str = "full"
+    shared_rank: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -185,8 +190,10 @@ class CALABankPart:
             raise ConfigError("pack.cala.affine", self.affine, "true or false")
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
             raise ConfigError("pack.cala.rank", self.rank, "a positive integer")
-        if self.factor not in ("full", "cp"):
-            raise ConfigError("pack.cala.factor", self.factor, "'full' or 'cp'")
+        if self.factor not in ("full", "cp", "scale"):
+            raise ConfigError("pack.cala.factor", self.factor, "'full', 'cp' or 'scale'")
+        if isinstance(self.shared_rank, bool) or not isinstance(self.shared_rank, int) or self.shared_rank < 0:
+            raise ConfigError("pack.cala.shared_rank", self.shared_rank, "a non-negative integer")
         if not isinstance(self.layers, list) or not self.layers or not all(isinstance(n, str) for n in self.layers):
             raise ConfigError("pack.cala.layers", self.layers, "a non-empty list of layer names, e.g. ['enc.res2']")
         sha = self.base.get("sha256") if isinstance(self.base, dict) else None
@@ -209,7 +216,8 @@ class CALABankPart:
             t = self.tensors[name]
             if not torch.is_tensor(t) or not t.is_floating_point():
                 raise ConfigError(f"pack.cala.tensors[{name}]", type(t).__name__, "a floating-point tensor")
-            rows = self.num_adapters if name.startswith(("scale.", "shift.")) else self.num_adapters * self.rank
+            rows = self.num_adapters if name.startswith(("scale.", "shift.")) else \
+                self.num_adapters * self.rank + self.shared_rank
             ok = list(t.shape) == shape if shape is not None else (t.ndim == 2 and t.shape[0] == rows)
             if not ok:
                 raise ConfigError(f"pack.cala.tensors[{name}].shape", list(t.shape),
@@ -231,6 +239,8 @@ class CALABankPart:
             out["rank"] = self.rank
         if self.factor != "full":
             out["factor"] = self.factor
+        if self.shared_rank:
+            out["shared_rank"] = self.shared_rank
         return out
 
     @staticmethod
@@ -244,7 +254,7 @@ class CALABankPart:
                             bandwidth_ratio=settings["bandwidth_ratio"], base=settings["base"],
                             source=settings.get("source"), gate=settings.get("gate", "mlp"),
                             affine=settings.get("affine", False), rank=settings.get("rank", 1),
-                            factor=settings.get("factor", "full"))
+                            factor=settings.get("factor", "full"), shared_rank=settings.get("shared_rank", 0))
 
 
 
