@@ -502,3 +502,26 @@ def test_a_cp_bank_with_shared_components_survives_the_pack(tmp_path):
     x = _payload(shape)
     for snr in (0.0, 20.0):
         assert torch.equal(rebuilt.encode(x, COND.replace(snr_db=snr)), direct.encode(x, COND.replace(snr_db=snr)))
+
+
+def test_the_generation_fingerprint_ignores_the_bank_and_follows_metaword_and_lora(tmp_path, ckpt):
+    """What keys the caches of generated latents (S_EG, a scenario's aligned-edge payload): packs that differ
+    only in their CALA bank (or info) generate the same images, so they share it; the metaword, its
+    embedding, the placement and every LoRA value change it, and so does quantising the LoRA (the applied
+    tensors change)."""
+    import dataclasses
+
+    plain = _pack()
+    want = plain.generation_fingerprint()
+    with_bank = with_cala(plain, ckpt["cala"])
+    assert with_bank.cala is not None and with_bank.generation_fingerprint() == want
+    assert dataclasses.replace(plain, info={"note": "other"}).generation_fingerprint() == want
+    assert load_pack(save_pack(with_bank, tmp_path / "p")).generation_fingerprint() == want
+    lora = {k: v.clone() for k, v in plain.lora.items()}
+    lora["a.to_q.lora_B.weight"][3, 1] += 1e-3
+    changed = [dataclasses.replace(plain, lora=lora), dataclasses.replace(plain, metaword="<y*>"),
+               dataclasses.replace(plain, metaword_embedding=plain.metaword_embedding + 1e-4),
+               dataclasses.replace(plain, placement="prefix"),
+               load_pack(save_pack(plain, tmp_path / "q8", bits=8))]
+    prints = [p.generation_fingerprint() for p in changed]
+    assert want not in prints and len(set(prints)) == len(prints)

@@ -5,7 +5,10 @@ Every generated payload of the project -- the scenario payloads (edge latents, c
 the JSCC trainer's generated training set -- comes from :func:`generate_latents`. With a
 :class:`LatentCache` it samples only what was never sampled before: each latent is keyed by
 
-    (model fingerprint, knowledge-pack sha256 or none, prompt, seed, DDIM steps, CFG scale)
+    (model fingerprint, knowledge pack's generation fingerprint or none, prompt, seed, DDIM steps, CFG scale)
+
+(:meth:`~dekasim.generative.pack.KnowledgePack.generation_fingerprint`: its metaword and G-LoRA, not its CALA
+bank, so packs that differ only in the bank share their latents)
 
 so a sweep never samples the same latent twice and a rerun samples nothing. The cache is a directory
 of safetensors files written by this module only, one per (model, pack, sampler settings) group:
@@ -57,7 +60,10 @@ def pack_sha256(pack_dir: str | Path) -> str:
 
 @dataclass(frozen=True)
 class SampleGroup:
-    """The identity of a set of latents, less the (prompt, seed) of each: whose model, which pack, which sampler."""
+    """The identity of a set of latents, less the (prompt, seed) of each: whose model, which pack, which sampler.
+
+    ``pack_sha256`` is the pack's :meth:`~dekasim.generative.pack.KnowledgePack.generation_fingerprint` (a
+    sha256 of its metaword and G-LoRA), or None for the model alone."""
 
     model_fingerprint: str
     pack_sha256: str | None

@@ -190,7 +190,8 @@ class DekaPayload:
             "unaligned": generate_latents(self.edge, self.prompts, self.seeds,
                                           group=SampleGroup(edge_fingerprint, None, steps, guidance), **kw),
             "aligned": generate_latents(self.aligned, self.prompts, self.seeds,
-                                        group=SampleGroup(edge_fingerprint, self.pack_sha256, steps, guidance), **kw)}
+                                        group=SampleGroup(edge_fingerprint, self.pack.generation_fingerprint(), steps,
+                                                          guidance), **kw)}
         cloud_latents = generate_latents(self.cloud, self.prompts, self.seeds,
                                          group=SampleGroup(model_fingerprint(self.cloud), None, steps, guidance),
                                          **kw)

@@ -342,6 +342,19 @@ class KnowledgePack:
             return prompt
         return f"{prompt[:match.start()]}{self.metaword} {prompt[match.start():]}"
 
+    def generation_fingerprint(self) -> str:
+        """sha256 (hex) of what this pack changes in the images the edge generates: the base model's hash, the
+        metaword (token, embedding, subject, placement) and the G-LoRA (config and tensors as loaded, i.e.
+        after any quantisation). Not the CALA bank, ``info`` or the files' bytes: packs that differ only there
+        generate the same images, so a generated set is cached under this and a bank swap samples nothing."""
+        h = hashlib.sha256(json.dumps([self.base_model_hash, self.metaword, self.subject, self.placement,
+                                       self.lora_config], sort_keys=True).encode())
+        tensors = {f"lora.{k}": v for k, v in (self.lora or {}).items()}
+        if self.metaword_embedding is not None:
+            tensors["metaword_embedding"] = self.metaword_embedding
+        _hash_tensors(h, tensors)
+        return h.hexdigest()
+
     def n_params(self) -> int:
         """Learned numbers carried: metaword embedding + LoRA + CALA bank and gate (not counting
         quantisation side data)."""
@@ -378,13 +391,18 @@ def model_fingerprint(model: Any) -> str:
                 continue
             entries[f"{prefix}.{key.replace('.base_layer.', '.')}"] = value
     h = hashlib.sha256()
+    _hash_tensors(h, entries)
+    return h.hexdigest()
+
+
+def _hash_tensors(h: Any, entries: Mapping[str, torch.Tensor]) -> None:
+    """Feed ``h`` each entry in sorted key order: name, shape, the word ``float32``, float32 CPU bytes."""
     for key in sorted(entries):
         t = entries[key].detach().to(device="cpu", dtype=torch.float32).contiguous()
         h.update(key.encode())
         h.update(json.dumps(list(t.shape)).encode())
         h.update(b"float32")
         h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,11 +34,12 @@ REPRESENTATIONS = ("image", "latent")
 
 
 def generation_key(model_fingerprint: str, n_items: int, seed: int, sample_steps: int, guidance: float,
-                   pack_sha256: str | None = None) -> str:
-    """Short hash naming one generated set (model weights, knowledge pack and every generation parameter)."""
+                   pack_generation: str | None = None) -> str:
+    """Short hash naming one generated set (model weights, the knowledge pack's
+    :meth:`~dekasim.generative.pack.KnowledgePack.generation_fingerprint` and every generation parameter)."""
     fields: list = [model_fingerprint, int(n_items), int(seed), int(sample_steps), float(guidance)]
-    if pack_sha256 is not None:  # sets made without a pack keep the key they had before packs were allowed
-        fields.append(pack_sha256)
+    if pack_generation is not None:  # sets made without a pack keep the key they had before packs were allowed
+        fields.append(pack_generation)
     text = json.dumps(fields)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -79,13 +80,16 @@ class GeneratedSampler:
             from dekasim.generative.aligned import apply_pack
             from dekasim.generative.pack import load_pack
 
-            self.generator = apply_pack(self.ldm, load_pack(pack))   # checks the pack was made for this model
+            loaded = load_pack(pack)
+            self.generator = apply_pack(self.ldm, loaded)            # checks the pack was made for this model
             pack_sha = pack_sha256(pack)                              # the manifest pins every file's sha256
-        self.key = generation_key(self.fingerprint, n_items, seed, sample_steps, guidance, pack_sha)
+            generation = loaded.generation_fingerprint()              # metaword + G-LoRA: the bank changes nothing
+        self.key = generation_key(self.fingerprint, n_items, seed, sample_steps, guidance,
+                                  None if pack is None else generation)
         self.facts = {"model": str(model), "model_fingerprint": self.fingerprint, "n_items": n_items, "seed": seed,
                       "sample_steps": sample_steps, "guidance": guidance, "split": "train", "key": self.key}
         if pack is not None:
-            self.facts.update(pack=str(pack), pack_manifest_sha256=pack_sha)
+            self.facts.update(pack=str(pack), pack_manifest_sha256=pack_sha, pack_generation_fingerprint=generation)
         path = None if cache_dir is None else Path(cache_dir) / f"generated-{self.key}.safetensors"
         latents = self._load(path) if path is not None and path.exists() else None
         if latents is None:
