@@ -144,8 +144,7 @@ def cala_codec_from_pack(pack: KnowledgePack, base_checkpoint: str | Path, condi
                       payload_kind=arch.payload_kind, num_adapters=part.num_adapters, layers=list(part.layers),
                       gate=part.gate, affine=part.affine or None, rank=None if part.rank == 1 else part.rank,
                       factor=None if part.factor == "full" else part.factor, shared_rank=part.shared_rank or None,
-                      rates=rates,
-                      space_to_depth=arch.space_to_depth, condition_error_db=condition_error_db)
+                      rates=rates, space_to_depth=arch.space_to_depth, condition_error_db=condition_error_db)
     if codec.arch != arch:
         raise ConfigError("pack.cala.bandwidth_ratio", part.bandwidth_ratio,
                           f"a ratio giving {arch.n_symbols} channel uses, got {codec.n_channel_uses}")

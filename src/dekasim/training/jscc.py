@@ -18,10 +18,9 @@ model's latents, ``--data generated``)::
 not cut mid-schedule.)
 
 The ``3x32x32`` family (photographs; ``space_to_depth = 4``, the default for 32x32 images: the network is
-the 48x8x8 one on pixel-unshuffled photos, a step costs a third of the earlier two-stage network's, so the
-family trains 3x the steps it had on about the same wall time)::
+the 48x8x8 one on pixel-unshuffled photos; a step costs 0.42x the CPU time of the earlier two-stage
+network's, so the family trains 3x the steps it had for 1.05-1.5x its CPU seconds)::
 
-    L="enc.stem enc.res1 enc.res2 enc.out dec.inp dec.res1 dec.res2 dec.out"
     python -m dekasim.training.jscc train --codec jscc --steps 7200 --snapshot-at 4800 --seed 2 --out DIR
     python -m dekasim.training.jscc train --codec jscc_mixed --steps 7200 --seed 1 --out DIR
     python -m dekasim.training.jscc train --codec adjscc --steps 7200 --seed 3 --out DIR
@@ -30,7 +29,8 @@ family trains 3x the steps it had on about the same wall time)::
 
 (``--snapshot-at N`` also writes ``<codec>_base-…``, the network after N steps: the frozen base of
 the photo family's CALA and oracle, so that base + adapters train for the same number of steps as each
-baseline. The CALA defaults are the shipped banks' layout: K = 2, the eight layers above, SNR-anchored gate.)
+baseline. The CALA defaults are the shipped banks' layout: K = 2 on the eight convolutions every network of
+the family has, SNR-anchored gate.)
 
 Evaluation (PSNR over a grid, TDL-C, the scenario's photos, same channel draws for every codec)::
 
