@@ -305,6 +305,33 @@ def test_a_filter_scaling_bank_rescales_the_base_filters_per_item():
             torch.testing.assert_close(got[item:item + 1], want, atol=1e-5, rtol=1e-5)
 
 
+def test_a_kronecker_bank_adds_kronecker_products_to_the_kernel_matrix():
+    """factor = "kron": each component adds g_m kron(A_m, B_m) to the [out, in*k*k] kernel matrix, A_m
+    [o1, i1] and B_m [o2, i2] from kron_factors; mixed and shared conditions give what torch.kron gives."""
+    import torch.nn.functional as F
+
+    from dekasim.codecs.jscc import kron_factors
+
+    cala = _untrained_cala(init_seed=6, num_adapters=2, factor="kron", shared_rank=1, layers=["enc.res1"])
+    bank = cala.bank
+    with torch.no_grad():
+        for p in bank.b.values():
+            p.normal_(0.0, 0.2)
+    conv = cala.net.layer("enc.res1")
+    (o1, o2), (i1, i2) = kron_factors(conv.out_channels), kron_factors(conv.fan_in)
+    assert o1 * o2 == conv.out_channels and i1 * i2 == conv.fan_in and kron_factors(576) == (24, 24)
+    a, b = bank.a["enc_res1"].reshape(3, o1, i1), bank.b["enc_res1"].reshape(3, o2, i2)
+    assert bank.num_adapter_params() == 3 * (o1 * i1 + o2 * i2)
+    x = torch.randn(3, conv.in_channels, 8, 8)
+    for g in (torch.tensor([[0.3, 0.7], [0.9, 0.1], [0.5, 0.5]]), torch.tensor([[0.2, 0.8]]).expand(3, 2)):
+        got = conv(x, bank.adapters(g)["enc.res1"])
+        for item in range(3):
+            gr = torch.cat([g[item], torch.ones(1)])
+            delta = sum(gr[m] * torch.kron(a[m], b[m]) for m in range(3)).reshape(conv.weight.shape)
+            want = F.conv2d(x[item:item + 1], conv.weight + delta, conv.bias, conv.stride, conv.padding)
+            torch.testing.assert_close(got[item:item + 1], want, atol=1e-5, rtol=1e-5)
+
+
 def test_a_cp_bank_starts_as_its_base_and_its_rank_and_factor_survive_a_checkpoint(tmp_path):
     cala = _untrained_cala(init_seed=2, num_adapters=2, rank=2, factor="cp", affine=True)
     base = build_codec("jscc_mixed", SHAPE, 1 / 6, checkpoint="none", width=16, init_seed=2)

@@ -479,16 +479,17 @@ def test_an_affine_bank_on_a_rate_adaptive_base_survives_the_pack(tmp_path):
     assert info.value.field == "pack.cala.base.sha256"
 
 
-def test_a_cp_bank_with_shared_components_survives_the_pack(tmp_path):
-    """Rank, CP factor and ungated (shared) components travel in the pack's manifest: the rebuilt codec is
-    bit-identical to the checkpoint's, unquantised, at a low and a high SNR."""
+@pytest.mark.parametrize("factor", ["cp", "kron"])
+def test_a_factored_bank_with_shared_components_survives_the_pack(tmp_path, factor):
+    """Rank, factor (CP or Kronecker) and ungated (shared) components travel in the pack's manifest: the
+    rebuilt codec is bit-identical to the checkpoint's, unquantised, at a low and a high SNR."""
     shape = (12, 4, 4)
     d = tmp_path / "ckpt"
     base_codec, base = _generic_base(d, shape, init_seed=4)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(9)
         bank = CALABank(base_codec.net, ("enc.res1", "dec.inp"), num_adapters=2, gate_hidden=8,
-                        gate="snr_anchored", rank=2, factor="cp", shared_rank=3)
+                        gate="snr_anchored", rank=2, factor=factor, shared_rank=3)
         with torch.no_grad():
             for p in bank.b.values():
                 p.normal_(0.0, 0.3)
@@ -496,7 +497,7 @@ def test_a_cp_bank_with_shared_components_survives_the_pack(tmp_path):
     direct = build_codec("cala", shape, 1 / 6, checkpoint=str(cala))
     dd = save_pack(with_cala(_pack(), cala), tmp_path / "pack")
     assert {k: _manifest(dd)["cala"][k] for k in ("rank", "factor", "shared_rank")} == \
-        {"rank": 2, "factor": "cp", "shared_rank": 3}
+        {"rank": 2, "factor": factor, "shared_rank": 3}
     rebuilt = cala_codec_from_pack(load_pack(dd), base)
     assert rebuilt.bank.shared_rank == 3 and rebuilt.bank.a["enc_res1"].shape[0] == 2 * 2 + 3
     x = _payload(shape)

@@ -30,8 +30,8 @@ Options (beside those of :mod:`dekasim.codecs.jscc`): ``condition_error_db``; wi
 without the key means ``"mlp"``) and ``affine`` (each adapter also scales and shifts every output channel of
 its layers, ``out * (1 + sum_i g_i s_i) + sum_i g_i t_i``; default false), ``rank`` (the rank of each adapter,
 default 1), ``factor`` (``"full"``, default; ``"cp"``: each component a channel vector times a spatial
-kernel; ``"scale"``: components that rescale the base's filters) and ``shared_rank`` (ungated components
-per layer, default 0; see :class:`CALABank`).
+kernel; ``"scale"``: components that rescale the base's filters; ``"kron"``: Kronecker-product components)
+and ``shared_rank`` (ungated components per layer, default 0; see :class:`CALABank`).
 A checkpoint of these codecs stores only the bank (+ gate) and names its base checkpoint (file and
 sha256), which is loaded with it.
 """
@@ -47,7 +47,8 @@ from torch import nn
 
 from dekasim.codecs.base import register_codec
 from dekasim.codecs.jscc import (NUM_CONDITION_FEATURES, Adapter, Arch, ConditionAwareCodec, FilterScaling,
-                                 JSCCNet, condition_features, num_params, read_checkpoint)
+                                 JSCCNet, KroneckerUpdate, condition_features, kron_factors, num_params,
+                                 read_checkpoint)
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 
@@ -63,7 +64,7 @@ ORACLE_DELAY_SPREADS_NS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
 #: Gate kinds of :class:`CALABank`.
 GATES = ("mlp", "snr_anchored")
 #: How :class:`CALABank` parameterises each component's input vector.
-FACTORS = ("full", "cp", "scale")
+FACTORS = ("full", "cp", "scale", "kron")
 #: SNR range [dB] over which an ``"snr_anchored"`` gate spreads its adapters' centres.
 ANCHOR_RANGE_DB = (0.0, 20.0)
 
@@ -88,7 +89,9 @@ class CALABank(nn.Module):
         ``in + k*k + out`` instead of ``in*k*k + out`` numbers per component; ``"scale"``: the components
         rescale the base filters, ``W ⊙ (1 + sum g b a^T)`` with ``a`` over the input channels
         (:class:`~dekasim.codecs.jscc.FilterScaling`: ``in + out`` numbers per component; the update
-        re-weights the base's own filters).
+        re-weights the base's own filters); ``"kron"``: each component is a Kronecker product ``kron(a, b)``
+        of two small factors of the kernel matrix (:class:`~dekasim.codecs.jscc.KroneckerUpdate`: 384 numbers
+        on a 64->64 layer, an update of rank up to 64).
     :param shared_rank: ``s`` more components per layer that no gate weighs (weight 1 at every condition):
         rows ``K r ... K r + s - 1`` of ``a.*``, ``b.*`` (and ``spatial.*``). They hold what the alignment
         needs at every condition, so the gated adapters need not each learn it.
@@ -130,6 +133,11 @@ class CALABank(nn.Module):
         m = self.num_adapters * self.rank + self.shared_rank
         for name in self.layers:
             conv = net.layer(name)
+            if factor == "kron":  # kron(a, b) with b = 0: the update starts at zero
+                (o1, o2), (i1, i2) = kron_factors(conv.out_channels), kron_factors(conv.fan_in)
+                self.a[_key(name)] = nn.Parameter(torch.randn(m, o1 * i1) / math.sqrt(i1))
+                self.b[_key(name)] = nn.Parameter(torch.zeros(m, o2 * i2))
+                continue
             if factor == "scale":  # b = 0: the filters start unscaled
                 self.a[_key(name)] = nn.Parameter(torch.randn(m, conv.in_channels))
             elif factor == "cp":  # a_c (x) k_s has the variance 1 / fan_in of the full init
@@ -169,7 +177,7 @@ class CALABank(nn.Module):
         gr = g.repeat_interleave(self.rank, dim=1) if self.rank > 1 else g
         if self.shared_rank:
             gr = torch.cat([gr, gr.new_ones(gr.shape[0], self.shared_rank)], dim=1)
-        kind = FilterScaling if self.factor == "scale" else tuple
+        kind = {"scale": FilterScaling, "kron": KroneckerUpdate}.get(self.factor, tuple)
         if self.affine:  # the scales and shifts follow the K gate weights
             return {name: kind((self._a(name), self.b[_key(name)], gr, self.scale[_key(name)], self.shift[_key(name)],
                                 g)) for name in self.layers}

@@ -209,6 +209,19 @@ class FilterScaling(tuple):
     confined to rank ``M``."""
 
 
+def kron_factors(n: int) -> tuple[int, int]:
+    """``(p, n / p)`` with ``p`` the largest divisor of ``n`` not above its square root."""
+    p = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
+    return p, n // p
+
+
+class KroneckerUpdate(tuple):
+    """An :data:`Adapter` whose components are Kronecker products: ``(A [M, o1 i1], B [M, o2 i2], G [batch, M],
+    ...)`` computes with ``W + sum_m G[:, m] kron(A_m, B_m)`` over the ``[out, in*k*k]`` kernel matrix, ``(o1,
+    o2) = kron_factors(out)``, ``(i1, i2) = kron_factors(in*k*k)``: ``o1 i1 + o2 i2`` numbers per component, an
+    update of rank up to ``min(o1, i1) min(o2, i2)``."""
+
+
 class AConv(nn.Conv2d):
     """A 2-D convolution that accepts a per-item low-rank update of its weight.
 
@@ -223,6 +236,8 @@ class AConv(nn.Conv2d):
             return super().forward(x)
         if isinstance(adapter, FilterScaling):
             out = self._scaled(x, *adapter[:3])
+        elif isinstance(adapter, KroneckerUpdate):
+            out = self._kron(x, *adapter[:3])
         else:
             out = self._low_rank(x, super().forward(x), *adapter[:3], bool(adapter[3:]))
         affine = adapter[3:]
@@ -241,6 +256,21 @@ class AConv(nn.Conv2d):
         s = torch.einsum("bm,mo,mi->boi", g, b, a)                           # [B, out, in]
         weight = (self.weight[None] * (1 + s[:, :, :, None, None])).reshape(n * self.out_channels, c,
                                                                             *self.kernel_size)
+        bias = None if self.bias is None else self.bias.repeat(n)
+        out = F.conv2d(x.reshape(1, n * c, h, w), weight, bias, self.stride, self.padding, groups=n)
+        return out.reshape(n, self.out_channels, *out.shape[2:])
+
+    def _kron(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """``conv(x, W + sum_m g_bm kron(a_m, b_m))`` per item (one convolution when the batch shares ``g``)."""
+        (o1, o2), (i1, i2) = kron_factors(self.out_channels), kron_factors(self.fan_in)
+        d = torch.einsum("mpq,mrs->mprqs", a.reshape(-1, o1, i1), b.reshape(-1, o2, i2))
+        d = d.reshape(-1, *self.weight.shape)                                 # [M, out, in, kh, kw]
+        if bool((g == g[:1]).all()):
+            return F.conv2d(x, self.weight + torch.einsum("m,m...->...", g[0], d), self.bias, self.stride,
+                            self.padding)
+        n, c, h, w = x.shape
+        weight = (self.weight[None] + torch.einsum("bm,m...->b...", g, d)).reshape(n * self.out_channels, c,
+                                                                                   *self.kernel_size)
         bias = None if self.bias is None else self.bias.repeat(n)
         out = F.conv2d(x.reshape(1, n * c, h, w), weight, bias, self.stride, self.padding, groups=n)
         return out.reshape(n, self.out_channels, *out.shape[2:])

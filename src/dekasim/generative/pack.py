@@ -12,7 +12,7 @@ in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
                                           and, with a CALA bank only, ``cala``: layers, num_adapters, gate_hidden,
                                           gate, arch, bandwidth_ratio, base (file, sha256, codec), source, and
                                           where not at their defaults ``affine`` (true), ``rank`` (> 1),
-                                          ``factor`` ("cp", "scale") and ``shared_rank`` (> 0)
+                                          ``factor`` ("cp", "scale", "kron") and ``shared_rank`` (> 0)
       learned_embeds.safetensors          textual-inversion layout: {metaword: embedding [D] float32}
       pytorch_lora_weights.safetensors    unquantised LoRA, the layout of diffusers' ``save_lora_adapter``
       pytorch_lora_weights.q{bits}.safetensors   ... or the LoRA quantised to 8, 4 or 2 bits
@@ -20,7 +20,8 @@ in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
                                           a.<layer_key> [K, fan_in], b.<layer_key> [K, out] per adapted layer
                                           (layer_key: "enc.res2" -> "enc_res2"; K r + s rows at rank r with
                                           s shared components; with factor "cp" a.* is [K r, in] and
-                                          spatial.<layer_key> [K r, k*k]; with "scale" a.* is [K r, in]),
+                                          spatial.<layer_key> [K r, k*k]; with "scale" a.* is [K r, in];
+                                          with "kron" a.* [K r, o1 i1] and b.* [K r, o2 i2]),
                                           with ``affine`` also scale.<layer_key> and shift.<layer_key> [K, out],
                                           gate.0.weight [H, 10], gate.0.bias [H], gate.2.weight [K, H],
                                           gate.2.bias [K]
@@ -142,8 +143,8 @@ class CALABankPart:
         (:class:`~dekasim.codecs.cala.CALABank`'s ``affine``).
     :param rank: the rank ``r`` of each adapter: ``a.*`` and ``b.*`` have ``K r`` rows.
     :param factor: ``"full"``, ``"cp"`` (then ``a.*`` is ``[K r, in]`` and ``spatial.<layer_key>``
-        ``[K r, k * k]``) or ``"scale"`` (``a.*`` ``[K r, in]``, no spatial kernels; the components rescale
-        the base's filters); :class:`~dekasim.codecs.cala.CALABank`.
+        ``[K r, k * k]``), ``"scale"`` (``a.*`` ``[K r, in]``, no spatial kernels; the components rescale
+        the base's filters) or ``"kron"`` (Kronecker factors); :class:`~dekasim.codecs.cala.CALABank`.
     :param shared_rank: ``s`` ungated components per layer, the last ``s`` rows of ``a.*``, ``b.*`` and
         ``spatial.*`` (:class:`~dekasim.codecs.cala.CALABank`'s ``shared_rank``).
     """
@@ -190,8 +191,8 @@ class CALABankPart:
             raise ConfigError("pack.cala.affine", self.affine, "true or false")
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
             raise ConfigError("pack.cala.rank", self.rank, "a positive integer")
-        if self.factor not in ("full", "cp", "scale"):
-            raise ConfigError("pack.cala.factor", self.factor, "'full', 'cp' or 'scale'")
+        if self.factor not in ("full", "cp", "scale", "kron"):
+            raise ConfigError("pack.cala.factor", self.factor, "'full', 'cp', 'scale' or 'kron'")
         if isinstance(self.shared_rank, bool) or not isinstance(self.shared_rank, int) or self.shared_rank < 0:
             raise ConfigError("pack.cala.shared_rank", self.shared_rank, "a non-negative integer")
         if not isinstance(self.layers, list) or not self.layers or not all(isinstance(n, str) for n in self.layers):

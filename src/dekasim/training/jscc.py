@@ -633,9 +633,10 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--affine", action="store_true", help="cala: the bank also scales and shifts each output channel")
     t.add_argument("--rank", type=int, default=None,
                    help="lora_oracle: the LoRAs' rank (default 4); cala: the rank of each adapter (default 1)")
-    t.add_argument("--factor", default=None, choices=["full", "cp", "scale"],
+    t.add_argument("--factor", default=None, choices=["full", "cp", "scale", "kron"],
                    help="cala: each component's input vector over the whole kernel (full), a channel vector "
-                        "times a spatial kernel (cp), or components that rescale the base's filters (scale)")
+                        "times a spatial kernel (cp), components that rescale the base's filters (scale), or "
+                        "Kronecker products of two small factors (kron)")
     t.add_argument("--shared-rank", type=int, default=None,
                    help="cala: components per layer that no gate weighs (on at every condition; default 0)")
     t.add_argument("--layers", nargs="+", default=None, help="cala/lora_oracle: adapted layers, e.g. enc.res2 dec.inp")
