@@ -77,7 +77,7 @@ import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -248,29 +248,26 @@ class AConv(nn.Conv2d):
         return out
 
     def _scaled(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """``conv(x, W ⊙ (1 + sum_m g_bm b_m a_m^T))`` per item (one convolution when the batch shares ``g``)."""
-        if bool((g == g[:1]).all()):
-            s = torch.einsum("m,mo,mi->oi", g[0], b, a)
-            return F.conv2d(x, self.weight * (1 + s[:, :, None, None]), self.bias, self.stride, self.padding)
-        n, c, h, w = x.shape
-        s = torch.einsum("bm,mo,mi->boi", g, b, a)                           # [B, out, in]
-        weight = (self.weight[None] * (1 + s[:, :, :, None, None])).reshape(n * self.out_channels, c,
-                                                                            *self.kernel_size)
-        bias = None if self.bias is None else self.bias.repeat(n)
-        out = F.conv2d(x.reshape(1, n * c, h, w), weight, bias, self.stride, self.padding, groups=n)
-        return out.reshape(n, self.out_channels, *out.shape[2:])
+        """``conv(x, W ⊙ (1 + sum_m g_bm b_m a_m^T))`` per item."""
+        return self._conv_per_item(x, g, lambda gg: self.weight[None] * (
+            1 + torch.einsum("bm,mo,mi->boi", gg, b, a)[:, :, :, None, None]))
 
     def _kron(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """``conv(x, W + sum_m g_bm kron(a_m, b_m))`` per item (one convolution when the batch shares ``g``)."""
+        """``conv(x, W + sum_m g_bm kron(a_m, b_m))`` per item."""
         (o1, o2), (i1, i2) = kron_factors(self.out_channels), kron_factors(self.fan_in)
         d = torch.einsum("mpq,mrs->mprqs", a.reshape(-1, o1, i1), b.reshape(-1, o2, i2))
         d = d.reshape(-1, *self.weight.shape)                                 # [M, out, in, kh, kw]
+        return self._conv_per_item(x, g, lambda gg: self.weight[None] + torch.einsum("bm,m...->b...", gg, d))
+
+    def _conv_per_item(self, x: torch.Tensor, g: torch.Tensor,
+                       weights: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Each item of ``x`` convolved with its own kernel ``weights(g)`` (``[B, out, in, kh, kw]`` from the
+        ``[B, M]`` gate weights): one plain convolution when the whole batch shares ``g``, else one grouped
+        convolution over the batch."""
         if bool((g == g[:1]).all()):
-            return F.conv2d(x, self.weight + torch.einsum("m,m...->...", g[0], d), self.bias, self.stride,
-                            self.padding)
+            return F.conv2d(x, weights(g[:1])[0], self.bias, self.stride, self.padding)
         n, c, h, w = x.shape
-        weight = (self.weight[None] + torch.einsum("bm,m...->b...", g, d)).reshape(n * self.out_channels, c,
-                                                                                   *self.kernel_size)
+        weight = weights(g).reshape(n * self.out_channels, c, *self.kernel_size)
         bias = None if self.bias is None else self.bias.repeat(n)
         out = F.conv2d(x.reshape(1, n * c, h, w), weight, bias, self.stride, self.padding, groups=n)
         return out.reshape(n, self.out_channels, *out.shape[2:])
