@@ -132,3 +132,22 @@ def test_train_rates_draw_only_the_given_rates(generic_base, tmp_path, monkeypat
         _cfg("jscc_generic", train_rates=(1 / 7,))
     with pytest.raises(ConfigError, match="train_rates"):
         _cfg("jscc_generic", rates=None, train_rates=(1 / 6,))
+
+
+def test_a_partial_finetune_moves_only_the_named_layers(generic_base, tmp_path):
+    """--train-layers: a fine-tune of the decoder only leaves every encoder tensor bit-identical and moves
+    each decoder layer; a layer the network lacks is refused by name."""
+    base_path = generic_base["paths"][-1]
+    res = train(_cfg("jscc_generic", base=str(base_path), steps=3, lr=1e-2,
+                     train_layers=("dec.inp", "dec.res1", "dec.res2", "dec.out")), out=tmp_path)
+    _, base_tensors = read_checkpoint(base_path)
+    _, tuned = read_checkpoint(res["paths"][-1])
+    for name, value in tuned.items():
+        if name.startswith("net.enc."):
+            assert torch.equal(value, base_tensors[name]), name
+        elif name.startswith("net.dec.") and name.endswith(".weight"):
+            assert not torch.equal(value, base_tensors[name]), name
+    with pytest.raises(ConfigError, match="train_layers.*dec.nope"):
+        train(_cfg("jscc_generic", base=str(base_path), steps=1, train_layers=("dec.nope",)), out=tmp_path)
+    with pytest.raises(ConfigError, match="train_layers"):
+        _cfg("cala", base=str(base_path), train_layers=("dec.out",))

@@ -32,6 +32,10 @@ the photo family's CALA and oracle, so that base + adapters train for the same n
 baseline. The CALA defaults are the shipped banks' layout: K = 2 on the eight convolutions every network of
 the family has, SNR-anchored gate.)
 
+**Fine-tunes.** A whole-network codec given ``--base`` starts from that checkpoint (a full fine-tune);
+``--train-layers dec.inp dec.res1 …`` trains only the named layers and keeps every other tensor of the
+base bit-identical (a partial fine-tune: which half of the network an alignment needs).
+
 Evaluation (PSNR over a grid, TDL-C, the scenario's photos, same channel draws for every codec)::
 
     python -m dekasim.training.jscc evaluate --codecs jscc jscc_mixed adjscc cala lora_oracle
@@ -217,6 +221,8 @@ class TrainConfig:
     factor: str | None = None               # cala: "full" (default) or "cp" (see cala.CALABank)
     shared_rank: int | None = None          # cala: ungated components per layer (default 0)
     layers: tuple[str, ...] | None = None   # cala / lora_oracle: adapted layers (default: the codec's)
+    train_layers: tuple[str, ...] | None = None  # whole-network codecs: train only these layers (e.g. dec.out),
+    #                                              the rest frozen: a partial fine-tune of --base
     oracle_shared_fraction: float = 1 / 3   # lora_oracle: share of the steps for the common warm start
     single_snr_db: float = 10.0             # jscc: the Es/N0 of its one condition (TDL-C 300 ns)
     threads: int = 1
@@ -274,6 +280,11 @@ class TrainConfig:
                 raise ConfigError("train_rates", self.train_rates, f"a non-empty subset of --rates {self.rates}",
                                   "give --rates the ratios the network serves and --train-rates those to train at")
             self.train_rates = drawn
+        if self.train_layers is not None:
+            if self.codec in ("cala", "lora_oracle") or not self.train_layers:
+                raise ConfigError("train_layers", self.train_layers, "layer names of a whole-network codec "
+                                  "(jscc, jscc_mixed, jscc_generic, adjscc)", "cala/lora_oracle take --layers")
+            self.train_layers = tuple(self.train_layers)
 
 
 def _as_psnr(loss: float, kind: str) -> float:
@@ -442,8 +453,10 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
                         report(i_global)
                         i_global += 1
         else:
-            params = [p for p in (codec.bank.parameters() if cfg.codec == "cala" else codec.net.parameters())  # type: ignore[attr-defined]
-                      if p.requires_grad]
+            if cfg.codec == "cala":
+                params = [p for p in codec.bank.parameters() if p.requires_grad]  # type: ignore[attr-defined]
+            else:
+                params = _trained_net_params(codec.net, cfg.train_layers)
             opt = torch.optim.Adam(params, lr=cfg.lr)
             for i in range(cfg.steps):
                 losses.append(step_on(params, opt, i, cfg.steps, _sample_condition(cfg, rng)))
@@ -462,6 +475,23 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
                                      stem_codec=cfg.save_as or cfg.codec, steps_done=len(losses),
                                      data_facts=data_facts))
     return result
+
+
+def _trained_net_params(net: torch.nn.Module, train_layers: tuple[str, ...] | None) -> list[torch.nn.Parameter]:
+    """The parameters of ``net`` that train: all, or those of the named layers (the rest get
+    ``requires_grad = False``). Raises a ConfigError naming a layer the network does not have."""
+    if train_layers is None:
+        return [p for p in net.parameters() if p.requires_grad]
+    owned = {name.rsplit(".", 1)[0] for name, _ in net.named_parameters()}
+    for layer in train_layers:
+        if layer not in owned:
+            raise ConfigError("train_layers", layer, f"one of the network's layers: {', '.join(sorted(owned))}")
+    params = []
+    for name, p in net.named_parameters():
+        p.requires_grad_(name.rsplit(".", 1)[0] in train_layers)
+        if p.requires_grad:
+            params.append(p)
+    return params
 
 
 def make_sampler(cfg: TrainConfig, log: Callable[[str], None]) -> "CropSampler | GeneratedSampler":
@@ -640,6 +670,8 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--shared-rank", type=int, default=None,
                    help="cala: components per layer that no gate weighs (on at every condition; default 0)")
     t.add_argument("--layers", nargs="+", default=None, help="cala/lora_oracle: adapted layers, e.g. enc.res2 dec.inp")
+    t.add_argument("--train-layers", nargs="+", default=None,
+                   help="whole-network codecs: train only these layers of --base (a partial fine-tune), e.g. dec.out")
     t.add_argument("--loss", default="psnr", choices=["psnr", "mse"])
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--single-snr-db", type=float, default=10.0, help="jscc: the one Es/N0 it trains at (TDL-C 300 ns)")
@@ -676,7 +708,8 @@ def _main(argv: list[str] | None = None) -> int:
                           channel_domain=a.channel_domain, base=a.base, snapshot_at=a.snapshot_at,
                           save_as=a.save_as, width=a.width, space_to_depth=a.space_to_depth,
                           num_adapters=a.num_adapters, gate=a.gate, affine=a.affine, rank=a.rank, factor=a.factor, shared_rank=a.shared_rank, threads=a.threads, loss=a.loss,
-                          layers=None if a.layers is None else tuple(a.layers), single_snr_db=a.single_snr_db,
+                          layers=None if a.layers is None else tuple(a.layers),
+                          train_layers=None if a.train_layers is None else tuple(a.train_layers), single_snr_db=a.single_snr_db,
                           snr_db_range=(float(a.snr_db_range[0]), float(a.snr_db_range[1])),
                           data=a.data, representation=a.representation, data_model=a.data_model, data_pack=a.data_pack,
                           data_items=a.data_items, data_seed=a.data_seed, data_cache=a.data_cache,
