@@ -151,3 +151,5 @@ def test_a_partial_finetune_moves_only_the_named_layers(generic_base, tmp_path):
         train(_cfg("jscc_generic", base=str(base_path), steps=1, train_layers=("dec.nope",)), out=tmp_path)
     with pytest.raises(ConfigError, match="train_layers"):
         _cfg("cala", base=str(base_path), train_layers=("dec.out",))
+    with pytest.raises(ConfigError, match="base"):
+        _cfg("jscc_generic", train_layers=("dec.out",))

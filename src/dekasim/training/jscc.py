@@ -284,6 +284,9 @@ class TrainConfig:
             if self.codec in ("cala", "lora_oracle") or not self.train_layers:
                 raise ConfigError("train_layers", self.train_layers, "layer names of a whole-network codec "
                                   "(jscc, jscc_mixed, jscc_generic, adjscc)", "cala/lora_oracle take --layers")
+            if not self.base:
+                raise ConfigError("base", None, "the checkpoint whose --train-layers a partial fine-tune trains",
+                                  "pass --base DIR/<codec>-….json")
             self.train_layers = tuple(self.train_layers)
 
 
