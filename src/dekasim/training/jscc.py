@@ -85,7 +85,7 @@ import torch.nn.functional as F
 
 from dekasim.codecs.base import build_codec
 from dekasim.codecs.cala import CALACodec, LoRAOracleCodec
-from dekasim.codecs.jscc import JSCCCodec, checkpoint_stem, read_checkpoint, save_checkpoint
+from dekasim.codecs.jscc import JSCCCodec, JSCCNet, checkpoint_stem, read_checkpoint, save_checkpoint
 from dekasim.training.data import GeneratedSampler
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
@@ -480,20 +480,19 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
     return result
 
 
-def _trained_net_params(net: torch.nn.Module, train_layers: tuple[str, ...] | None) -> list[torch.nn.Parameter]:
-    """The parameters of ``net`` that train: all, or those of the named layers (the rest get
-    ``requires_grad = False``). Raises a ConfigError naming a layer the network does not have."""
+def _trained_net_params(net: JSCCNet, train_layers: tuple[str, ...] | None) -> list[torch.nn.Parameter]:
+    """The parameters of ``net`` that train: all, or those of the named layers (:meth:`JSCCNet.layer_names`;
+    the rest get ``requires_grad = False``). Raises a ConfigError naming a layer the network does not have."""
     if train_layers is None:
         return [p for p in net.parameters() if p.requires_grad]
-    owned = {name.rsplit(".", 1)[0] for name, _ in net.named_parameters()}
+    names = net.layer_names()
     for layer in train_layers:
-        if layer not in owned:
-            raise ConfigError("train_layers", layer, f"one of the network's layers: {', '.join(sorted(owned))}")
-    params = []
-    for name, p in net.named_parameters():
-        p.requires_grad_(name.rsplit(".", 1)[0] in train_layers)
-        if p.requires_grad:
-            params.append(p)
+        if layer not in names:
+            raise ConfigError("train_layers", layer, f"one of the network's layers: {', '.join(names)}")
+    net.requires_grad_(False)
+    params = [p for layer in dict.fromkeys(train_layers) for p in net.layer(layer).parameters()]
+    for p in params:
+        p.requires_grad_(True)
     return params
 
 
