@@ -78,10 +78,26 @@ def _parser() -> argparse.ArgumentParser:
     ws.add_argument("--seed", type=int, default=0)
     ws.add_argument("--out", required=True, help="PNG file")
     a = sub.add_parser("align", help="MAKD: align the edge model to the cloud model (pack + report)")
-    a.add_argument("--cloud", default="cloud", help="'cloud', a model directory or a run directory")
-    a.add_argument("--edge", default="edge", help="'edge', a model directory or a run directory")
+    a.add_argument("--cloud", default="cloud", help="'cloud', a model directory (Stable-Diffusion layout) or a run "
+                   "directory")
+    a.add_argument("--edge", default="edge", help="'edge', a model directory (Stable-Diffusion layout) or a run "
+                   "directory")
     a.add_argument("--out", required=True, help="output directory (packs, report.json/.md, grid.png)")
-    a.add_argument("--subject", default="triangle", help="the caption word to align (default triangle)")
+    a.add_argument("--subject", default="triangle", help="the word to align (default triangle); with --prompts, "
+                   "a word every prompt holds (e.g. sks)")
+    a.add_argument("--prompts", metavar="FILE", default=None,
+                   help="your subject prompts, one per line, each holding --subject: split deterministically into "
+                        "train (the cloud's S_CG), validation and test; without it the embedded world's prompts")
+    a.add_argument("--control-prompts", metavar="FILE", default=None, help="prompts without the subject (optional)")
+    a.add_argument("--val-prompts", metavar="FILE", default=None, help="fixed validation prompts (default: a share "
+                   "of --prompts)")
+    a.add_argument("--test-prompts", metavar="FILE", default=None, help="fixed test prompts (default: a share of "
+                   "--prompts)")
+    a.add_argument("--images-per-prompt", type=int, default=1, help="cloud images per training prompt (default 1)")
+    a.add_argument("--image-encoder", action="append", default=[], metavar="NAME=DIR",
+                   help="an image encoder from a local folder (DINO, CLIP, any transformers vision model; 'world' is "
+                        "the embedded world's feature encoder) scoring <NAME>_cosine (repeatable; with --prompts)")
+    a.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     a.add_argument("--methods", default="none,metaword,lora,makd", help="comma-separated subset")
     a.add_argument("--bits", default="8,4,2", help="quantisation levels of the MAKD pack ('' for none)")
     a.add_argument("--cala", metavar="PATH", default=None,
@@ -232,20 +248,70 @@ def _align_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _load_model_arg(spec: str, flag: str):
+    """A text-to-image model for a command-line flag; its errors name the flag."""
+    from dekasim.generative.models import load_model
+
+    try:
+        return load_model(spec)
+    except ConfigError as err:
+        field = flag if err.field in ("model", "model_dir") else f"{flag} {err.field}"
+        raise ConfigError(field, err.value, err.expected, err.fix) from None
+
+
+def _prompt_file_task(args: argparse.Namespace, config, device: str):
+    """The alignment task of ``dekasim align --prompts FILE ...`` (a user's subject, prompts and encoders)."""
+    from dekasim.generative.align_task import load_image_encoders, prompt_file_task
+    from dekasim.generative.prompts import read_prompt_file
+
+    prompts = read_prompt_file(args.prompts, "--prompts")
+    files = {"prompts": args.prompts}
+    extra: dict[str, Any] = {}
+    for key, flag in (("control", "--control-prompts"), ("val", "--val-prompts"), ("test", "--test-prompts")):
+        path = getattr(args, flag[2:].replace("-", "_"))
+        if path is not None:
+            extra[key] = read_prompt_file(path, flag)
+            files[key] = path
+    spec: dict[str, str] = {}
+    for item in args.image_encoder:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError("--image-encoder", item, "NAME=DIR", "e.g. --image-encoder dino=models/dinov2-small")
+        spec[name.strip()] = path.strip()
+    encoders = load_image_encoders(spec, device=device)
+    return prompt_file_task(config, prompts, encoders, images_per_prompt=args.images_per_prompt, files=files, **extra)
+
+
 def _cmd_align(args: argparse.Namespace) -> int:
     """``dekasim align``: :func:`dekasim.deka.alignment.run_alignment` on the models of ``args``; prints the report."""
     from dekasim.deka.alignment import run_alignment
     from dekasim.generative.align_config import AlignConfig
     from dekasim.generative.models import load_model
 
+    from dekasim.devices import resolve_device
+    from dekasim.generative.align_task import world_task
+
     overrides = _align_overrides(args.overrides)
     config = AlignConfig(subject=args.subject, **overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
+    device = resolve_device(args.device)
+    cloud, edge = (_load_model_arg(spec, flag) for spec, flag in ((args.cloud, "--cloud"), (args.edge, "--edge")))
+    if args.prompts is not None:
+        task = _prompt_file_task(args, config, device)
+    else:
+        if not edge.config.world:
+            raise ConfigError("--prompts", None, "a prompt file: the edge model is not one of the embedded world, "
+                              "whose prompts are the default", f"write prompts holding '{args.subject}', one per "
+                              "line, and give --prompts FILE --image-encoder NAME=DIR")
+        for flag in ("control_prompts", "val_prompts", "test_prompts", "image_encoder"):
+            if getattr(args, flag):
+                raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), "nothing without --prompts "
+                                  "(the embedded world's alignment has its own prompts and scores)")
+        task = world_task(edge, config)
     logging.getLogger("dekasim").setLevel(logging.INFO)
-    cloud, edge = load_model(args.cloud), load_model(args.edge)
-    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=_command_line(),
-                           cala=getattr(args, "cala", None), progress=True)
+    report = run_alignment(cloud, edge, out_dir=args.out, methods=methods, bits=bits, command=_command_line(),
+                           cala=getattr(args, "cala", None), progress=True, task=task, device=device)
     out = Path(args.out)
     print((out / "report.md").read_text())
     print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*; "

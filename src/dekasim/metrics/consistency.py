@@ -97,19 +97,20 @@ class ConsistencyReport:
 
     :param per_pair: metric name -> ``[n]`` float64 scores, pair ``i`` at index ``i`` (names:
         :data:`METRICS` plus ``<name>_cosine`` per extra encoder).
-    :param attribute_agree: attribute -> ``[n]`` bool, the checker read it equally from both images.
+    :param attribute_agree: attribute -> ``[n]`` bool, the checker read it equally from both images (empty
+        where no attribute checker scored the pairs: a user's own models, :func:`encoder_consistency`).
     :param recovered_edge, recovered_cloud: the checker's readings
         (:class:`~dekasim.generative.world.Attributes`, rendered vocabulary, ``"none"`` for an image with
-        no object).
+        no object); empty without a checker.
     :param pair_ids: optional identifiers of the pairs (e.g. ``(prompt, seed)``), checked by
         :func:`paired_difference`.
     :param settings: what produced the scores (encoder sha256, extra encoders, checker settings).
     """
 
     per_pair: dict[str, np.ndarray]
-    attribute_agree: dict[str, np.ndarray]
-    recovered_edge: list[Any]
-    recovered_cloud: list[Any]
+    attribute_agree: dict[str, np.ndarray] = field(default_factory=dict)
+    recovered_edge: list[Any] = field(default_factory=list)
+    recovered_cloud: list[Any] = field(default_factory=list)
     pair_ids: list[Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     summaries: dict[str, MetricSummary] = field(init=False)
@@ -121,7 +122,7 @@ class ConsistencyReport:
     @property
     def n(self) -> int:
         """Number of pairs."""
-        return len(self.recovered_edge)
+        return len(next(iter(self.per_pair.values()))) if self.per_pair else len(self.recovered_edge)
 
     @property
     def metrics(self) -> list[str]:
@@ -146,8 +147,9 @@ class ConsistencyReport:
                              "settings": self.settings}
         if per_pair:
             d["per_pair"] = {k: v.tolist() for k, v in self.per_pair.items()}
-            d["recovered_edge"] = [a.as_dict() for a in self.recovered_edge]
-            d["recovered_cloud"] = [a.as_dict() for a in self.recovered_cloud]
+            if self.recovered_edge:
+                d["recovered_edge"] = [a.as_dict() for a in self.recovered_edge]
+                d["recovered_cloud"] = [a.as_dict() for a in self.recovered_cloud]
             if self.pair_ids is not None:
                 d["pair_ids"] = list(self.pair_ids)
         return d
@@ -179,6 +181,91 @@ def cosine_per_pair(fn: Callable[[torch.Tensor], Any], a: torch.Tensor, b: torch
                                   tuple(za.shape), f"[{n}, D] embeddings for {n} images")
             out.append(F.cosine_similarity(za, zb, dim=1).clamp(-1.0, 1.0))
     return torch.cat(out).double().numpy()
+
+
+def check_encoders(encoders: Mapping[str, Callable[[torch.Tensor], Any]] | None, field_name: str = "extra_encoders",
+                   reserved: Sequence[str] = METRICS) -> dict[str, Callable[[torch.Tensor], Any]]:
+    """``encoders`` as a dict, each name a Python identifier whose metric ``<name>_cosine`` is not in
+    ``reserved``, each value a callable images -> ``[N, D]`` embeddings."""
+    out = dict(encoders or {})
+    for name, fn in out.items():
+        if not isinstance(name, str) or not name.isidentifier() or f"{name}_cosine" in reserved or not callable(fn):
+            raise ConfigError(field_name, name, "names that are Python identifiers (metric '<name>_cosine') mapped to "
+                              "callables images -> [N, D] embeddings")
+    return out
+
+
+def encoder_consistency(edge_images, cloud_images, encoders: Mapping[str, Callable[[torch.Tensor], Any]], *,
+                        pair_ids: Sequence[Any] | None = None, batch_size: int = 64) -> ConsistencyReport:
+    """Consistency of aligned (edge, cloud) image pairs from image encoders alone -- a user's DINO/CLIP
+    (:func:`local_image_encoder`), or any callable images -> embeddings: no attribute checker.
+
+    Per pair: ``<name>_cosine`` for each encoder (DINO-score: cosine of DINO's CLS embedding; CLIP-I: cosine
+    of CLIP's projected image embeddings, as DreamBooth reports them), and the pixel similarity ``psnr_db``
+    and ``ssim`` of the edge image against the cloud image (SSIM needs sides of at least 11 pixels).
+
+    :param edge_images, cloud_images: ``[N, 3, R, R]`` in [0, 1], pair ``i`` the same prompt and seed.
+    :param encoders: name -> encoder.
+    :return: a :class:`ConsistencyReport` without attribute readings.
+    """
+    edge, cloud = as_images(edge_images, "edge_images"), as_images(cloud_images, "cloud_images")
+    if edge.shape != cloud.shape:
+        raise ConfigError("cloud_images", tuple(cloud.shape), f"the shape of edge_images {tuple(edge.shape)}",
+                          "pair each edge image with the cloud image of the same prompt and seed")
+    if pair_ids is not None and len(pair_ids) != len(edge):
+        raise ConfigError("pair_ids", len(pair_ids), f"one identifier per pair ({len(edge)})")
+    enc = check_encoders(encoders, "image_encoders", reserved=("psnr_db", "ssim"))
+    per_pair: dict[str, np.ndarray] = {f"{name}_cosine": cosine_per_pair(fn, edge, cloud, name, batch_size)
+                                       for name, fn in enc.items()}
+    from dekasim.metrics.image import psnr_db, ssim
+
+    per_pair["psnr_db"] = psnr_db(cloud, edge).double().numpy()
+    if min(edge.shape[-2:]) >= 11:
+        per_pair["ssim"] = ssim(cloud, edge).double().numpy()
+    settings = {"image_encoders": {name: getattr(fn, "info", type(fn).__name__) for name, fn in enc.items()},
+                "psnr_reference": "cloud image", "psnr_cap_db": 100.0}
+    return ConsistencyReport(per_pair, pair_ids=list(pair_ids) if pair_ids is not None else None, settings=settings)
+
+
+class EncoderReferences:
+    """The reference side of :func:`encoder_consistency` done once: the cloud's images embedded by each
+    encoder, so that many batches of user images are scored against them at the cost of their own side.
+
+    :param cloud_images: ``[N, 3, R, R]`` in [0, 1], the references.
+    :param encoders: name -> encoder (images -> ``[N, D]``); :meth:`score` gives ``<name>_cosine``.
+    """
+
+    def __init__(self, cloud_images, encoders: Mapping[str, Callable[[torch.Tensor], Any]] | None,
+                 field_name: str = "image_encoders", reserved: Sequence[str] = ()) -> None:
+        self.cloud = as_images(cloud_images, "cloud_images")
+        self.encoders = check_encoders(encoders, field_name, reserved)
+        self.references = {name: self.embed(name, self.cloud) for name in self.encoders}
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(f"{name}_cosine" for name in self.encoders)
+
+    def embed(self, name: str, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """``[N, D]`` float32 CPU embeddings of ``images`` by encoder ``name``."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                part = images[start:start + batch_size]
+                z = torch.as_tensor(self.encoders[name](part)).detach().to("cpu", torch.float32)
+                if z.dim() != 2 or z.shape[0] != len(part):
+                    raise ConfigError(f"image_encoders.{name}", tuple(z.shape), f"[{len(part)}, D] embeddings")
+                out.append(z)
+        return torch.cat(out)
+
+    def score(self, user_images, index) -> dict[str, np.ndarray]:
+        """``<name>_cosine`` -> ``[n]`` float64 of ``user_images[i]`` against reference ``index[i]``."""
+        user = as_images(user_images, "user_images")
+        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        if len(idx) != len(user) or user.shape[1:] != self.cloud.shape[1:]:
+            raise ConfigError("user_images", tuple(user.shape), f"one [3, R, R] image per reference index "
+                              f"({len(idx)}) of shape {tuple(self.cloud.shape[1:])}")
+        return {f"{name}_cosine": F.cosine_similarity(self.embed(name, user), self.references[name][idx], dim=1)
+                .clamp(-1.0, 1.0).double().numpy() for name in self.encoders}
 
 
 def paired_difference(report_a: ConsistencyReport, report_b: ConsistencyReport, metric: str) -> tuple[float, float]:

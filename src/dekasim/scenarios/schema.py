@@ -149,9 +149,10 @@ _DOWNLINK = {"simulate": (bool,), "snr_db": (list,) + (int, float), "delay_sprea
 _PAYLOAD = {"kind": (str,), "resolution_px": (int,), "model": (str,), "pack": (str,), "prompts": (str,),
             "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM, "representation": (str,),
             "cloud": (str,), "edge": (str,), "base": (str,), "n_subject_prompts": (int,), "n_control_prompts": (int,),
-            "cache_dir": (str,), "image_encoders": (dict,)}
+            "cache_dir": (str,), "image_encoders": (dict,), "control_prompts": (str,)}
 #: keys of [payload] that only kind = "deka" takes (see :data:`dekasim.deka.system.DEKA_DEFAULTS`)
-DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_prompts", "cache_dir", "image_encoders")
+DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_prompts", "cache_dir", "image_encoders",
+                  "control_prompts")
 #: keys of [payload] that only kind = "generated" takes, with their defaults
 GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
                       "guidance": 1.5, "representation": "image"}
@@ -198,7 +199,7 @@ _REQUIRED_TOP = ("name", "sweep")
 
 def _deka_payload(payload: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """The resolved ``[payload]`` options of ``kind = "deka"`` (defaults from :data:`~dekasim.deka.system.DEKA_DEFAULTS`)."""
-    from dekasim.deka.system import DEKA_DEFAULTS
+    from dekasim.deka.system import DEKA_DEFAULTS, DEKA_OPTIONAL_KEYS
 
     wrong = sorted(k for k in payload if k not in DEKA_DEFAULTS and k not in ("kind", "resolution_px"))
     if wrong:
@@ -216,8 +217,13 @@ def _deka_payload(payload: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
             raise ConfigError(f"payload.image_encoders.{name}", path, "a local model directory (DINO, CLIP: "
                               "from_pretrained layout, safetensors), under a name that is an identifier",
                               "nothing is downloaded: save the model locally first")
-    if not encoders:  # scenarios without local encoders keep the hash they had before the key existed
-        opts.pop("image_encoders")
+    for key in ("prompts", "control_prompts"):
+        if opts[key] is not None and not Path(opts[key]).is_file():
+            raise ConfigError(f"payload.{key}", opts[key], "a local text file, one prompt per line",
+                              "give the path of your prompt file")
+    for key in DEKA_OPTIONAL_KEYS:  # unset, they leave the hash of scenarios written before they existed
+        if not opts[key]:
+            opts.pop(key)
     return tuple(sorted(opts.items()))
 
 

@@ -84,7 +84,7 @@ def make_payload_source(scenario: Scenario):
         from dekasim.deka.system import DekaPayload
 
         try:
-            return DekaPayload(dict(scenario.payload_options), scenario.seed)
+            return DekaPayload(dict(scenario.payload_options), scenario.seed, device=scenario.device)
         except ConfigError as err:
             raise err.with_source(scenario.source) if scenario.source else err from None
     if scenario.payload_kind == "photos":
@@ -179,7 +179,10 @@ def _validate_deka(scenario: Scenario, shapes: dict[str, tuple[int, ...]]) -> No
         resolve_pack_dir(opts["pack"])
     except ConfigError as err:
         raise err.with_source(scenario.source) if scenario.source else err from None
-    shapes["latent"] = (48, scenario.resolution_px // 4, scenario.resolution_px // 4)  # the world's latent map
+    from dekasim.generative.models import latent_shape_of, resolution_of
+
+    side = resolution_of(opts["edge"])
+    shapes.update(image=(3, side, side), latent=latent_shape_of(opts["edge"]))
     from dataclasses import replace
 
     plain = replace(scenario, codecs=tuple(s for s in scenario.codecs if s.codec != PREINSTALLED))
