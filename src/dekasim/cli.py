@@ -78,11 +78,36 @@ def _parser() -> argparse.ArgumentParser:
     ws.add_argument("--seed", type=int, default=0)
     ws.add_argument("--out", required=True, help="PNG file")
     a = sub.add_parser("align", help="MAKD: align the edge model to the cloud model (pack + report)")
+    _alignment_args(a, out_help="output directory (packs, report.json/.md, grid.png)")
+    a.add_argument("--methods", default="none,metaword,lora,makd", help="comma-separated subset")
+    a.add_argument("--bits", default="8,4,2", help="quantisation levels of the MAKD pack ('' for none)")
+    a.add_argument("--cala", metavar="PATH", default=None,
+                   help="a CALA checkpoint manifest (cala-*.json, its base checkpoint beside it): every pack "
+                        "written also carries its bank + gate, and the report gives sizes with and without it")
+    b = sub.add_parser("build-pack", help="a whole knowledge pack for your models: MAKD -> generic JSCC -> S_EG -> "
+                       "CALA -> pack (resumable)")
+    _alignment_args(b, out_help="build directory: align/, jscc/, cache/, pack/, build.json")
+    b.add_argument("--base", metavar="JSCC.json", default=None, help="the edge's pre-installed JSCC (default: train "
+                   "the generic one on natural-photo latents of the edge's VAE)")
+    b.add_argument("--photos", metavar="DIR", default=None, help="your photos for the generic JSCC (default: the "
+                   "shipped training photos)")
+    b.add_argument("--rates", nargs="+", default=["1/24", "1/12", "1/6"], help="bandwidth ratios the generic JSCC "
+                   "serves (default 1/24 1/12 1/6)")
+    b.add_argument("--base-steps", type=int, default=4000)
+    b.add_argument("--base-items", type=int, default=2048, help="photo latents the generic JSCC trains on")
+    b.add_argument("--seg-items", type=int, default=1024, help="S_EG: the aligned edge's images the bank trains on")
+    b.add_argument("--cala-steps", type=int, default=2000)
+    b.add_argument("--batch", type=int, default=32)
+    return p
+
+
+def _alignment_args(a: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags ``align`` and ``build-pack`` share: models, subject, prompts, encoders, device, settings."""
     a.add_argument("--cloud", default="cloud", help="'cloud', a model directory (Stable-Diffusion layout) or a run "
                    "directory")
     a.add_argument("--edge", default="edge", help="'edge', a model directory (Stable-Diffusion layout) or a run "
                    "directory")
-    a.add_argument("--out", required=True, help="output directory (packs, report.json/.md, grid.png)")
+    a.add_argument("--out", required=True, help=out_help)
     a.add_argument("--subject", default="triangle", help="the word to align (default triangle); with --prompts, "
                    "a word every prompt holds (e.g. sks)")
     a.add_argument("--prompts", metavar="FILE", default=None,
@@ -98,14 +123,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="an image encoder from a local folder (DINO, CLIP, any transformers vision model; 'world' is "
                         "the embedded world's feature encoder) scoring <NAME>_cosine (repeatable; with --prompts)")
     a.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    a.add_argument("--methods", default="none,metaword,lora,makd", help="comma-separated subset")
-    a.add_argument("--bits", default="8,4,2", help="quantisation levels of the MAKD pack ('' for none)")
-    a.add_argument("--cala", metavar="PATH", default=None,
-                   help="a CALA checkpoint manifest (cala-*.json, its base checkpoint beside it): every pack "
-                        "written also carries its bank + gate, and the report gives sizes with and without it")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an AlignConfig field, e.g. budget_steps=600 or lora_rank=4 (repeatable)")
-    return p
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -282,33 +301,63 @@ def _prompt_file_task(args: argparse.Namespace, config, device: str):
     return prompt_file_task(config, prompts, encoders, images_per_prompt=args.images_per_prompt, files=files, **extra)
 
 
+def _alignment_task(args: argparse.Namespace, edge, device: str):
+    """The alignment task of ``align`` / ``build-pack``: the user's prompt files and encoders, or the world's."""
+    from dekasim.generative.align_config import AlignConfig
+    from dekasim.generative.align_task import world_task
+
+    config = AlignConfig(subject=args.subject, **_align_overrides(args.overrides))
+    if args.prompts is not None:
+        return _prompt_file_task(args, config, device)
+    if not edge.config.world:
+        raise ConfigError("--prompts", None, "a prompt file: the edge model is not one of the embedded world, "
+                          "whose prompts are the default", f"write prompts holding '{args.subject}', one per "
+                          "line, and give --prompts FILE --image-encoder NAME=DIR")
+    for flag in ("control_prompts", "val_prompts", "test_prompts", "image_encoder"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), "nothing without --prompts "
+                              "(the embedded world's alignment has its own prompts and scores)")
+    return world_task(edge, config)
+
+
+def _cmd_build_pack(args: argparse.Namespace) -> int:
+    """``dekasim build-pack``: :func:`dekasim.training.build_pack.build_pack`; prints where each product is."""
+    from dekasim.devices import resolve_device
+    from dekasim.training.build_pack import BuildSettings, build_pack
+
+    device = resolve_device(args.device)
+    from dekasim.generative.models import check_model_spec
+
+    edge = _load_model_arg(args.edge, "--edge")  # checked before anything is written (the cloud loads in stage 1)
+    try:
+        check_model_spec(args.cloud)
+    except ConfigError as err:
+        raise ConfigError("--cloud", err.value, err.expected, err.fix) from None
+    task = _alignment_task(args, edge, device)
+    del edge
+    settings = BuildSettings(base=args.base, rates=tuple(args.rates), base_steps=args.base_steps,
+                             base_items=args.base_items, photos=args.photos, seg_items=args.seg_items,
+                             cala_steps=args.cala_steps, batch=args.batch, seed=task.config.seed, device=device)
+    logging.getLogger("dekasim").setLevel(logging.INFO)
+    record = build_pack(args.cloud, args.edge, lambda: task, args.out, settings, command=_command_line(),
+                        progress=True)
+    out = Path(args.out)
+    for name, stage in record["stages"].items():
+        print(f"{name}: {', '.join(stage['product'].get('files', []))} ({stage['wall_s']:.0f} s)")
+    print(f"pack -> {out / 'pack'} (a DeKA-g scenario takes pack = \"{out / 'pack'}\"); progress -> {out / 'build.json'}")
+    return 0
+
+
 def _cmd_align(args: argparse.Namespace) -> int:
     """``dekasim align``: :func:`dekasim.deka.alignment.run_alignment` on the models of ``args``; prints the report."""
     from dekasim.deka.alignment import run_alignment
-    from dekasim.generative.align_config import AlignConfig
-    from dekasim.generative.models import load_model
-
     from dekasim.devices import resolve_device
-    from dekasim.generative.align_task import world_task
 
-    overrides = _align_overrides(args.overrides)
-    config = AlignConfig(subject=args.subject, **overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
     device = resolve_device(args.device)
     cloud, edge = (_load_model_arg(spec, flag) for spec, flag in ((args.cloud, "--cloud"), (args.edge, "--edge")))
-    if args.prompts is not None:
-        task = _prompt_file_task(args, config, device)
-    else:
-        if not edge.config.world:
-            raise ConfigError("--prompts", None, "a prompt file: the edge model is not one of the embedded world, "
-                              "whose prompts are the default", f"write prompts holding '{args.subject}', one per "
-                              "line, and give --prompts FILE --image-encoder NAME=DIR")
-        for flag in ("control_prompts", "val_prompts", "test_prompts", "image_encoder"):
-            if getattr(args, flag):
-                raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), "nothing without --prompts "
-                                  "(the embedded world's alignment has its own prompts and scores)")
-        task = world_task(edge, config)
+    task = _alignment_task(args, edge, device)
     logging.getLogger("dekasim").setLevel(logging.INFO)
     report = run_alignment(cloud, edge, out_dir=args.out, methods=methods, bits=bits, command=_command_line(),
                            cala=getattr(args, "cala", None), progress=True, task=task, device=device)
@@ -325,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
     warnings.simplefilter("default")
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list,
-                "world": _cmd_world, "align": _cmd_align, "check-codec": _cmd_check_codec}
+                "world": _cmd_world, "align": _cmd_align, "build-pack": _cmd_build_pack,
+                "check-codec": _cmd_check_codec}
     try:
         return handlers[args.command](args)
     except DekasimError as err:

@@ -135,6 +135,19 @@ CLAIMS = (("consistency (attribute agreement), DeKA-g vs no alignment", "attribu
            "tka", "none"))
 
 
+def claims_for(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, bool, str, str], ...]:
+    """The claims a run's rows can measure: :data:`CLAIMS` for the embedded world (its checker's agreement and
+    feature cosine); for a user's models (no checker) the same comparisons in each image encoder's cosine
+    (``<name>_cosine``: the DINO-score, CLIP-I, ...) instead of the world's two consistency scores."""
+    if any(r.get("attribute_agreement") is not None for r in rows):
+        return CLAIMS
+    cosines = sorted({k for r in rows for k, v in r.items() if k.endswith("_cosine") and v is not None
+                      and not isinstance(v, (dict, list))})
+    consistency = tuple((f"consistency ({m.removesuffix('_cosine')} cosine), DeKA-g vs no alignment", m, True,
+                         "deka", "none") for m in cosines)
+    return consistency + tuple(c for c in CLAIMS if c[1] == "psnr_db")
+
+
 def _role(facts: dict[str, Any] | None, codec_name: str) -> str | None:
     """Which of the four DeKA-g ablation systems a row is (None for the digital chain, bounds, ...)."""
     if not facts or codec_name != "preinstalled":
@@ -157,7 +170,7 @@ def claims_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role is not None:
             by.setdefault((r["tdl_profile"], r["delay_spread_ns"], r["snr_db"], r["csi"]), {})[role] = r
     out = []
-    for name, metric, relative, a, b in CLAIMS:
+    for name, metric, relative, a, b in claims_for(rows):
         diffs, rel = [], []
         for point in by.values():
             if a in point and b in point and point[a].get(metric) is not None and point[b].get(metric) is not None:
@@ -208,13 +221,14 @@ def render_markdown(report: dict[str, Any]) -> str:
              + ", ".join(f"{k} {v} B" for k, v in p["requantised_size_bytes"].items()) + ".", "",
              f"Prompts: {report['prompts']['subject']} held-out prompts with the subject, "
              f"{report['prompts']['control']} control prompts without it.", "",
-             "## Each edge's own image against the cloud's (no channel)", "",
-             "| edge | split | attribute agreement | all five agree | feature cosine |", "|---|---|---|---|---|"]
+             "## Each edge's own image against the cloud's (no channel)", ""]
+    shown = list(next((m for splits in report["no_channel_consistency"].values() for m in splits.values()), {}))
+    lines += ["| edge | split | " + " | ".join(k.replace("_", " ") for k in shown) + " |",
+              "|---" * (len(shown) + 2) + "|"]
     for edge, splits in report["no_channel_consistency"].items():
         for split, m in splits.items():
             lines.append(f"| {edge} | {split} | " + " | ".join(
-                f"{_f(m[k]['mean'])} ± {_f(m[k]['ci95_halfwidth'])}"
-                for k in ("attribute_agreement", "all_attributes_agree", "feature_cosine")) + " |")
+                f"{_f(m[k]['mean'])} ± {_f(m[k]['ci95_halfwidth'])}" for k in shown) + " |")
     if report["downlink"]:
         lines += ["", "## The pack over the downlink, simulated (digital chain + ARQ)", "",
                   f"Images cost {report['image_channel_uses']} channel uses each.", "",

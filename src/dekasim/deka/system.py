@@ -71,7 +71,7 @@ def resolve_pack_dir(spec: str | Path) -> Path:
 def preinstalled_checkpoint(pack, base: str | Path = "default", pack_dir: str | Path | None = None) -> Path:
     """The manifest of the edge's pre-installed JSCC: ``base``, or by default the checkpoint the pack's CALA
     bank names (its sha256 is checked when the bank is attached), looked up among the shipped checkpoints,
-    then in ``base/`` beside the pack directory (where ``dekasim build-pack`` puts the generic base it trains)."""
+    then in ``jscc/`` beside the pack directory (where ``dekasim build-pack`` puts the generic base it trains)."""
     from dekasim.codecs.jscc import CHECKPOINT_DIR
 
     if str(base) != "default":
@@ -85,7 +85,7 @@ def preinstalled_checkpoint(pack, base: str | Path = "default", pack_dir: str | 
                           "edge's pre-installed JSCC)", "align with `dekasim align --cala CALA.json`, or set "
                           "payload.base")
     name = Path(pack.cala.base["file"]).with_suffix(".json").name
-    places = [CHECKPOINT_DIR] + ([Path(pack_dir).resolve().parent / "base"] if pack_dir is not None else [])
+    places = [CHECKPOINT_DIR] + ([Path(pack_dir).resolve().parent / "jscc"] if pack_dir is not None else [])
     for d in places:
         if (d / name).is_file():
             return d / name
@@ -233,14 +233,18 @@ class DekaPayload:
         from dekasim.codecs import build_codec
 
         if spec.codec != PREINSTALLED:
-            return build_codec(spec.codec, shape, bandwidth_ratio, **spec.options)
+            return build_codec(spec.codec, shape, self.equal_budget_ratio(shape, bandwidth_ratio), **spec.options)
         from dekasim.codecs.jscc import Arch, read_checkpoint
 
         base_manifest, _ = read_checkpoint(self.base_checkpoint, field="payload.base")
         arch = Arch.from_json(base_manifest["arch"])
         n_source = math.prod(arch.payload_shape)
         n = bandwidth_ratio * n_source
-        if arch.payload_shape != tuple(shape) or abs(n - round(n)) > 1e-6 or not arch.serves(round(n)):
+        if arch.payload_shape != tuple(shape):
+            raise ConfigError("payload.base", self.base_checkpoint.name, f"a pre-installed JSCC for the edge's latents "
+                              f"{tuple(shape)}, not {arch.payload_shape}", "give the pack made for this edge "
+                              "(`dekasim build-pack` trains its generic JSCC), or set payload.base to one")
+        if not arch.serves(round(n)):  # as every codec: round(ratio x values) symbols
             ratios = ", ".join(str(Fraction(k, n_source)) for k in arch.served)
             raise ConfigError("sweep.bandwidth_ratio", bandwidth_ratio,
                               f"a rate the pre-installed JSCC {self.base_checkpoint.name} serves for payload "
@@ -255,6 +259,22 @@ class DekaPayload:
             codec = build_codec(base_manifest["codec"], shape, bandwidth_ratio, checkpoint=str(self.base_checkpoint),
                                 **spec.options)
         return codec
+
+    def equal_budget_ratio(self, shape: tuple[int, ...], bandwidth_ratio: float) -> float:
+        """The bandwidth ratio at which a codec of items ``shape`` spends the channel uses per image of the
+        sweep's ratio on the edge's latents: the sweep's ratio is per latent value, and a codec of the
+        *image* (the digital chain, the ideal bound) gets ``round(ratio x latent values)`` channel uses too.
+        For the embedded world (48 x 8 x 8 latents of 3 x 32 x 32 images) both counts are equal and the
+        ratio is returned unchanged."""
+        n_latent = math.prod(self.latent_map_shape)
+        n_items = math.prod(shape)
+        if n_items == n_latent:
+            return bandwidth_ratio
+        return round(bandwidth_ratio * n_latent) / n_items
+
+    @property
+    def latent_map_shape(self) -> tuple[int, ...]:
+        return tuple(self.latents["aligned"].shape[1:])
 
     def no_channel_consistency(self) -> dict[str, Any]:
         """Each edge's own images against the cloud's (no channel): what alignment alone reaches, per split."""

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from dekasim.checksums import sha256_file
 from dekasim.errors import ConfigError
+from dekasim.progress import quiet_libraries
 
 FORMAT_VERSION = 1
 LDM_CONFIG_NAME = "dekasim_ldm.json"
@@ -236,30 +237,8 @@ def ddim_for_sampling(scheduler_config: Any):
         return DDIMScheduler.from_config(cfg)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence transformers/diffusers progress bars and info logs inside library calls."""
-    try:
-        import transformers.utils.logging as tlog
-    except ImportError:  # pragma: no cover
-        tlog = None
-    import diffusers.utils.logging as dlog
-
-    t_bar = tlog.is_progress_bar_enabled() if tlog else False
-    t_level = tlog.get_verbosity() if tlog else None
-    d_level = dlog.get_verbosity()
-    if tlog:
-        tlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-    dlog.set_verbosity_error()
-    try:
-        yield
-    finally:
-        if tlog:
-            tlog.set_verbosity(t_level)
-            if t_bar:
-                tlog.enable_progress_bar()
-        dlog.set_verbosity(d_level)
+#: Silences transformers' and diffusers' own bars and logs inside library calls (kept under its old name).
+_quiet = quiet_libraries
 
 
 # ----------------------------------------------------------------------------------------------

@@ -174,6 +174,13 @@ def write_sd_pipeline(out_dir: str | Path, preset: str = "tiny", seed: int = 0,
     return d
 
 
+def _save(model: torch.nn.Module, d: Path) -> None:
+    from dekasim.generative.ldm import _quiet
+
+    with _quiet():
+        model.save_pretrained(d, safe_serialization=True)
+
+
 def _write_preprocessor(d: Path, size: int, crop: int, mean: Sequence[float], std: Sequence[float]) -> None:
     (d / "preprocessor_config.json").write_text(json.dumps({
         "do_resize": True, "size": {"shortest_edge": size}, "do_center_crop": True,
@@ -191,7 +198,7 @@ def write_dino(out_dir: str | Path, preset: str = "tiny", seed: int = 0) -> Path
         torch.manual_seed(seed)
         model = Dinov2Model(Dinov2Config(**cfg))
     d = Path(out_dir)
-    model.save_pretrained(d, safe_serialization=True)
+    _save(model, d)
     _write_preprocessor(d, crop, crop, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     return d
 
@@ -205,7 +212,7 @@ def write_clip_vision(out_dir: str | Path, preset: str = "tiny", seed: int = 0) 
         torch.manual_seed(seed)
         model = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg))
     d = Path(out_dir)
-    model.save_pretrained(d, safe_serialization=True)
+    _save(model, d)
     _write_preprocessor(d, cfg["image_size"], cfg["image_size"], (0.48145466, 0.4578275, 0.40821073),
                         (0.26862954, 0.26130258, 0.27577711))
     return d

@@ -360,7 +360,7 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
     :raises ConfigError: (field ``image_encoder.path``) if ``path`` is not a directory or holds no
         loadable safetensors vision model.
     """
-    from transformers import AutoConfig, AutoModel, CLIPVisionModel, CLIPVisionModelWithProjection
+    from dekasim.progress import quiet_libraries
 
     p = Path(path).expanduser()
     fix = ("copy the model directory (config.json, model.safetensors, preprocessor_config.json) to this machine; "
@@ -368,6 +368,20 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
     if not p.is_dir():
         raise ConfigError("image_encoder.path", str(path), "an existing local directory holding a transformers "
                           "vision model (DINO, DINOv2, CLIP)", fix)
+    try:
+        with quiet_libraries():
+            return _load_local_image_encoder(p, path, device, fix)
+    except (OSError, ValueError, KeyError, EnvironmentError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError("image_encoder.path", str(path), f"a transformers vision model saved with save_pretrained "
+                          f"as safetensors ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                          fix) from None
+
+
+def _load_local_image_encoder(p: Path, path: str | Path, device: str | torch.device, fix: str) -> LocalImageEncoder:
+    from transformers import AutoConfig, AutoModel, CLIPVisionModel, CLIPVisionModelWithProjection
+
     try:
         config = AutoConfig.from_pretrained(p, local_files_only=True)
         model_type = config.model_type
@@ -379,6 +393,10 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
         elif model_type == "clip_vision_model":
             model, output = CLIPVisionModel.from_pretrained(p, **kwargs), "pooler_output"
         else:
+            vision = getattr(config, "vision_config", None) or config
+            if getattr(vision, "image_size", None) is None or getattr(vision, "num_channels", 3) != 3:
+                raise ConfigError("image_encoder.path", str(path), f"an image model (its config.json, model_type "
+                                  f"{model_type!r}, has no image_size: it reads no images)", fix)
             model = AutoModel.from_pretrained(p, **kwargs)
             output = "get_image_features" if getattr(config, "vision_config", None) is not None \
                 and hasattr(model, "get_image_features") else "pooler_output"

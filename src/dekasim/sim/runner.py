@@ -423,6 +423,8 @@ class _PointContext:
         key = (spec.label, ratio, json.dumps(overrides, sort_keys=True))
         if key not in self._variants:
             shape = self.shapes[codec_representation(self.scenario, spec.codec)]
+            if self.deka is not None:  # a DeKA-g sweep's ratio is per latent value: equal channel uses per image
+                ratio = self.deka.equal_budget_ratio(shape, ratio)
             self._variants[key] = build_codec(spec.codec, shape, ratio, **{**spec.options, **overrides})
         return self._variants[key]
 
