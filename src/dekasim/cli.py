@@ -19,8 +19,11 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dekasim import __version__
+
     p = argparse.ArgumentParser(prog="dekasim", description="Link-level simulator for generative semantic "
                                 "communication: 3GPP TDL channels over OFDM with pluggable codecs.")
+    p.add_argument("--version", action="version", version=f"dekasim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run every codec x condition point of a scenario")
     r.add_argument("scenario", help="TOML scenario file, e.g. scenarios/default.toml")
@@ -253,15 +256,56 @@ def _cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """One line per warning: ``dekasim: warning: MESSAGE`` for dekasim's own (a category defined in dekasim,
+    e.g. ``PhysicsWarning``, or one issued from its code); others also name their category and origin.
+    Never the raw source line."""
+    import dekasim
+
+    package = Path(dekasim.__file__).resolve().parent
+    try:
+        own = category.__module__.startswith("dekasim") or Path(filename).resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        own = False
+    if own:
+        return f"dekasim: warning: {message}\n"
+    return f"dekasim: warning: {category.__name__}: {message} ({filename}:{lineno})\n"
+
+
+def _show_warnings_once() -> None:
+    """This command shows each distinct warning (category and text) once, as one line (:func:`_format_warning`).
+
+    Python's own ``"once"`` filter cannot do it: its registry is per module and is reset whenever any
+    library adds a filter, so a warning met at validation and again at the first point showed twice."""
+    shown: set[tuple[type[Warning], str]] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        key = (category, str(message))
+        if key in shown:
+            return
+        shown.add(key)
+        stream = file if file is not None else sys.stderr
+        try:
+            stream.write(_format_warning(message, category, filename, lineno))
+        except (OSError, ValueError):  # stderr closed or gone: a warning must not end the run
+            pass
+
+    warnings.simplefilter("default")
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
-    warnings.simplefilter("default")
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list,
                 "world": _cmd_world, "align": _cmd_align, "check-codec": _cmd_check_codec}
     try:
-        return handlers[args.command](args)
+        with warnings.catch_warnings():  # the command's way of showing warnings, undone when it returns
+            _show_warnings_once()
+            return handlers[args.command](args)
     except DekasimError as err:
         print(f"dekasim: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -519,11 +519,11 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
             deka = deka_payload(scenario)
             timing["generation"] = deka.generation["wall_s"]
         t_points = time.perf_counter()
-        from tqdm.auto import tqdm
+        from dekasim.progress import progress_bar
 
         runner = make_executor(executor or scenario.executor, address or scenario.ray_address, num_cpus)
-        bar = tqdm(total=len(points), initial=len(points) - len(pending), disable=not progress, unit="point",
-                   desc=scenario.name, file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(len(points), scenario.name, initial=len(points) - len(pending), enabled=progress,
+                           unit="point")
         try:
             for row in runner.map_unordered(evaluate_point, ((scenario, p) for p in pending)):
                 store.append(row)
