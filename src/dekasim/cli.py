@@ -19,8 +19,11 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dekasim import __version__
+
     p = argparse.ArgumentParser(prog="dekasim", description="Link-level simulator for generative semantic "
                                 "communication: 3GPP TDL channels over OFDM with pluggable codecs.")
+    p.add_argument("--version", action="version", version=f"dekasim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run every codec x condition point of a scenario")
     r.add_argument("scenario", help="TOML scenario file, e.g. scenarios/default.toml")
@@ -36,15 +39,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true", help="do not draw figures at the end")
     r.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's "
                    "choice; 1 is steadier on a machine whose cores other work also uses)")
-    v = sub.add_parser("validate", help="check a scenario file without running it")
-    v.add_argument("scenario")
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v = sub.add_parser("validate", help="check scenario files without running them (one line per file; exit 2 "
+                       "if any is invalid)")
+    v.add_argument("scenarios", nargs="+", metavar="scenario", help="TOML scenario files")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key in every file, e.g. --set codecs[0].options.mcs=9 (repeatable)")
     pl = sub.add_parser("plot", help="(re)draw figures from one or more run directories (overlaid)")
     pl.add_argument("dirs", nargs="+", help="run directories holding results.jsonl")
     pl.add_argument("--out", help="where to write the figures (default: the first directory)")
     pl.add_argument("--x", choices=("snr_db", "ebno_db"), default="snr_db",
                     help="x axis: Es/N0 per data RE (default) or Eb/N0 (codecs that send bits)")
-    sub.add_parser("list", help="show codecs, channel profiles and presets")
+    ls = sub.add_parser("list", help="show codecs, channel profiles and presets; with CODEC, that codec's options")
+    ls.add_argument("codec", nargs="?", help="a registered codec name or 'package.module:Class': its options "
+                    "(name, type, default, meaning)")
     cc = sub.add_parser("check-codec", help="run the shared codec conformance check on any codec")
     cc.add_argument("codec", help="a registered name or 'package.module:Class'")
     cc.add_argument("--shape", type=int, nargs="+", metavar="N", help="payload item shape, e.g. 3 32 32 "
@@ -156,14 +163,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Each file checked on its own: ``FILE: valid (...)`` on stdout, or its one-line error on stderr."""
     from dekasim.scenarios import load_scenario
     from dekasim.sim import sweep_points, validate_scenario
 
-    scenario = load_scenario(args.scenario, args.overrides)
-    validate_scenario(scenario)
-    print(f"{args.scenario}: valid ({len(sweep_points(scenario))} points, {len(scenario.codecs)} codecs, "
-          f"hash {scenario.hash()})")
-    return 0
+    def located(path: str, text: str) -> str:
+        return text if path in text else f"{path}: {text}"
+
+    status = 0
+    for path in args.scenarios:
+        with warnings.catch_warnings(record=True) as caught:  # a file's warnings name the file
+            warnings.simplefilter("always")
+            try:
+                scenario = load_scenario(path, args.overrides)
+                validate_scenario(scenario)
+                error = None
+            except DekasimError as err:
+                error = err
+        for text in dict.fromkeys(str(w.message) for w in caught):
+            print(f"dekasim: warning: {located(path, text)}", file=sys.stderr)
+        if error is not None:
+            print(f"dekasim: error: {located(path, str(error))}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        print(f"{path}: valid ({len(sweep_points(scenario))} points, {len(scenario.codecs)} codecs, "
+              f"hash {scenario.hash()})")
+    return status
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -178,15 +203,56 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(doc: str | None) -> str:
+    """The first paragraph of a docstring, on one line (never cut)."""
+    import inspect
+
+    paragraph = inspect.cleandoc(doc or "").split("\n\n", 1)[0]
+    return " ".join(paragraph.split())
+
+
+def _wrap(text: str, indent: str, first: str = "") -> str:
+    """``first`` + ``text`` wrapped to the terminal (100 columns where there is none), continuation lines
+    indented by ``indent``; nothing is cut."""
+    import shutil
+    import textwrap
+
+    width = max(shutil.get_terminal_size((100, 24)).columns, 60)
+    return textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False) if text else first.rstrip()
+
+
+def _list_codec(spec: str) -> int:
+    """``dekasim list CODEC``: what the codec is and its options, one block per option."""
+    from dekasim.codecs.base import codec_options_help, resolve_codec
+
+    try:
+        cls = resolve_codec(spec)
+    except ConfigError as err:
+        raise ConfigError("list CODEC", spec, err.expected, err.fix) from None
+    print(_wrap(_summary(cls.__doc__), "    ", f"{spec} [{cls.kind}, payloads: {', '.join(cls.payload_kinds)}]: "))
+    options = codec_options_help(cls)
+    if not options:
+        print("options: none")
+        return 0
+    print(f"options (a scenario: [[codecs]] options = {{ NAME = VALUE }}; the command line: "
+          f"--set codecs[i].options.NAME=VALUE):")
+    for o in options:
+        print(f"  {o.name}  ({o.type}; default {o.default})" if o.default else f"  {o.name}  ({o.type})")
+        print(_wrap(o.meaning, "      ", "      "))
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from dekasim.codecs import available_codecs
     from dekasim.conditions import FIXED_TDL_PROFILES, FLAT_PROFILES, SCALABLE_TDL_PROFILES
     from dekasim.scenarios import DELAY_SPREAD_PRESETS_NS
 
-    print("codecs:")
+    if args.codec:
+        return _list_codec(args.codec)
+    print("codecs (`dekasim list CODEC` shows one's options):")
     for name, cls in available_codecs().items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"  {name:<16} [{cls.kind}] {doc}")
+        print(_wrap(_summary(cls.__doc__), " " * 20, f"  {name:<16}  [{cls.kind}] "))
     print("channel profiles (sweep.tdl_profile):")
     print(f"  scalable TR 38.901 TDL (use delay_spread_ns): {', '.join(SCALABLE_TDL_PROFILES)}")
     print("  fixed TS 38.101-4 TDL (own delay spread): "
@@ -368,16 +434,57 @@ def _cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """One line per warning: ``dekasim: warning: MESSAGE`` for dekasim's own (a category defined in dekasim,
+    e.g. ``PhysicsWarning``, or one issued from its code); others also name their category and origin.
+    Never the raw source line."""
+    import dekasim
+
+    package = Path(dekasim.__file__).resolve().parent
+    try:
+        own = category.__module__.startswith("dekasim") or Path(filename).resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        own = False
+    if own:
+        return f"dekasim: warning: {message}\n"
+    return f"dekasim: warning: {category.__name__}: {message} ({filename}:{lineno})\n"
+
+
+def _show_warnings_once() -> None:
+    """This command shows each distinct warning (category and text) once, as one line (:func:`_format_warning`).
+
+    Python's own ``"once"`` filter cannot do it: its registry is per module and is reset whenever any
+    library adds a filter, so a warning met at validation and again at the first point showed twice."""
+    shown: set[tuple[type[Warning], str]] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        key = (category, str(message))
+        if key in shown:
+            return
+        shown.add(key)
+        stream = file if file is not None else sys.stderr
+        try:
+            stream.write(_format_warning(message, category, filename, lineno))
+        except (OSError, ValueError):  # stderr closed or gone: a warning must not end the run
+            pass
+
+    warnings.simplefilter("default")
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
-    warnings.simplefilter("default")
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list,
                 "world": _cmd_world, "align": _cmd_align, "build-pack": _cmd_build_pack,
                 "check-codec": _cmd_check_codec}
     try:
-        return handlers[args.command](args)
+        with warnings.catch_warnings():  # the command's way of showing warnings, undone when it returns
+            _show_warnings_once()
+            return handlers[args.command](args)
     except DekasimError as err:
         print(f"dekasim: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -143,6 +143,27 @@ def test_best_mcs_is_chosen_on_independent_calibration_draws(tmp_path):
     from dekasim.codecs.mcs import supported_mcs_indices
 
     assert min(json.loads(k)["mcs"] for k in calib) == supported_mcs_indices(row["channel_uses"], "qam64")[0]
+    # results.csv: the same row, flat; every value read back (intervals as lo/hi, info.* by dotted names)
+    import csv
+
+    (cells,) = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert float(cells["ber_ci95_lo"]) == row["ber_ci95"][0] and float(cells["ber_ci95_hi"]) == row["ber_ci95"][1]
+    assert float(cells["info.mcs_index"]) == row["info"]["mcs_index"]
+    assert float(cells[f"info.variant_calibration_psnr_db.{best}"]) == calib[best]
+
+    def leaves(value, path=""):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from leaves(v, f"{path}.{k}" if path else k)
+        else:
+            yield path, value
+
+    for path, value in leaves(row):
+        if isinstance(value, list) and len(value) == 2:
+            got = [json.loads(cells[f"{path}_{end}"]) for end in ("lo", "hi")]
+        else:
+            got = None if cells[path] == "" else cells[path] if isinstance(value, str) else json.loads(cells[path])
+        assert got == value, path
 
 
 def test_channel_domain_in_scenarios_rows_and_hash(tmp_path, capsys):

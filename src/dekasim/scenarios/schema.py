@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import tomllib
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -242,7 +243,7 @@ def _downlink(table: dict[str, Any] | None, kind: str, spreads: tuple[float, ...
     if opts["delay_spread_ns"] is None:
         ordered = sorted(spreads)
         opts["delay_spread_ns"] = ordered[len(ordered) // 2]
-    opts["delay_spread_ns"] = _delay_spreads([opts["delay_spread_ns"]])[0]
+    opts["delay_spread_ns"] = _delay_spreads([opts["delay_spread_ns"]], "downlink.delay_spread_ns")[0]
     m = opts["mcs"]
     if not (m == "calibrated" or (isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= 28)):
         raise ConfigError("downlink.mcs", m, "'calibrated' (the MCS of highest goodput in a short calibration) or an "
@@ -250,7 +251,7 @@ def _downlink(table: dict[str, Any] | None, kind: str, spreads: tuple[float, ...
     return tuple(sorted(opts.items()))
 
 
-def _codec_specs(raw: dict[str, Any], kind: str) -> list[CodecSpec]:
+def _codec_specs(raw: dict[str, Any], kind: str, search_dirs: tuple[str, ...] = ()) -> list[CodecSpec]:
     from dekasim.codecs.base import resolve_codec
 
     if "codecs" not in raw:
@@ -265,14 +266,14 @@ def _codec_specs(raw: dict[str, Any], kind: str) -> list[CodecSpec]:
         if "codec" not in entry:
             raise ConfigError(f"codecs[{i}].codec", None, "a registered codec name", "run `dekasim list`")
         try:
-            resolve_codec(entry["codec"])
+            resolve_codec(entry["codec"], search_dirs)
         except ConfigError as err:
             raise ConfigError(f"codecs[{i}].codec", entry["codec"], err.expected, err.fix) from None
         specs.append(CodecSpec(entry["codec"], entry.get("label", entry["codec"]), dict(entry.get("options", {}))))
     return specs
 
 
-def _systems(entries: Any, kind: str) -> list:
+def _systems(entries: Any, kind: str, search_dirs: tuple[str, ...] = ()) -> list:
     """``[[systems]]`` of a DeKA-g scenario as :class:`~dekasim.deka.system.SystemSpec` entries."""
     from dekasim.codecs import available_codecs
     from dekasim.deka.system import BANKS, EDGES, PREINSTALLED, SystemSpec
@@ -294,7 +295,7 @@ def _systems(entries: Any, kind: str) -> list:
         codec = entry.get("codec")
         if isinstance(codec, str) and ":" in codec:
             try:
-                resolve_codec(codec)
+                resolve_codec(codec, search_dirs)
             except ConfigError as err:
                 raise ConfigError(f"systems[{i}].codec", codec, err.expected, err.fix) from None
         elif codec not in names:
@@ -341,18 +342,17 @@ def _numbers(field_name: str, values: list, unit_hint: str) -> tuple[float, ...]
     return tuple(out)
 
 
-def _delay_spreads(values: list) -> tuple[float, ...]:
+def _delay_spreads(values: list, key: str = "sweep.delay_spread_ns") -> tuple[float, ...]:
     out = []
     for v in values:
         if isinstance(v, str):
             if v not in DELAY_SPREAD_PRESETS_NS:
-                raise ConfigError("sweep.delay_spread_ns", v,
-                                  f"a number in ns or a preset among {list(DELAY_SPREAD_PRESETS_NS)}")
+                raise ConfigError(key, v, f"a number in ns or a preset among {list(DELAY_SPREAD_PRESETS_NS)}")
             out.append(DELAY_SPREAD_PRESETS_NS[v])
         else:
-            out.extend(_numbers("sweep.delay_spread_ns", [v], "in nanoseconds"))
+            out.extend(_numbers(key, [v], "in nanoseconds"))
     if not out:
-        raise ConfigError("sweep.delay_spread_ns", values, "a non-empty list", "an empty sweep axis has no points")
+        raise ConfigError(key, values, "a non-empty list", "an empty sweep axis has no points")
     return tuple(out)
 
 
@@ -361,7 +361,35 @@ def scenario_from_dict(raw: dict[str, Any], source: str | None = None) -> Scenar
     try:
         return _build(copy.deepcopy(raw), source)
     except ConfigError as err:
+        err = full_key_error(err, raw)
         raise (err.with_source(source) if source and not err.source else err) from None
+
+
+#: The table of the scenario file each key of a table lives in, for errors raised below the scenario layer
+#: with a bare field name (a :class:`~dekasim.conditions.Condition` names ``speed_mps``, not ``channel.speed_mps``).
+_TABLES = (("sweep", _SWEEP), ("channel", _CHANNEL), ("ofdm", _OFDM), ("monte_carlo", _MC), ("payload", _PAYLOAD),
+           ("downlink", _DOWNLINK))
+
+
+def full_key_error(err: ConfigError, raw: dict[str, Any]) -> ConfigError:
+    """``err`` naming the key as the scenario file writes it (``channel.speed_mps``, not ``speed_mps``).
+
+    A field that is already dotted or indexed, or a top-level key, is kept. A bare one is looked up in the
+    tables of ``raw``: the table holding that key (and, when several do, the one whose value holds
+    ``err.value``), else the table the key belongs to by the schema (a default that was not written)."""
+    name = err.field
+    if not isinstance(name, str) or not name or "." in name or "[" in name or name in _TOP or name.startswith("-"):
+        return err
+    holders = [t for t, _ in _TABLES if isinstance(raw.get(t), dict) and name in raw[t]]
+    if len(holders) > 1:
+        holding = [t for t in holders if raw[t][name] == err.value
+                   or (isinstance(raw[t][name], list) and err.value in raw[t][name])]
+        holders = holding or holders
+    if not holders:
+        holders = [t for t, keys in _TABLES if name in keys]
+    if not holders:
+        return err
+    return ConfigError(f"{holders[0]}.{name}", err.value, err.expected, err.fix, err.source)
 
 
 def _build(raw: dict[str, Any], source: str | None) -> Scenario:
@@ -462,7 +490,9 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
     if kind == "deka" and "codecs" in raw:
         raise ConfigError("codecs", "[[codecs]]", 'no [[codecs]] with kind = "deka": it compares [[systems]]',
                           'write each as [[systems]] with edge = "aligned" and the same codec and options')
-    specs = _systems(raw.get("systems"), kind) if kind == "deka" or "systems" in raw else _codec_specs(raw, kind)
+    here = (str(Path(source).resolve().parent),) if source else ()  # "module:Class" codecs beside the file
+    specs = _systems(raw.get("systems"), kind, here) if kind == "deka" or "systems" in raw \
+        else _codec_specs(raw, kind, here)
     labels = [s.label for s in specs]
     dup = {lbl for lbl in labels if labels.count(lbl) > 1}
     if dup:
@@ -508,29 +538,94 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
     return scenario
 
 
+def _split_key(key: str) -> list[str]:
+    """``'codecs[0].options.mcs'`` -> ``['codecs[0]', 'options', 'mcs']`` (no split inside ``[...]``)."""
+    parts, buf, depth = [], "", 0
+    for ch in key:
+        depth += (ch == "[") - (ch == "]" and depth > 0)
+        if ch == "." and depth == 0:
+            parts.append(buf.strip())
+            buf = ""
+        else:
+            buf += ch
+    return [*parts, buf.strip()]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"sweep.snr_db=[0, 10]"`` -> (["sweep", "snr_db"], [0, 10]); the value is parsed as TOML."""
+    """``"sweep.snr_db=[0, 10]"`` -> (["sweep", "snr_db"], [0, 10]); the value is parsed as TOML.
+
+    A part may select one table of an array of tables: ``codecs[1].options.mcs=9`` (by index) or
+    ``codecs[digital].options.mcs=9`` (by label; see :func:`apply_overrides`)."""
     if "=" not in text:
         raise ConfigError("--set", text, "KEY=VALUE, e.g. sweep.snr_db=[0,10] or monte_carlo.images_per_point=8")
     key, value = text.split("=", 1)
+    path = _split_key(key.strip())
+    if not all(path):
+        raise ConfigError("--set", text, "KEY=VALUE with a dotted KEY, e.g. codecs[0].options.mcs=9")
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()  # bare word, e.g. name=my-run
-    return key.strip().split("."), parsed
+    return path, parsed
+
+
+def _select_entry(entries: list, name: str, selector: str, text: str) -> int:
+    """Index of the table of ``[[name]]`` that ``selector`` names: an index, or a label (an entry without a
+    label is named by its codec), quoted or not."""
+    sel = selector.strip()
+    if len(sel) >= 2 and sel[0] == sel[-1] and sel[0] in "'\"":
+        sel = sel[1:-1]
+    labels = [e.get("label", e.get("codec")) if isinstance(e, dict) else None for e in entries]
+    if sel.lstrip("-").isdigit():
+        i = int(sel)
+        if not 0 <= i < len(entries):
+            raise ConfigError("--set", text, f"an index in [0, {len(entries)}) of the {len(entries)} [[{name}]] "
+                              f"tables", f"or name one by its label: {labels}")
+        return i
+    hits = [i for i, lbl in enumerate(labels) if lbl == sel]
+    if len(hits) != 1:
+        what = "no" if not hits else "more than one"
+        raise ConfigError("--set", text, f"the index or label of one [[{name}]] table ({what} table is labelled "
+                          f"{sel!r})", f"labels: {labels}; or use its index, e.g. {name}[0]")
+    return hits[0]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of ``raw`` with each ``KEY=VALUE`` override set (dotted keys into tables)."""
+    """A copy of ``raw`` with each ``KEY=VALUE`` override set (dotted keys into tables).
+
+    ``NAME[i]`` or ``NAME[LABEL]`` selects one table of an array of tables (``[[codecs]]``, ``[[systems]]``):
+    ``codecs[0].options.mcs=9`` sets option ``mcs`` of the first codec; ``codecs[digital].options.mcs=9`` that
+    of the codec labelled ``digital`` (or, without a label, named so)."""
     out = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError("--set", text, f"a key inside a table; '{part}' is not a table")
-        node[path[-1]] = value
+        node: Any = out
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            m = re.fullmatch(r"([^\[\]]+)\[(.*)\]", part)
+            if m is None:
+                if "[" in part or "]" in part:
+                    raise ConfigError("--set", text, "KEY=VALUE where a key part is NAME or NAME[INDEX or LABEL]",
+                                      "e.g. codecs[0].options.mcs=9")
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+                    if not isinstance(node, dict):
+                        raise ConfigError("--set", text, f"a key inside a table; '{part}' is not a table")
+                continue
+            name, selector = m.group(1).strip(), m.group(2)
+            entries = node.get(name)
+            if not isinstance(entries, list) or not entries:
+                raise ConfigError("--set", text, f"a key of an existing array of tables; the scenario has no "
+                                  f"[[{name}]] tables", f"add [[{name}]] to the file, or set {name} = [...] whole")
+            i = _select_entry(entries, name, selector, text)
+            if last:
+                entries[i] = value
+            else:
+                node = entries[i]
+                if not isinstance(node, dict):
+                    raise ConfigError("--set", text, f"a key inside a table; {part} is not a table")
     return out
 
 

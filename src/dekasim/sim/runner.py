@@ -124,10 +124,23 @@ def build_codecs(scenario: Scenario, shapes: dict[str, tuple[int, ...]],
                                             else build_codec(spec.codec, shape, ratio, **spec.options))
             except ConfigError as err:
                 table = "systems" if isinstance(spec, SystemSpec) else "codecs"
-                field = err.field if err.field.startswith(("codecs", "systems", "sweep", "payload")) \
-                    else f"{table}[{spec.label}].options.{err.field}"
+                field = codec_error_key(err.field, f"{table}[{spec.label}]")
                 raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
     return out
+
+
+#: Tables of a scenario file: a codec's error naming one of them already names the full key.
+_SCENARIO_TABLES = ("codecs", "systems", "sweep", "payload", "channel", "ofdm", "monte_carlo", "downlink")
+
+
+def codec_error_key(field: str, entry: str) -> str:
+    """The scenario key a codec's :class:`ConfigError` field stands for, in the codec table ``entry`` (e.g.
+    ``codecs[digital]``): its ratio is ``sweep.bandwidth_ratio``; anything else is one of its options."""
+    if field.startswith(_SCENARIO_TABLES):
+        return field
+    if field == "bandwidth_ratio":
+        return "sweep.bandwidth_ratio"
+    return f"{entry}.{field}" if field.startswith("options") else f"{entry}.options.{field}"
 
 
 def validate_scenario(scenario: Scenario) -> None:
@@ -524,11 +537,11 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
             deka = deka_payload(scenario)
             timing["generation"] = deka.generation["wall_s"]
         t_points = time.perf_counter()
-        from tqdm.auto import tqdm
+        from dekasim.progress import progress_bar
 
         runner = make_executor(executor or scenario.executor, address or scenario.ray_address, num_cpus)
-        bar = tqdm(total=len(points), initial=len(points) - len(pending), disable=not progress, unit="point",
-                   desc=scenario.name, file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(len(points), scenario.name, initial=len(points) - len(pending), enabled=progress,
+                           unit="point")
         try:
             for row in runner.map_unordered(evaluate_point, ((scenario, p) for p in pending)):
                 store.append(row)
