@@ -239,7 +239,7 @@ class LoRAOracleBank(nn.Module):
 
     def adapters(self, buckets: list[int]) -> dict[str, Adapter]:
         present = sorted(set(buckets))
-        g = torch.zeros(len(buckets), len(present) * self.rank)
+        g = torch.zeros(len(buckets), len(present) * self.rank, device=self.a[f"{_key(self.layers[0])}__0"].device)
         for row, k in enumerate(buckets):
             i = present.index(k)
             g[row, i * self.rank:(i + 1) * self.rank] = 1.0
@@ -370,7 +370,7 @@ class CALACodec(_AdaptedCodec):
 
     def gate_weights(self, cond: Condition, snr_db: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, K]`` gate weights for ``cond`` (``snr_db`` ``[B]`` overrides its SNR per item)."""
-        snr = torch.tensor([float(cond.snr_db)]) if snr_db is None else snr_db
+        snr = torch.tensor([float(cond.snr_db)], device=self.bank.anchor_db.device) if snr_db is None else snr_db
         return self.bank.gate_weights(condition_features(snr, cond, self.bandwidth_ratio))
 
     def _adapt(self, snr_db: torch.Tensor, cond: Condition) -> tuple[dict[str, Adapter], None]:

@@ -448,7 +448,8 @@ def condition_features(snr_db: torch.Tensor, cond: Condition, bandwidth_ratio: f
     onehot = [1.0 if letter == p else 0.0 for p in SCALABLE_TDL_PROFILES]
     rest = [math.log10(ds / 300.0), math.log2(bandwidth_ratio * 6.0), cond.speed_mps / 30.0,
             *onehot, 0.0 if cond.is_tdl else 1.0]
-    return torch.cat([snr_feature(snr_db), torch.tensor(rest, dtype=torch.float32).expand(b, -1)], dim=1)
+    return torch.cat([snr_feature(snr_db), torch.tensor(rest, dtype=torch.float32, device=snr_db.device).expand(b, -1)],
+                     dim=1)
 
 
 # ----------------------------------------------------------------------------------------------------
