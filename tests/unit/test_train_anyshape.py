@@ -267,3 +267,7 @@ def test_training_on_cuda_keeps_codec_link_and_batches_there(sd_dir, prompt_file
                       device="cuda"), out=tmp_path / "gpu-cala")
     assert next(cala["codec"].bank.parameters()).is_cuda and all(np.isfinite(cala["losses"]))
     assert read_checkpoint(cala["paths"][0])[0]["training"]["device"] == "cuda"
+    cond = Condition(snr_db=5.0, delay_spread_ns=300.0, tdl_profile="C")
+    x = torch.randn(2, *SHAPE, device="cuda") * 0.04
+    z = cala["codec"].encode(x, cond)                              # the trained codec works where it lives
+    assert z.is_cuda and z.shape == (2, 43)

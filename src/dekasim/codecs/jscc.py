@@ -705,14 +705,14 @@ class JSCCCodec(Codec):
         x = payload.to(torch.float32)
         with torch.no_grad():
             if self.condition_aware:
-                adapt, snr = self._adapt(self._snr_seen(cond, x.shape[0], True), cond)  # type: ignore[arg-type]
+                adapt, snr = self._adapt(self._snr_seen(cond, x.shape[0], True).to(x.device), cond)  # type: ignore[arg-type]
                 return self.net.encode(x, adapt, snr, n_send=self.n_channel_uses)
             return self.net.encode(x, n_send=self.n_channel_uses)
 
     def decode(self, y: torch.Tensor, no_eff: torch.Tensor, cond_seen: Condition | None) -> Decoded:
         with torch.no_grad():
             if self.condition_aware:
-                adapt, snr = self._adapt(self._snr_seen(cond_seen, y.shape[0], False), cond_seen)  # type: ignore[arg-type]
+                adapt, snr = self._adapt(self._snr_seen(cond_seen, y.shape[0], False).to(y.device), cond_seen)  # type: ignore[arg-type]
                 out = self.net.decode(y, no_eff, adapt, snr)
             else:
                 out = self.net.decode(y, no_eff)

@@ -77,7 +77,10 @@ def photo_files(folder: str | Path, field: str = "--photos") -> list[Path]:
     if not d.is_dir():
         raise ConfigError(field, str(folder), "an existing folder of photos (.png, .jpg, .jpeg, .webp)",
                           "give the path of a local folder")
-    files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in PHOTO_SUFFIXES)
+    try:
+        files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in PHOTO_SUFFIXES)
+    except OSError as exc:
+        raise ConfigError(field, str(folder), f"a readable folder ({exc})") from None
     if not files:
         raise ConfigError(field, str(folder), f"a folder holding at least one photo ({', '.join(PHOTO_SUFFIXES)})",
                           "copy photos into it, or leave --photos out to use the photos dekasim ships")
@@ -85,13 +88,14 @@ def photo_files(folder: str | Path, field: str = "--photos") -> list[Path]:
 
 
 def read_photo_file(path: Path, field: str = "--photos") -> np.ndarray:
-    """``[H, W, 3]`` uint8 of an image file; a ConfigError naming ``field`` when Pillow cannot read it."""
-    from PIL import Image, UnidentifiedImageError
+    """``[H, W, 3]`` uint8 of an image file, upright as its EXIF orientation says; a ConfigError naming ``field``
+    when Pillow cannot read it."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise ConfigError(field, str(path), f"a readable image file ({type(exc).__name__}: {exc})",
                           "remove or replace the file") from None
 
