@@ -144,3 +144,94 @@ def test_bad_input_is_one_line_naming_the_field_and_writes_nothing(case, own_mod
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"dekasim: error: {field} = "), err
     assert not out.exists()
+
+
+BUILD = ["--base-steps", "20", "--base-items", "32", "--seg-items", "16", "--cala-steps", "10", "--batch", "8"]
+
+
+def _build(own, out):
+    return main(["build-pack", "--cloud", str(own["cloud"]), "--edge", str(own["edge"]), "--subject", "sks",
+                 "--prompts", str(own["prompts"]), "--control-prompts", str(own["control"]),
+                 "--image-encoder", f"dino={own['dino']}", "--out", str(out), *FAST, *BUILD])
+
+
+@pytest.fixture(scope="module")
+def built(own_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "b"
+    assert _build(own_models, out) == 0
+    return out
+
+
+def test_build_pack_makes_every_stage_with_its_manifest_and_resumes(built, own_models, capsys):
+    record = json.loads((built / "build.json").read_text())
+    assert list(record["stages"]) == ["align", "base", "s_eg", "cala", "pack"]
+    assert record["latent_shape"] == [4, 8, 8]
+    base = json.loads(next((built / "jscc").glob("jscc_generic-4x8x8-*.json")).read_text())
+    assert base["codec"] == "jscc_generic" and base["payload_shape"] == [4, 8, 8]
+    assert base["latent_model"]["latent_shape"] == [4, 8, 8] and base["training"]["loss_space"] == "latent"
+    assert base["n_channel_uses"] == 43  # 1/6 of 256 latent values, rounded: served with 1/24 and 1/12 (11, 21)
+    bank = json.loads(next((built / "jscc").glob("cala_generic-4x8x8-*.json")).read_text())
+    assert bank["base"]["sha256"] == base["sha256"]
+    manifest = json.loads((built / "pack" / "manifest.json").read_text())
+    assert manifest["cala"]["base"]["sha256"] == base["sha256"] and manifest["metaword"] == "<sks*>"
+    assert manifest["info"]["prompts"]["source"] == "prompt_files"
+    stamp = (built / "pack" / "manifest.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert _build(own_models, built) == 0  # a rerun: every stage done, nothing retrained
+    assert (built / "pack" / "manifest.json").stat().st_mtime_ns == stamp
+    again = json.loads((built / "build.json").read_text())
+    assert {k: v["product"] for k, v in again["stages"].items()} == {k: v["product"] for k, v in record["stages"].items()}
+    assert main(["build-pack", "--cloud", str(own_models["cloud"]), "--edge", str(own_models["edge"]), "--subject",
+                 "sks", "--prompts", str(own_models["prompts"]), "--image-encoder", f"dino={own_models['dino']}",
+                 "--out", str(built), *FAST, *BUILD[:-2], "--batch", "4"]) == 2  # other settings: refused
+    assert "--out" in capsys.readouterr().err
+
+
+def _scenario(tmp, own, pack, **payload):
+    opts = {"kind": "deka", "cloud": str(own["cloud"]), "edge": str(own["edge"]), "pack": str(pack),
+            "prompts": str(own["prompts"]), "control_prompts": str(own["control"]), "sample_steps": 3,
+            "cache_dir": str(tmp / "cache")} | payload
+    lines = ["name = \"own\"", "seed = 1", "[payload]"] + [f"{k} = {json.dumps(v)}" for k, v in opts.items()]
+    lines += ["image_encoders = { dino = %s, clip = %s }" % (json.dumps(str(own["dino"])), json.dumps(str(own["clip"]))),
+              "[downlink]", "simulate = false", "[ofdm]", "pilot_subcarrier_spacing = 1",
+              "[sweep]", "snr_db = [0, 20]", "delay_spread_ns = [300]", "tdl_profile = [\"C\"]",
+              "bandwidth_ratio = [0.16666666666666666]", "csi = [\"ls\"]",
+              "[monte_carlo]", "images_per_point = 4", "batch_size = 4"]
+    for label, edge, codec, bank in (("DeKA-g (MAKD + CALA)", "aligned", "preinstalled", "pack"),
+                                     ("no alignment", "unaligned", "preinstalled", None),
+                                     ("digital (best image codec)", "aligned", "digital", None)):
+        lines += ["[[systems]]", f"label = {json.dumps(label)}", f"edge = \"{edge}\"", f"codec = \"{codec}\""]
+        lines += [f"bank = \"{bank}\""] if bank else []
+    path = tmp / "own.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_scenario_on_the_users_models_gives_rows_and_report_in_their_scores(built, own_models, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(_scenario(tmp_path, own_models, built / "pack")), "--out", str(out), "--no-plots"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {r["codec"] for r in rows} == {"DeKA-g (MAKD + CALA)", "no alignment",
+                                                             "digital (best image codec)"}
+    for r in rows:
+        assert r["channel_uses"] == 43  # equal channel uses per image, the digital chain's image included
+        assert -1 <= r["dino_cosine"] <= 1 and -1 <= r["clip_cosine"] <= 1 and r.get("attribute_agreement") is None
+        assert r["n_subject_images"] == 2  # the test prompts: the file's prompts the pack never trained on
+    report = json.loads((out / "deka_report.json").read_text())
+    assert {c["metric"] for c in report["claims"]} >= {"dino_cosine", "clip_cosine", "psnr_db"}
+    assert set(report["no_channel_consistency"]["aligned"]["subject"]) == {"dino_cosine", "clip_cosine"}
+
+
+@pytest.mark.parametrize("case", ["pack for another edge", "base of another latent shape"])
+def test_a_scenario_refuses_a_pack_or_base_that_does_not_fit_in_one_line(case, built, own_models, tmp_path, capsys):
+    from dekasim.codecs.jscc import CHECKPOINT_DIR
+
+    payload = {"edge": str(own_models["cloud"])} if case == "pack for another edge" else \
+        {"base": str(CHECKPOINT_DIR / "jscc_generic-48x8x8-bw1_6.json")}
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["run", str(_scenario(tmp_path, own_models, built / "pack", **payload)), "--out", str(out),
+                 "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    field = "payload.pack" if case == "pack for another edge" else "payload.base"
+    assert len(err) == 1 and f"{field} = " in err[0], err

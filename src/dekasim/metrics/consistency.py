@@ -196,7 +196,7 @@ def check_encoders(encoders: Mapping[str, Callable[[torch.Tensor], Any]] | None,
 
 
 def encoder_consistency(edge_images, cloud_images, encoders: Mapping[str, Callable[[torch.Tensor], Any]], *,
-                        pair_ids: Sequence[Any] | None = None, batch_size: int = 64) -> ConsistencyReport:
+                        pair_ids: Sequence[Any] | None = None, batch_size: int = 256) -> ConsistencyReport:
     """Consistency of aligned (edge, cloud) image pairs from image encoders alone -- a user's DINO/CLIP
     (:func:`local_image_encoder`), or any callable images -> embeddings: no attribute checker.
 

@@ -87,7 +87,7 @@ def _stage_record(out: Path) -> dict[str, Any]:
 
 def _write_record(out: Path, record: dict[str, Any]) -> None:
     tmp = out / (PROGRESS_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    tmp.write_text(json.dumps(record, indent=2, default=str))  # stages in the order they ran
     tmp.replace(out / PROGRESS_FILE)
 
 
@@ -188,7 +188,7 @@ def build_pack(cloud_spec: str, edge_spec: str, task_factory: Callable[[], Any],
 
     def s_eg() -> dict[str, Any]:
         sampler = GeneratedSampler(str(edge_spec), s.seg_items, s.seed + 7, representation="latent",
-                                   cache_dir=cache, log=log.info, pack=makd_pack)
+                                   cache_dir=cache, log=log.info, pack=makd_pack, device=s.device)
         return {"key": sampler.key, "facts": sampler.facts,
                 "files": [cache / f"generated-{sampler.key}.safetensors"]}
 
