@@ -135,3 +135,16 @@ def test_runner_rows_cover_the_closed_form_ber():
     # 60 repetitions: a binomial 95 % band around 0.95 reaches down to ~0.89
     assert hits / reps >= 0.88, (hits, old_hits)
     assert old_hits / reps < 0.75, (hits, old_hits)
+
+
+def test_readme_quotes_the_coverage_file():
+    """The README's coverage table is the one `benchmarks/interval_coverage.py` wrote, not typed by hand."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("<!-- coverage-table:start -->"):readme.index("<!-- coverage-table:end -->")]
+    table = [ln for ln in block.splitlines() if ln.startswith("|")]
+    written = (root / "plots" / "interval_coverage.md").read_text()
+    summary = written[:written.index("## Every regime")]
+    assert len(table) > 5 and table == [ln for ln in summary.splitlines() if ln.startswith("|")]

@@ -283,19 +283,28 @@ def _grid(path: Path, prompts, cloud_test: torch.Tensor, images: dict[str, torch
     plt.close(fig)
 
 
-def _fmt(mean: float, ci: float | Sequence[float]) -> str:
-    if isinstance(ci, (list, tuple)):
-        ci = (ci[1] - ci[0]) / 2 if len(ci) == 2 else float("nan")
+def _fmt(mean: float, ci: float | Sequence[float] | None, interval: Sequence[float] | None = None) -> str:
+    """``"0.912 [0.871, 0.944]"`` with a 95 % interval (bounded metrics), ``"0.912 ± 0.030"`` with a half-width
+    (PSNR, paired differences), ``"0.912"`` with neither."""
     if mean is None or not math.isfinite(mean):
         return "n/a"
+    if isinstance(ci, (list, tuple)):
+        interval, ci = ci, None
+    if interval is not None and len(interval) == 2 and ci is None:
+        return f"{mean:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
     return f"{mean:.3f} ± {ci:.3f}" if ci is not None and math.isfinite(ci) else f"{mean:.3f}"
+
+
+def _fmt_summary(m: dict[str, Any]) -> str:
+    return _fmt(m["mean"], m.get("ci95_halfwidth"), m.get("ci95_interval"))
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The report's table (test prompts, then control prompts) as Markdown."""
     lines = [f"# MAKD alignment report: subject `{report['config']['subject']}`", "",
              f"Prompts: {report['prompts']}. Budget: {report['config']['budget_steps']} steps per method. "
-             "Mean ± 95 % half-width over prompts.", ""]
+             "Mean and 95 % interval over prompts ([lo, hi] inside the metric's range; ± half-width for PSNR and "
+             "paired differences).", ""]
     for split in ("test", "control"):
         lines += [f"## {split} prompts", "", "| method | " + " | ".join(REPORT_METRICS)
                   + " | shape agrees | steps | wall s |", "|---" * (len(REPORT_METRICS) + 4) + "|"]
@@ -303,10 +312,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             r = report["results"][m]
             if split not in r:
                 continue
-            cells = [_fmt(r[split]["metrics"][k]["mean"], r[split]["metrics"][k]["ci95_halfwidth"])
-                     for k in REPORT_METRICS]
+            cells = [_fmt_summary(r[split]["metrics"][k]) for k in REPORT_METRICS]
             shape = r[split].get("attribute_agreement_rates", {}).get("shape")
-            cells.append(_fmt(shape["mean"], shape["ci95_halfwidth"]) if shape else "n/a")
+            cells.append(_fmt_summary(shape) if shape else "n/a")
             steps = sum(p["steps_run"] for p in r["phases"])
             lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(cells) + f" | {steps} | {r['wall_s']:.0f} |")
         lines.append("")
@@ -357,8 +365,7 @@ def _levels_table(report: dict[str, Any]) -> list[str]:
         if cala:
             row += (f" {v['bytes_without_cala']} | {_channel_uses(v['downlink_without_cala'])} | "
                     f"{v['cala_file_bytes']} | {v['cala_codec']['symbols_rel_error']:.2e} |")
-        row += (f" {_fmt(mt['attribute_agreement']['mean'], mt['attribute_agreement']['ci95_halfwidth'])} | "
-                f"{_fmt(mt['feature_cosine']['mean'], mt['feature_cosine']['ci95_halfwidth'])} |")
+        row += f" {_fmt_summary(mt['attribute_agreement'])} | {_fmt_summary(mt['feature_cosine'])} |"
         lines.append(row)
     lines.append("")
     return lines

@@ -416,7 +416,7 @@ def metric_figure(rows: Sequence[Mapping[str, Any]], key: str, ylabel: str, *, x
 
     plan = _plan(rows, x, y_of, colors)
     return None if plan is None else _draw(plan, x, ylabel, log_y=False, zero_note=False,
-                                           caption=interval_caption(_plotted(rows, x, key), key))
+                                           caption=interval_caption(_plotted(rows, x, y_of), key))
 
 
 def plot_consistency(rows: Sequence[Mapping[str, Any]], out_dir: PathLike, *, x: str = "snr_db",
@@ -479,7 +479,7 @@ def error_rate_figure(rows: Sequence[Mapping[str, Any]], metric: str = "ber", *,
 
     plan = _plan(rows, x, y_of, colors)
     return None if plan is None else _draw(plan, x, ylabel, log_y=True, zero_note=True,
-                                           caption=interval_caption(_plotted(rows, x, metric), metric))
+                                           caption=interval_caption(_plotted(rows, x, y_of), metric))
 
 
 # ----------------------------------------------------------------------------------- captions
@@ -495,8 +495,9 @@ def _interval_entry(row: Mapping[str, Any], metric: str) -> Mapping[str, Any]:
     return entry if isinstance(entry, Mapping) else {}
 
 
-def _plotted(rows: Sequence[Mapping[str, Any]], x: str, metric: str) -> list[Mapping[str, Any]]:
-    return [r for r in rows if number(r.get(x)) is not None and r.get(metric) is not None]
+def _plotted(rows: Sequence[Mapping[str, Any]], x: str, y_of: Callable[[Mapping[str, Any]], Any]) -> list[Mapping[str, Any]]:
+    """The rows a figure draws (an x value and a y value)."""
+    return [r for r in rows if number(r.get(x)) is not None and y_of(r) is not None]
 
 
 def interval_caption(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
