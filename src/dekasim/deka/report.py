@@ -148,7 +148,8 @@ def claims_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The paper's two claims measured on a run's rows: per point (condition and receiver), the difference
     between two systems on the same prompts, seeds and channel draws; then the mean over points with a
     95 % Student-t half-width *over the points* (how it varies across conditions, not Monte-Carlo error;
-    None below three points), and the range. Relative claims also give ``mean_relative_pct`` = mean over points of 100 (A - B) / B."""
+    None below three points), and the range. Relative claims also give ``mean_relative_pct`` = mean over points
+    of 100 (A - B) / B."""
     from dekasim.metrics import mean_ci95
     from dekasim.metrics.stats import MIN_UNITS
 

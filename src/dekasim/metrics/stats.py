@@ -47,9 +47,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-#: Two-sided confidence level of every interval.
+#: Two-sided confidence level of every interval, and its tail probabilities (literals: bit-identical to
+#: the Clopper-Pearson intervals rows carried before).
 LEVEL = 0.95
-_Z = float(stats.norm.ppf(0.5 + LEVEL / 2))
+_LOWER, _UPPER = 0.025, 0.975
+_Z = float(stats.norm.ppf(_UPPER))
 #: Fewest units a variance-estimating interval (student-t, korn-graubard, wilson-neff) is given for.
 MIN_UNITS = 3
 #: Fewer units with errors than this get a note on a korn-graubard interval: its variance then rests on
@@ -92,6 +94,7 @@ class Interval:
     stats: dict[str, Any] = field(default_factory=dict)
     value_range: tuple[float, float] | None = None
     note: str | None = None
+    half: float | None = None  # the half-width of a symmetric interval, as computed
 
     @property
     def ci(self) -> list[float] | None:
@@ -103,7 +106,7 @@ class Interval:
         """Half-width of a symmetric (``student-t``) interval, else None."""
         if self.method != "student-t" or self.lo is None or self.hi is None:
             return None
-        return (self.hi - self.lo) / 2
+        return self.half if self.half is not None else (self.hi - self.lo) / 2
 
     def as_entry(self) -> dict[str, Any]:
         """What a result row keeps under ``intervals[metric]``: unit, n_units, method, level, stats (and
@@ -118,32 +121,38 @@ class Interval:
 
 
 # ----------------------------------------------------------------------------------- statistics
-def unit_stats(values: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
+def unit_stats(values: Sequence[float] | np.ndarray,
+               sizes: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
     """Sufficient statistics of per-unit values, as rows keep them.
 
     :param values: ``[m]`` per-unit values: a metric value per image/prompt, or, with ``sizes``, a count
         per unit (bit errors of one transport block).
-    :param sizes: ``[m]`` trials per unit (bits of the block), or None for plain means.
-    :return: ``{"n_units", "sum_x", "sum_x2"}`` and, with ``sizes``, also ``"sum_n"``, ``"sum_n2"``,
-        ``"sum_xn"`` and ``"n_nonzero"`` (units with ``x > 0``). Integer inputs give Python ints (exact).
+    :param sizes: ``[m]`` trials per unit (bits of the block), or None for plain values.
+    :return: plain values: ``{"n_units", "sum_x", "ss_x"}`` (the sum, and the sum of squared deviations from
+        the mean, both exactly rounded: the mean and Student-t interval are those of the samples); with
+        ``sizes``: ``{"n_units", "sum_x", "sum_x2", "sum_n", "sum_n2", "sum_xn", "n_nonzero"}`` (units with
+        ``x > 0``), Python ints for integer inputs (exact, and they add up over batches: :func:`merge_stats`).
     """
     x = np.asarray(values).reshape(-1)
     out: dict[str, Any] = {"n_units": int(x.size)}
+    if sizes is None:
+        xs = x.astype(np.float64).tolist()
+        total = math.fsum(xs)
+        mean = total / len(xs) if xs else 0.0
+        out["sum_x"], out["ss_x"] = total, math.fsum((v - mean) ** 2 for v in xs)
+        return out
     exact = x.dtype.kind in "iub"
     x = x.astype(np.int64 if exact else np.float64)
-    if exact:
-        out["sum_x"], out["sum_x2"] = int(x.sum()), int((x * x).sum())
-    else:  # exactly rounded sums: the mean is the one math.fsum gives
-        out["sum_x"], out["sum_x2"] = math.fsum(x.tolist()), math.fsum((x * x).tolist())
-    if sizes is not None:
-        n = np.asarray(sizes).reshape(-1)
-        if n.shape != x.shape:
-            raise ValueError(f"unit_stats: sizes of shape {n.shape} for values of shape {x.shape}")
-        n = n.astype(np.int64 if n.dtype.kind in "iub" else np.float64)
-        nconv = int if n.dtype.kind == "i" else float
-        out["sum_n"], out["sum_n2"] = nconv(n.sum()), nconv((n * n).sum())
-        out["sum_xn"] = (int if exact and nconv is int else float)((x * n).sum())
-        out["n_nonzero"] = int((x > 0).sum())
+    n = np.asarray(sizes).reshape(-1)
+    if n.shape != x.shape:
+        raise ValueError(f"unit_stats: sizes of shape {n.shape} for values of shape {x.shape}")
+    n = n.astype(np.int64 if n.dtype.kind in "iub" else np.float64)
+    conv = int if exact else float
+    nconv = int if n.dtype.kind == "i" else float
+    out["sum_x"], out["sum_x2"] = conv(x.sum()), conv((x * x).sum())
+    out["sum_n"], out["sum_n2"] = nconv(n.sum()), nconv((n * n).sum())
+    out["sum_xn"] = (int if exact and nconv is int else float)((x * n).sum())
+    out["n_nonzero"] = int((x > 0).sum())
     return out
 
 
@@ -163,15 +172,14 @@ def _too_few(estimate: float | None, method: str, unit: str, m: int, st: dict[st
 
 def _t_factor(m: int) -> float:
     """``(z / t_{m-1})^2``: the Korn-Graubard degrees-of-freedom shrinkage of an effective sample size."""
-    return (_Z / float(stats.t.ppf(0.5 + LEVEL / 2, m - 1))) ** 2
+    return (_Z / float(stats.t.ppf(_UPPER, m - 1))) ** 2
 
 
 def clopper_pearson(x: float, n: float) -> tuple[float, float]:
     """Clopper-Pearson interval of ``x`` successes in ``n`` trials (Beta quantiles: ``x``, ``n`` may be
     non-integer, as at an effective sample size). :return: ``(lo, hi)`` inside [0, 1]."""
-    a = (1 - LEVEL) / 2
-    lo = 0.0 if x <= 0 else float(stats.beta.ppf(a, x, n - x + 1))
-    hi = 1.0 if x >= n else float(stats.beta.ppf(1 - a, x + 1, n - x))
+    lo = 0.0 if x <= 0 else float(stats.beta.ppf(_LOWER, x, n - x + 1))
+    hi = 1.0 if x >= n else float(stats.beta.ppf(_UPPER, x + 1, n - x))
     return lo, hi
 
 
@@ -208,12 +216,12 @@ def student_t_interval(st: Mapping[str, Any], unit: str) -> Interval:
     mean = st["sum_x"] / m if m else None
     if m < MIN_UNITS:
         return _too_few(mean, "student-t", unit, m, st)
-    ss = max(st["sum_x2"] - st["sum_x"] ** 2 / m, 0.0)
-    if ss <= 1e-12 * max(st["sum_x2"], 1e-300):
+    ss = st["ss_x"]
+    if ss <= 1e-24 * max(st["sum_x"] ** 2 / m, 1e-300):
         return Interval(mean, None, None, "student-t", unit, m, st,
                         note=f"no spread: all {m} values equal, no interval")
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, m - 1)) * math.sqrt(ss / (m - 1) / m)
-    return Interval(mean, mean - half, mean + half, "student-t", unit, m, st)
+    half = float(stats.t.ppf(_UPPER, m - 1)) * math.sqrt(ss / (m - 1) / m)
+    return Interval(mean, mean - half, mean + half, "student-t", unit, m, st, half=half)
 
 
 def unit_bound_interval(p: float, m: int, st: dict[str, Any], unit: str, why: str,
@@ -256,7 +264,8 @@ def clustered_rate_interval(st: Mapping[str, Any], unit: str) -> Interval:
     return Interval(p, min(lo, p), max(hi, p), "korn-graubard", unit, m, st, note=note)
 
 
-def bounded_mean_interval(st: Mapping[str, Any], unit: str, value_range: tuple[float, float] = (0.0, 1.0)) -> Interval:
+def bounded_mean_interval(st: Mapping[str, Any], unit: str,
+                          value_range: tuple[float, float] = (0.0, 1.0)) -> Interval:
     """Mean of per-unit values bounded in ``value_range`` (agreement, cosine, SSIM): Wilson score at the
     df-adjusted effective sample size on the [0, 1] scale (method ``"wilson-neff"``; see the module doc).
 
@@ -275,12 +284,10 @@ def bounded_mean_interval(st: Mapping[str, Any], unit: str, value_range: tuple[f
     if m < MIN_UNITS:
         return _too_few(mean, "wilson-neff", unit, m, st, (a, b))
     w = b - a
-    # the [0, 1]-scale statistics, as a ratio with one trial per unit
-    u1 = (st["sum_x"] - m * a) / w
-    u2 = (st["sum_x2"] - 2 * a * st["sum_x"] + m * a * a) / (w * w)
-    p = min(max(u1 / m, 0.0), 1.0)
-    _, v = _ratio({"n_units": m, "sum_x": u1, "sum_x2": u2, "sum_n": m, "sum_n2": m, "sum_xn": u1})
-    if v <= 0 or p <= 0 or p >= 1:
+    # on the [0, 1] scale: mean p and the variance of the mean (the ratio estimator's with one trial per unit)
+    p = min(max((mean - a) / w, 0.0), 1.0)
+    v = st["ss_x"] / (w * w) / (m - 1) / m
+    if v <= 1e-24 or p <= 0 or p >= 1:
         return unit_bound_interval(p, m, st, unit, f"all {m} values equal", (a, b))
     n_eff = p * (1 - p) / v * _t_factor(m)
     lo, hi = wilson(n_eff * p, n_eff)

@@ -495,7 +495,8 @@ def _interval_entry(row: Mapping[str, Any], metric: str) -> Mapping[str, Any]:
     return entry if isinstance(entry, Mapping) else {}
 
 
-def _plotted(rows: Sequence[Mapping[str, Any]], x: str, y_of: Callable[[Mapping[str, Any]], Any]) -> list[Mapping[str, Any]]:
+def _plotted(rows: Sequence[Mapping[str, Any]], x: str,
+             y_of: Callable[[Mapping[str, Any]], Any]) -> list[Mapping[str, Any]]:
     """The rows a figure draws (an x value and a y value)."""
     return [r for r in rows if number(r.get(x)) is not None and y_of(r) is not None]
 

@@ -312,7 +312,8 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
         **point.cond.as_row(), "csi": point.csi,
         "channel_uses": n, "slots_per_image": link.num_slots(n) if point.cond.tdl_profile != "awgn" else 0,
         "n_images": tally.sent, "psnr_db": _nan_none(psnr.estimate), "psnr_db_ci95": psnr.halfwidth,
-        "ssim": _nan_none(ssim_iv.estimate), "ssim_ci95": ssim_iv.ci, "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
+        "ssim": _nan_none(ssim_iv.estimate), "ssim_ci95": ssim_iv.ci,
+        "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
         "bit_errors": None, "bits": None, "block_errors": None, "blocks": None,
         "status": tally.status, "runtime_s": round(runtime, 4), "seed": seed,
     }
