@@ -16,6 +16,7 @@ import torch
 
 from dekasim.checksums import sha256_file
 from dekasim.cli import main
+from dekasim.metrics import interval_from_entry
 from dekasim.scenarios import scenario_from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,6 +93,17 @@ def test_every_system_at_every_point_with_its_knowledge_and_pack_hash(world, fir
         assert -1.0 <= r["feature_cosine"] <= 1.0
         assert r["n_subject_images"] == 4 and r["consistency_control"] is not None
         assert set(r["timing_s"]) == {"codec", "channel", "metrics"}
+        # intervals over the 4 subject prompts, inside each metric's range, recomputable from the row
+        for metric, (a, b) in (("attribute_agreement", (0, 1)), ("all_attributes_agree", (0, 1)),
+                               ("feature_cosine", (-1, 1))):
+            entry = r["intervals"][metric]
+            assert entry["unit"] == "prompt" and entry["n_units"] == 4
+            lo, hi = r[f"{metric}_ci95"]
+            assert a <= lo <= r[metric] <= hi <= b
+            assert [interval_from_entry(entry).lo, interval_from_entry(entry).hi] == [lo, hi]
+        # 2 control prompts: too few for the interval of a mean, said in a note
+        ctrl = r["consistency_control"]
+        assert ctrl["feature_cosine_ci95"] is None and "no interval" in ctrl["intervals"]["feature_cosine"]["note"]
 
 
 def test_deka_rows_come_from_the_aligned_edge_and_the_packs_bank(world, first):
@@ -179,7 +191,10 @@ def test_report_has_the_simulated_downlink_and_broadcast(world, first):
     assert [r["n_users"] for r in rows] == [1, 2, 4, 8, 16, 32, 64]
     assert rows[0]["broadcast_gain_mean"] == 1.0 and rows[-1]["broadcast_gain_mean"] > rows[1]["broadcast_gain_mean"]
     assert report["generation"]["sampled"] > 0 or report["generation"]["cache_hits"] > 0
-    assert "## The pack over the downlink" in (out / "deka_report.md").read_text()
+    md = (out / "deka_report.md").read_text()
+    assert "## The pack over the downlink" in md
+    no_channel = [ln for ln in md.splitlines() if ln.startswith("| aligned | subject |")][0]
+    assert "±" not in no_channel and no_channel.count("[") == 3  # bounded intervals, [lo, hi]
 
 
 def test_rerun_samples_nothing_and_a_new_directory_reads_the_cache(world, first, tmp_path, capsys):

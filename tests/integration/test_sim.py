@@ -14,6 +14,7 @@ import pytest
 
 from dekasim.cli import main
 from dekasim.errors import ConfigError
+from dekasim.metrics import interval_from_entry
 from dekasim.scenarios import scenario_from_dict
 from dekasim.sim import read_rows, run_scenario, sweep_points
 from dekasim.sim.runner import point_seed
@@ -39,6 +40,13 @@ def test_rows_files_and_manifest(tmp_path):
     for row in result.rows:
         assert REQUIRED_COLUMNS <= set(row)
         assert row["n_images"] == 4 and row["status"] == "done"
+        # every interval says its unit and method and recomputes from the row
+        assert {k: (v["unit"], v["n_units"], v["method"]) for k, v in row["intervals"].items()} == {
+            "psnr_db": ("image", 4, "student-t"), "ssim": ("image", 4, "wilson-neff")}
+        lo, hi = row["ssim_ci95"]
+        assert -1 <= lo <= row["ssim"] <= hi <= 1
+        again = interval_from_entry(row["intervals"]["psnr_db"])
+        assert again.halfwidth == row["psnr_db_ci95"] and again.estimate == pytest.approx(row["psnr_db"])
     assert (tmp_path / "results.csv").read_text().count("\n") == 5
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["scenario"]["name"] == "sim-test" and manifest["seed"] == 11

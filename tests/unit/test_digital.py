@@ -108,6 +108,12 @@ def test_very_low_snr_fails_every_block_and_shows_the_fallback():
     assert d.info["mcs_index"] == M.supported_mcs_indices(1024)[0]
     assert d.counts.block_errors == d.counts.blocks == 4
     assert d.counts.bit_errors > 0.1 * d.counts.bits
+    # per transport block (one image each): the units of the BER interval
+    st = d.counts.unit_stats
+    assert d.counts.unit == "transport block" and st["n_units"] == 4 and st["n_nonzero"] == 4
+    assert st["sum_x"] == d.counts.bit_errors and st["sum_n"] == d.counts.bits
+    assert st["sum_n2"] == 4 * (st["sum_n"] // 4) ** 2
+    assert st["sum_x"] ** 2 / 4 <= st["sum_x2"] <= st["sum_x"] * st["sum_n"] // 4
     assert torch.all(d.payload == 0.5)
     assert not any(d.info["image_received"])
 

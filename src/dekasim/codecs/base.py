@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, ClassVar, Sequence
 
+import numpy as np
 import torch
 
 from dekasim.conditions import Condition
@@ -29,14 +30,60 @@ from dekasim.errors import ConfigError
 
 @dataclass
 class LinkCounts:
-    """Raw error counts of one decoded batch (digital codecs)."""
+    """Raw error counts of decoded batches (digital codecs), with per-unit statistics for honest intervals.
+
+    Bit errors cluster inside an LDPC block and inside a fading slot, so intervals are taken over units
+    that are independent in the simulation (:func:`dekasim.metrics.stats.clustered_rate_interval`), not
+    over bits: ``unit_stats`` keeps the sufficient statistics of the per-unit bit errors ``x_i`` out of
+    ``n_i`` bits (:func:`dekasim.metrics.stats.unit_stats`: ``n_units``, ``sum_x``, ``sum_x2``, ``sum_n``,
+    ``sum_n2``, ``sum_xn``, ``n_nonzero``). Build them with :meth:`per_unit`. Counts built from totals only
+    (``unit_stats`` None, e.g. by an older third-party codec) still work: their BER interval is the
+    conservative bound over ``blocks`` units.
+
+    :param bit_errors, bits: totals [bits].
+    :param block_errors, blocks: blocks in error / sent; each block must be independent of the others
+        (BLER's Clopper-Pearson interval is over blocks).
+    :param unit: name of the independent unit, singular (the digital chain: ``"transport block"``, one
+        item over its own OFDM slots).
+    :param unit_stats: per-unit sufficient statistics, or None.
+    :param exact: the counts are not random (a bound that cannot err): rows give no interval.
+    """
 
     bit_errors: int = 0
     bits: int = 0
     block_errors: int = 0
     blocks: int = 0
+    unit: str = "block"
+    unit_stats: dict[str, Any] | None = None
+    exact: bool = False
+
+    @classmethod
+    def per_unit(cls, bit_errors: Any, bits: Any, unit: str = "transport block", exact: bool = False) -> "LinkCounts":
+        """Counts of one batch from per-unit arrays; each unit is one block (a block error = a unit with
+        any bit error).
+
+        :param bit_errors: ``[B]`` int bit errors per unit (tensor, array or list).
+        :param bits: ``[B]`` int bits per unit, or one int for all.
+        """
+        from dekasim.metrics.stats import unit_stats
+
+        e = np.asarray(bit_errors.cpu() if torch.is_tensor(bit_errors) else bit_errors, dtype=np.int64).reshape(-1)
+        n = np.broadcast_to(np.asarray(bits.cpu() if torch.is_tensor(bits) else bits, dtype=np.int64), e.shape)
+        return cls(bit_errors=int(e.sum()), bits=int(n.sum()), block_errors=int((e > 0).sum()), blocks=int(e.size),
+                   unit=unit, unit_stats=unit_stats(e, n), exact=exact)
 
     def __iadd__(self, other: "LinkCounts") -> "LinkCounts":
+        from dekasim.metrics.stats import merge_stats
+
+        if self.blocks == 0 and self.bits == 0:  # empty: take the other's kind of unit
+            self.unit, self.exact = other.unit, other.exact
+            self.unit_stats = None if other.unit_stats is None else dict(other.unit_stats)
+        elif other.blocks or other.bits:
+            if other.unit != self.unit:
+                raise ValueError(f"LinkCounts: cannot add counts over '{other.unit}' to counts over '{self.unit}'")
+            both = self.unit_stats is not None and other.unit_stats is not None
+            self.unit_stats = merge_stats(self.unit_stats, other.unit_stats) if both else None
+            self.exact = self.exact and other.exact
         self.bit_errors += other.bit_errors
         self.bits += other.bits
         self.block_errors += other.block_errors

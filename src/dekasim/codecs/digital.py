@@ -135,8 +135,8 @@ class _LinkCodec(Codec):
         u = tx["u"]
         bit_err = (u_hat != u).reshape(u.shape[0], -1).sum(dim=1)
         ok = bit_err == 0
-        counts = LinkCounts(bit_errors=int(bit_err.sum()), bits=int(u.numel()),
-                            block_errors=int((~ok).sum()), blocks=int(u.shape[0]))
+        # one item = one transport block over its own slots: the independent unit of the bit errors
+        counts = LinkCounts.per_unit(bit_err, u[0].numel(), unit="transport block")
         return tx, chain.payload_bits(u_hat), ok, counts
 
 
@@ -285,7 +285,7 @@ class IdealCodec(Codec):
     :param source_codec: ``"best"`` (default), ``"jpeg"``, ``"webp"``, ``"jpeg2000"`` or ``"avif"``.
     :param headers: ``"stripped"`` (default) or ``"full"``.
 
-    ``Decoded.counts`` has no errors by construction (``bits`` = the capacity bits);
+    ``Decoded.counts`` has no errors by construction (``bits`` = the capacity bits, ``exact``: rows give no interval);
     ``Decoded.info``: per image ``capacity_bits``, ``source_codec``, ``source_quality``,
     ``source_bytes``, ``frame_bits``, ``source_psnr_db``, ``image_sent``.
     """
@@ -321,7 +321,7 @@ class IdealCodec(Codec):
         coded = [sc.encode_within_budget(im, sc.FrameLayout(bud, self.codecs, self.headers), reference=r)
                  for im, r, bud in zip(images, ref, budgets)]
         info = {"capacity_bits": budgets, **_source_info(coded)}
-        counts = LinkCounts(bit_errors=0, bits=int(sum(budgets)), block_errors=0, blocks=len(coded))
+        counts = LinkCounts.per_unit([0] * len(coded), budgets, unit="image", exact=True)
         images_out = [c.image if c.sent else None for c in coded]
         return Decoded(payload=_to_payload(images_out, self.payload_shape, self._tx["like"]), counts=counts,
                        info=info)

@@ -295,16 +295,21 @@ def _grid(path: Path, prompts, cloud_test: torch.Tensor, images: dict[str, torch
     plt.close(fig)
 
 
-def _fmt(mean: float, ci: float | Sequence[float]) -> str:
-    if isinstance(ci, (list, tuple)):
-        ci = (ci[1] - ci[0]) / 2 if len(ci) == 2 else float("nan")
+def _fmt(mean: float, ci: float | Sequence[float] | None, interval: Sequence[float] | None = None) -> str:
+    """``"0.912 [0.871, 0.944]"`` with a 95 % interval (bounded metrics), ``"0.912 ± 0.030"`` with a half-width
+    (PSNR, paired differences), ``"0.912"`` with neither."""
     if mean is None or not math.isfinite(mean):
         return "n/a"
+    if isinstance(ci, (list, tuple)):
+        interval, ci = ci, None
+    if interval is not None and len(interval) == 2 and ci is None:
+        return f"{mean:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
     return f"{mean:.3f} ± {ci:.3f}" if ci is not None and math.isfinite(ci) else f"{mean:.3f}"
 
 
 def _cell(summary: dict[str, Any] | None) -> str:
-    return "n/a" if summary is None else _fmt(summary["mean"], summary["ci95_halfwidth"])
+    return "n/a" if summary is None else _fmt(summary["mean"], summary.get("ci95_halfwidth"),
+                                              summary.get("ci95_interval"))
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -314,7 +319,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# MAKD alignment report: subject `{report['config']['subject']}`", "",
              f"Prompts: {report['prompts']}. Budget: {report['config']['budget_steps']} steps per method. "
              f"Early stopping on validation {report.get('val_metric', report['config']['val_metric'])}. "
-             "Mean ± 95 % half-width over prompts.", ""]
+             "Mean and 95 % interval over prompts ([lo, hi] inside the metric's range; ± half-width for PSNR and "
+             "paired differences).", ""]
     if not world:
         lines += ["Scores: `<name>_cosine` is the cosine of the edge and the cloud image's embeddings by image encoder "
                   "<name> (DINO: its CLS embedding, the DINO-score; CLIP: its projected image embedding, CLIP-I); "

@@ -160,9 +160,11 @@ def _role(facts: dict[str, Any] | None, codec_name: str) -> str | None:
 def claims_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The paper's two claims measured on a run's rows: per point (condition and receiver), the difference
     between two systems on the same prompts, seeds and channel draws; then the mean over points with a
-    95 % Student-t half-width *over the points* (how it varies across conditions, not Monte-Carlo error),
-    and the range. Relative claims also give ``mean_relative_pct`` = mean over points of 100 (A - B) / B."""
+    95 % Student-t half-width *over the points* (how it varies across conditions, not Monte-Carlo error;
+    None below three points), and the range. Relative claims also give ``mean_relative_pct`` = mean over points
+    of 100 (A - B) / B."""
     from dekasim.metrics import mean_ci95
+    from dekasim.metrics.stats import MIN_UNITS
 
     by: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in rows:
@@ -180,6 +182,8 @@ def claims_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not diffs:
             continue
         mean, half = mean_ci95(diffs)
+        if len(diffs) < MIN_UNITS:  # t_{0.975, 1} = 12.7: too few points for an interval, said as n/a
+            half = None
         entry = {"claim": name, "metric": metric, "points": len(diffs), "mean_difference": mean,
                  "ci95_over_points": half, "min": min(diffs), "max": max(diffs)}
         if relative and rel:
@@ -209,6 +213,17 @@ def _f(x: Any, nd: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
 
 
+def _mean_ci(summary: dict[str, Any]) -> str:
+    """``"0.912 [0.871, 0.944]"`` from a :class:`~dekasim.metrics.consistency.MetricSummary` dict (95 % interval
+    over prompts, inside the metric's range); ``"0.912 (n/a: <why>)"`` when it has none."""
+    ci = summary.get("ci95_interval")
+    if ci is None and summary.get("ci95_halfwidth") is not None:  # a report written before intervals were bounded
+        return f"{_f(summary['mean'])} ± {_f(summary['ci95_halfwidth'])}"
+    if ci is None:
+        return f"{_f(summary['mean'])} (no interval: {summary.get('n', 0)} prompts)"
+    return f"{_f(summary['mean'])} [{_f(ci[0])}, {_f(ci[1])}]"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables."""
     p, g = report["pack"], report["generation"]
@@ -221,14 +236,15 @@ def render_markdown(report: dict[str, Any]) -> str:
              + ", ".join(f"{k} {v} B" for k, v in p["requantised_size_bytes"].items()) + ".", "",
              f"Prompts: {report['prompts']['subject']} held-out prompts with the subject, "
              f"{report['prompts']['control']} control prompts without it.", "",
-             "## Each edge's own image against the cloud's (no channel)", ""]
+             "## Each edge's own image against the cloud's (no channel)", "",
+             "Mean and 95 % interval over prompts (Wilson at the effective sample size; all five agree: "
+             "Wilson), inside [0, 1] and [-1, 1].", ""]
     shown = list(next((m for splits in report["no_channel_consistency"].values() for m in splits.values()), {}))
     lines += ["| edge | split | " + " | ".join(k.replace("_", " ") for k in shown) + " |",
               "|---" * (len(shown) + 2) + "|"]
     for edge, splits in report["no_channel_consistency"].items():
         for split, m in splits.items():
-            lines.append(f"| {edge} | {split} | " + " | ".join(
-                f"{_f(m[k]['mean'])} ± {_f(m[k]['ci95_halfwidth'])}" for k in shown) + " |")
+            lines.append(f"| {edge} | {split} | " + " | ".join(_mean_ci(m[k]) for k in shown) + " |")
     if report["downlink"]:
         lines += ["", "## The pack over the downlink, simulated (digital chain + ARQ)", "",
                   f"Images cost {report['image_channel_uses']} channel uses each.", "",

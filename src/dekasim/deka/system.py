@@ -287,7 +287,8 @@ class DekaPayload:
             out[edge] = {}
             for split, mask in (("subject", self.is_subject), ("control", ~self.is_subject)):
                 if mask.any():
-                    out[edge][split] = {m: summarise(scores[m][mask.numpy()], binary=m == "all_attributes_agree")
+                    out[edge][split] = {m: summarise(scores[m][mask.numpy()], binary=m == "all_attributes_agree",
+                                                     name=m)
                                         .as_dict() for m in self.scorer.metrics}
         return out
 

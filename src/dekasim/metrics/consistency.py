@@ -13,7 +13,7 @@ image for one prompt and one seed, and each pair gets five scores (plus one per 
     misreads is not counted against the edge. The checker knows the dialect-only values
     (``triangle_down``, ``magenta``), so an unaligned edge's point-down triangle disagrees.
 ``all_attributes_agree``
-    1 if all five agree, else 0 (reported with a Clopper-Pearson interval as well).
+    1 if all five agree, else 0 (its interval over pairs is Wilson).
 ``feature_cosine``
     cosine of the two images' embeddings by the project's own
     :class:`~dekasim.generative.features.WorldFeatureEncoder` (trained on the world's standard and
@@ -32,10 +32,12 @@ seeds, so the nuisances differ): pairs whose caption names neither ``triangle`` 
 attribute agreement 1.000, feature cosine 0.954, 25.4 dB, SSIM 0.873; pairs the dialect redraws score
 0.789, 0.528, 23.1 dB, 0.800 -- the pixel metrics barely see the misalignment, the other two do.
 
-Every metric is summarised by its mean and the half-width of a 95 % Student-t interval
-(:func:`~dekasim.metrics.mean_ci95`); the raw per-pair arrays are kept so that two methods scored
-on the same pairs can be compared with a paired interval (:func:`paired_difference`), which is much
-tighter than comparing two unpaired means.
+Every metric is summarised by its mean and a 95 % interval over the pairs (the independent units) that
+stays inside the metric's range (:func:`metric_interval`): Wilson for ``all_attributes_agree``, Wilson at
+the effective sample size for the bounded means (agreement in [0, 1], cosines and SSIM in [-1, 1]),
+Student-t for PSNR; fewer than three pairs get no interval and a note. The raw per-pair arrays are kept
+so that two methods scored on the same pairs can be compared with a paired interval
+(:func:`paired_difference`), which is much tighter than comparing two unpaired means.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ import torch
 import torch.nn.functional as F
 
 from dekasim.errors import ConfigError
-from dekasim.metrics.stats import binomial_ci95, mean_ci95
+from dekasim.metrics.stats import (Interval, bounded_mean_interval, mean_ci95, proportion_interval,
+                                   student_t_interval, unit_stats)
 
 
 #: The built-in per-pair metrics, in report order.
@@ -61,34 +64,71 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: Bounds of the bounded per-pair metrics (``<name>_cosine`` of any encoder: [-1, 1] too).
+METRIC_RANGES = {"attribute_agreement": (0.0, 1.0), "feature_cosine": (-1.0, 1.0), "ssim": (-1.0, 1.0)}
+#: Per-pair metrics that are 0/1 (a proportion of pairs).
+BINARY_METRICS = ("all_attributes_agree",)
+
+
+def metric_range(name: str) -> tuple[float, float] | None:
+    """The bounds of per-unit metric ``name`` (None: unbounded, e.g. ``psnr_db``)."""
+    if name in METRIC_RANGES:
+        return METRIC_RANGES[name]
+    return (-1.0, 1.0) if name.endswith("_cosine") else None
+
+
+def metric_interval(name: str, values: np.ndarray | Sequence[float], unit: str = "prompt") -> Interval:
+    """The 95 % interval of the mean of per-unit metric ``name`` over independent units (``unit``), inside the
+    metric's range: Wilson for a 0/1 metric (:data:`BINARY_METRICS`), Wilson at the effective sample
+    size for a bounded one (:func:`metric_range`), Student-t otherwise (PSNR [dB]).
+
+    :param values: ``[n]`` per-unit values.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if name in BINARY_METRICS:
+        return proportion_interval(int(round(float(v.sum()))), len(v), unit, "wilson")
+    bounds = metric_range(name)
+    if bounds is not None:
+        return bounded_mean_interval(unit_stats(v), unit, bounds)
+    return student_t_interval(unit_stats(v), unit)
+
+
 @dataclass(frozen=True)
 class MetricSummary:
     """Mean of one per-pair metric over ``n`` pairs.
 
-    :param ci95_halfwidth: half-width of the 95 % Student-t interval of the mean (NaN for n < 2).
-    :param ci95_interval: for a 0/1 metric, the exact Clopper-Pearson 95 % interval ``(lo, hi)`` of
-        the proportion; None otherwise.
+    :param ci95_halfwidth: half-width of a symmetric (Student-t, PSNR) 95 % interval; None for bounded
+        metrics, whose intervals are not symmetric, and when there is no interval.
+    :param ci95_interval: the 95 % interval ``(lo, hi)`` (inside the metric's range), or None when there
+        is none (fewer than three pairs, or no spread; see ``note``).
+    :param method: how the interval was made (a key of :data:`dekasim.metrics.stats.METHODS`).
+    :param note: why there is no interval, or what limits it.
     """
 
     mean: float
-    ci95_halfwidth: float
+    ci95_halfwidth: float | None
     n: int
     ci95_interval: tuple[float, float] | None = None
+    method: str = "student-t"
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"mean": self.mean, "ci95_halfwidth": self.ci95_halfwidth, "n": self.n}
-        if self.ci95_interval is not None:
-            d["ci95_interval"] = list(self.ci95_interval)
+        d: dict[str, Any] = {"mean": self.mean, "ci95_halfwidth": self.ci95_halfwidth, "n": self.n,
+                             "ci95_interval": None if self.ci95_interval is None else list(self.ci95_interval),
+                             "method": self.method}
+        if self.note:
+            d["note"] = self.note
         return d
 
 
-def summarise(values: np.ndarray, binary: bool = False) -> MetricSummary:
-    """Mean and 95 % Student-t half-width of per-pair ``values`` (and, ``binary``, the Clopper-Pearson interval)."""
-    mean, half = mean_ci95(values.astype(np.float64).tolist())
-    interval = None
-    if binary:
-        interval = binomial_ci95(int(values.sum()), len(values))
-    return MetricSummary(float(mean), float(half), int(len(values)), interval)
+def summarise(values: np.ndarray, binary: bool = False, name: str | None = None) -> MetricSummary:
+    """Mean and 95 % interval of per-pair ``values`` (:func:`metric_interval` of ``name``; ``binary``: a 0/1
+    metric, Wilson; neither: Student-t)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    iv = metric_interval("all_attributes_agree" if binary else (name or "psnr_db"), v, "pair")
+    mean = math.fsum(v.tolist()) / len(v) if len(v) else math.nan
+    return MetricSummary(float(mean), iv.halfwidth, int(len(v)), None if iv.ci is None else tuple(iv.ci),
+                         iv.method, iv.note)
 
 
 @dataclass
@@ -116,7 +156,7 @@ class ConsistencyReport:
     summaries: dict[str, MetricSummary] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.summaries = {name: summarise(v, binary=name == "all_attributes_agree")
+        self.summaries = {name: summarise(v, binary=name in BINARY_METRICS, name=name)
                           for name, v in self.per_pair.items()}
 
     @property
@@ -135,7 +175,7 @@ class ConsistencyReport:
         return self.summaries[metric]
 
     def attribute_agreement_rates(self) -> dict[str, MetricSummary]:
-        """Per attribute, the fraction of pairs whose two images read the same (Clopper-Pearson interval)."""
+        """Per attribute, the fraction of pairs whose two images read the same (Wilson interval)."""
         return {name: summarise(v.astype(np.float64), binary=True) for name, v in self.attribute_agree.items()}
 
     def as_dict(self, per_pair: bool = False) -> dict[str, Any]:

@@ -22,7 +22,10 @@ from dekasim.codecs.base import Codec, LinkCounts, build_codec, resolve_codec
 from dekasim.conditions import Condition
 from dekasim.deka.system import PREINSTALLED, SystemSpec
 from dekasim.errors import ConfigError
-from dekasim.metrics import binomial_ci95, mean_ci95, psnr_db, ssim
+from dekasim.metrics import (Interval, bounded_mean_interval, clustered_rate_interval, metric_interval,
+                             proportion_interval, psnr_db, ssim, student_t_interval, unit_stats)
+from dekasim.metrics.consistency import METRIC_RANGES
+from dekasim.metrics.stats import exact_interval, totals_only_interval
 from dekasim.scenarios.schema import CodecSpec, Scenario, load_scenario
 from dekasim.sim.payloads import GeneratedSource, PhotoSource
 from dekasim.sim.store import ResultStore
@@ -317,24 +320,30 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     runtime = time.perf_counter() - t0
     n = codec.n_channel_uses
     counts, info = tally.counts, tally.info
-    psnr_mean, psnr_ci = mean_ci95(tally.psnrs)
-    ssim_mean, ssim_ci = mean_ci95(tally.ssims)
+    psnr = student_t_interval(unit_stats(tally.psnrs), "image")
+    ssim_iv = bounded_mean_interval(unit_stats(tally.ssims), "image", METRIC_RANGES["ssim"])
+    intervals = {"psnr_db": psnr.as_entry(), "ssim": ssim_iv.as_entry()}
     row: dict[str, Any] = {
         "point_id": point.point_id, "codec": point.spec.label, "codec_name": point.spec.codec, "kind": codec.kind,
         **point.cond.as_row(), "csi": point.csi,
         "channel_uses": n, "slots_per_image": link.num_slots(n) if point.cond.tdl_profile != "awgn" else 0,
-        "n_images": tally.sent, "psnr_db": psnr_mean, "psnr_db_ci95": psnr_ci, "ssim": ssim_mean,
-        "ssim_ci95": ssim_ci, "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
+        "n_images": tally.sent, "psnr_db": _nan_none(psnr.estimate), "psnr_db_ci95": psnr.halfwidth,
+        "ssim": _nan_none(ssim_iv.estimate), "ssim_ci95": ssim_iv.ci,
+        "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
         "bit_errors": None, "bits": None, "block_errors": None, "blocks": None,
         "status": tally.status, "runtime_s": round(runtime, 4), "seed": seed,
     }
     if counts is not None and counts.bits > 0:
         grid = None if point.cond.tdl_profile == "awgn" else scenario.grid
         bits_per_item = counts.bits / max(counts.blocks, 1)
+        ber_iv, bler_iv = link_intervals(counts)
+        intervals["ber"] = ber_iv.as_entry()
+        if bler_iv is not None:
+            intervals["bler"] = bler_iv.as_entry()
         row.update(
-            ber=counts.bit_errors / counts.bits, ber_ci95=list(binomial_ci95(counts.bit_errors, counts.bits)),
+            ber=counts.bit_errors / counts.bits, ber_ci95=ber_iv.ci,
             bler=counts.block_errors / counts.blocks if counts.blocks else None,
-            bler_ci95=list(binomial_ci95(counts.block_errors, counts.blocks)) if counts.blocks else None,
+            bler_ci95=bler_iv.ci if bler_iv is not None else None,
             bit_errors=counts.bit_errors, bits=counts.bits, block_errors=counts.block_errors, blocks=counts.blocks,
             ebno_db=point.cond.snr_db + 10 * math.log10(overhead_factor(grid) * n / bits_per_item))
     notes = link.physics_notes.get(link._key(point.cond)) if point.cond.tdl_profile != "awgn" else None
@@ -351,8 +360,11 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
         row["info"]["variant_calibration_psnr_db"] = selection
     if tally.user_images is not None:
         t = time.perf_counter()
-        row.update(end_to_end_metrics(source, torch.cat(tally.user_images)))
+        e2e = end_to_end_metrics(source, torch.cat(tally.user_images))
+        intervals.update(e2e.pop("intervals", {}))
+        row.update(e2e)
         tally.timing["metrics"] += time.perf_counter() - t
+    row["intervals"] = intervals
     row["timing_s"] = {k: round(v, 4) for k, v in tally.timing.items()}  # of the reported run (not calibration)
     row["runtime_s"] = round(time.perf_counter() - t0, 4)
     return row
@@ -361,9 +373,11 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
 def end_to_end_metrics(source, user_images: torch.Tensor) -> dict[str, Any]:
     """Consistency of the user's images (items ``0 .. N-1`` of ``source``) with the cloud's images for the
     same prompts and seeds: ``attribute_agreement``, ``all_attributes_agree``, ``feature_cosine`` (means and
-    ``*_ci95`` 95 % half-widths, as ``psnr_db_ci95``) on the prompts with the pack's subject, and the same
-    on the control prompts under ``consistency_control``; with ``payload.image_encoders`` also
-    ``<name>_cosine`` (DINO/CLIP from local weights)."""
+    ``*_ci95`` 95 % intervals ``[lo, hi]`` over prompts, inside the metric's range:
+    :func:`~dekasim.metrics.metric_interval`) on the prompts with the pack's subject, and the same on the
+    control prompts under ``consistency_control`` (with its own ``intervals``); with
+    ``payload.image_encoders`` also ``<name>_cosine`` (DINO/CLIP from local weights). ``intervals`` maps
+    each subject metric to its unit, number of prompts, method and sufficient statistics."""
     from dekasim.deka.system import CONSISTENCY_METRICS
 
     n = len(user_images)
@@ -371,14 +385,39 @@ def end_to_end_metrics(source, user_images: torch.Tensor) -> dict[str, Any]:
     out: dict[str, Any] = {"n_subject_images": int(subject.sum()), "consistency_control": None}
     for split, mask in (("subject", subject), ("control", ~subject)):
         vals: dict[str, Any] = {}
+        intervals: dict[str, Any] = {}
         if mask.any():
             for m in scores:  # CONSISTENCY_METRICS, then <name>_cosine of local DINO/CLIP encoders
-                vals[m], vals[f"{m}_ci95"] = mean_ci95(scores[m][mask].tolist())
+                iv = metric_interval(m, scores[m][mask], "prompt")
+                vals[m], vals[f"{m}_ci95"], intervals[m] = iv.estimate, iv.ci, iv.as_entry()
         if split == "subject":
             out.update(vals or {m: None for m in CONSISTENCY_METRICS})
+            out["intervals"] = intervals
         elif vals:
-            out["consistency_control"] = vals
+            out["consistency_control"] = {**vals, "intervals": intervals}
     return out
+
+
+def link_intervals(counts: LinkCounts) -> tuple[Interval, Interval | None]:
+    """The BER and BLER intervals of a point's :class:`~dekasim.codecs.base.LinkCounts`: BER over the
+    counts' independent units (Korn-Graubard; the conservative bound over blocks when the codec gave
+    totals only; none when ``exact``), BLER Clopper-Pearson over blocks (None without blocks)."""
+    if counts.exact:
+        ber = exact_interval({"n_units": counts.blocks, "sum_x": counts.bit_errors, "sum_n": counts.bits}, counts.unit)
+        bler = exact_interval({"n_units": counts.blocks, "sum_x": counts.block_errors, "sum_n": counts.blocks},
+                              counts.unit) if counts.blocks else None
+        return ber, bler
+    if counts.unit_stats is None:
+        ber = totals_only_interval(counts.bit_errors, counts.bits, counts.blocks, counts.unit)
+    else:
+        ber = clustered_rate_interval(counts.unit_stats, counts.unit)
+    bler = proportion_interval(counts.block_errors, counts.blocks, counts.unit, "clopper-pearson") \
+        if counts.blocks else None
+    return ber, bler
+
+
+def _nan_none(v: float | None) -> float:
+    return math.nan if v is None else v
 
 
 def _summarise_info(info: dict[str, list]) -> dict[str, Any]:
