@@ -68,3 +68,26 @@ def test_bad_prompts_name_their_flag(prompts, kwargs, field):
     with pytest.raises(ConfigError) as info:
         split_prompts(prompts, "sks", **kwargs)
     assert info.value.field == field and info.value.expected
+
+
+def test_the_worlds_split_as_files_is_the_worlds_alignment_image_for_image():
+    """The generic path given the embedded world's prompt sets as files draws the same prompts with the same
+    seeds, and the world's feature encoder behind the image-encoder interface gives the world path's scores."""
+    import torch
+
+    from dekasim.generative.align_config import AlignConfig
+    from dekasim.generative.align_task import prompt_file_task, world_feature_encoder, world_task
+    from dekasim.generative.models import load_model
+    from dekasim.generative.world import World
+
+    config = AlignConfig(seed=3)
+    world = world_task(load_model("edge"), config)
+    p = world.prompts
+    generic = prompt_file_task(config, p.train, {"feature": world_feature_encoder()}, val=p.val, test=p.test,
+                               control=p.control)
+    for k in ("train", "val", "test", "control"):
+        assert getattr(generic.prompts, k) == getattr(p, k) and generic.prompts.seeds[k] == p.seeds[k]
+    assert generic.val_metric == world.val_metric == "feature_cosine"
+    a, b = World().sample(12, seed=1).torch_images(), World(dialect="edge").sample(12, seed=1).torch_images()
+    torch.testing.assert_close(torch.as_tensor(generic.score(a, b).per_pair["feature_cosine"]),
+                               torch.as_tensor(world.score(a, b).per_pair["feature_cosine"]), rtol=0, atol=1e-6)

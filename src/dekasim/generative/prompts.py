@@ -119,7 +119,8 @@ def split_prompts(prompts: Sequence[str], subject: str, seed: int = 0, *, val_fr
                           f"validation ({n_val}) and test ({n_test})", "add prompts, or lower the fractions")
     val_list = list(val) if val is not None else shuffled[:n_val]
     test_list = list(test) if test is not None else shuffled[n_val:n_val + n_test]
-    train_unique = shuffled[n_val + n_test:]
+    drawn = set(shuffled[:n_val + n_test])
+    train_unique = [p for p in subj_prompts if p not in drawn]  # in file order: image i's seed follows the file
     for name, other in (("--val-prompts", val_list), ("--test-prompts", test_list)):
         both = set(other) & set(train_unique)
         if both:
