@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     wt.add_argument("--checkpoint-every", type=int, default=250)
     wt.add_argument("--float32", action="store_true", help="save the UNet in float32 (default float16)")
     wt.add_argument("--check-n", type=int, default=256, help="held-out prompts checked when the run ends (default 256)")
+    wt.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     wc = wsub.add_parser("check", help="attribute-checker quality of a model on held-out prompts")
     wc.add_argument("model", help="'cloud', 'edge', a model directory or a `world train` run directory")
     wc.add_argument("--n", type=int, default=256, help="prompts (default 256)")
@@ -79,11 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     wc.add_argument("--dialect", help="judge by this rendering convention (default: the model's own)")
     wc.add_argument("--seed", type=int, default=0)
     wc.add_argument("--out", help="write the report here as JSON")
+    wc.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     ws = wsub.add_parser("sample", help="generate images for prompts into one PNG grid")
     ws.add_argument("model")
     ws.add_argument("--prompt", action="append", required=True, help="a caption (repeatable)")
     ws.add_argument("--seed", type=int, default=0)
     ws.add_argument("--out", required=True, help="PNG file")
+    ws.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     a = sub.add_parser("align", help="MAKD: align the edge model to the cloud model (pack + report)")
     _alignment_args(a, out_help="output directory (packs, report.json/.md, grid.png)")
     a.add_argument("--methods", default="none,metaword,lora,makd", help="comma-separated subset")
@@ -91,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--cala", metavar="PATH", default=None,
                    help="a CALA checkpoint manifest (cala-*.json, its base checkpoint beside it): every pack "
                         "written also carries its bank + gate, and the report gives sizes with and without it")
+    r = sub.add_parser("random-models", help="random-weight models in the real layouts (diffusers pipeline folders "
+                       "for cloud and edge, DINOv2, CLIP vision) to try the own-models commands with nothing downloaded")
+    r.add_argument("--preset", choices=["tiny", "sd15"], default="tiny",
+                   help="tiny (seconds; 64 px, 4x8x8 latents) or sd15 (an SD-1.5-sized cloud, a BK-SDM-Tiny-sized "
+                        "edge, DINOv2-B, CLIP-L: several GB)")
+    r.add_argument("--out", required=True, help="directory: cloud/, edge/, dino/, clip/")
+    r.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("build-pack", help="a whole knowledge pack for your models: MAKD -> generic JSCC -> S_EG -> "
                        "CALA -> pack (resumable)")
     _alignment_args(b, out_help="build directory: align/, jscc/, cache/, pack/, build.json")
@@ -409,8 +419,23 @@ def _cmd_build_pack(args: argparse.Namespace) -> int:
                         progress=True)
     out = Path(args.out)
     for name, stage in record["stages"].items():
-        print(f"{name}: {', '.join(stage['product'].get('files', []))} ({stage['wall_s']:.0f} s)")
+        print(f"{name}: {', '.join(str(out / f) for f in stage['product'].get('files', []))} ({stage['wall_s']:.0f} s)")
     print(f"pack -> {out / 'pack'} (a DeKA-g scenario takes pack = \"{out / 'pack'}\"); progress -> {out / 'build.json'}")
+    return 0
+
+
+def _cmd_random_models(args: argparse.Namespace) -> int:
+    """``dekasim random-models``: :mod:`dekasim.generative.random_models` into ``--out``."""
+    from dekasim.generative.random_models import write_clip_vision, write_dino, write_sd_pipeline
+
+    out = Path(args.out)
+    cloud_unet = {"block_out_channels": [32, 64]} if args.preset == "tiny" else None
+    paths = [write_sd_pipeline(out / "cloud", args.preset, seed=args.seed + 2, unet=cloud_unet),
+             write_sd_pipeline(out / "edge", "tiny" if args.preset == "tiny" else "bk-sdm-tiny", seed=args.seed + 1),
+             write_dino(out / "dino", args.preset, seed=args.seed + 3),
+             write_clip_vision(out / "clip", args.preset, seed=args.seed + 4)]
+    print("random weights (they draw noise: for trying the commands, not for results) -> "
+          + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -480,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list,
                 "world": _cmd_world, "align": _cmd_align, "build-pack": _cmd_build_pack,
+                "random-models": _cmd_random_models,
                 "check-codec": _cmd_check_codec}
     try:
         with warnings.catch_warnings():  # the command's way of showing warnings, undone when it returns

@@ -1,5 +1,6 @@
-"""DeKA-g on a user's own models: tiny random models in the real diffusers / transformers layouts
-(``own_models`` in conftest) through the commands of the README's "DeKA-g on your own models".
+"""DeKA-g on a user's own models: the README's "DeKA-g on your own models" commands, run as written (plus
+flags that shorten training) on tiny random models in the real diffusers / transformers layouts
+(``dekasim random-models``), and the refusals of bad input.
 
 Random weights draw noise, so these tests check the path -- layouts, shapes, splits, files, that a plain
 diffusers pipeline draws what dekasim's aligned edge draws, rows and report in the user's scores -- not
@@ -9,6 +10,10 @@ the alignment's quality (the embedded world shows that).
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,22 +21,63 @@ import torch
 from dekasim.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[2]
 
 FAST = ["--set", "budget_steps=4", "--set", "eval_every=2", "--set", "sample_steps=3", "--set", "batch_size=2"]
 
 
-def _align(own, out, *extra):
-    return main(["align", "--cloud", str(own["cloud"]), "--edge", str(own["edge"]), "--subject", "sks",
-                 "--prompts", str(own["prompts"]), "--image-encoder", f"dino={own['dino']}",
-                 "--image-encoder", f"clip={own['clip']}", "--out", str(out), "--methods", "none,makd",
-                 "--bits", "8", *FAST, *extra])
+BUILD = ["--base-steps", "20", "--base-items", "32", "--seg-items", "16", "--cala-steps", "10", "--batch", "8"]
+#: What each README command gets appended: short trainings, a small sweep, no downlink simulation.
+SHORTER = {"random-models": [], "align": ["--methods", "none,metaword,lora,makd", "--bits", "8", *FAST],
+           "build-pack": [*FAST, *BUILD],
+           "run": ["--set", "downlink.simulate=false", "--set", "monte_carlo.images_per_point=4",
+                   "--set", "monte_carlo.batch_size=4", "--set", "sweep.snr_db=[0, 20]", "--no-plots"]}
+
+
+def readme_commands() -> list[list[str]]:
+    """The dekasim commands of the README's "DeKA-g on your own models" block, as argument lists."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## DeKA-g on your own models"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    return [shlex.split(line)[1:] for line in lines if line.startswith("dekasim ")]
 
 
 @pytest.fixture(scope="module")
-def aligned_run(own_models, tmp_path_factory):
-    out = tmp_path_factory.mktemp("align") / "run"
-    assert _align(own_models, out, "--control-prompts", str(own_models["control"])) == 0
-    return out
+def readme(tmp_path_factory):
+    """The README's commands run in a fresh directory holding the repository's examples/; returns it."""
+    d = tmp_path_factory.mktemp("readme")
+    shutil.copytree(ROOT / "examples", d / "examples")
+    commands = readme_commands()
+    assert [c[0] for c in commands] == ["random-models", "align", "build-pack", "run"]
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        for argv in commands:
+            assert main(argv + SHORTER[argv[0]]) == 0, argv
+    finally:
+        os.chdir(cwd)
+    return d
+
+
+@pytest.fixture(scope="module")
+def own_models(readme):
+    """The README's random models and example prompt files (absolute paths)."""
+    ex = readme / "examples" / "own_models"
+    return {"cloud": readme / "models" / "cloud", "edge": readme / "models" / "edge", "dino": readme / "models" / "dino",
+            "clip": readme / "models" / "clip", "prompts": ex / "prompts.txt", "control": ex / "control.txt"}
+
+
+@pytest.fixture(scope="module")
+def aligned_run(readme):
+    return readme / "runs" / "own-align"
+
+
+@pytest.fixture(scope="module")
+def built(readme):
+    return readme / "runs" / "own-pack"
 
 
 def test_align_splits_the_users_prompts_and_scores_with_their_encoders(aligned_run, own_models):
@@ -39,11 +85,12 @@ def test_align_splits_the_users_prompts_and_scores_with_their_encoders(aligned_r
     split = report["split"]
     prompts = [p for p in own_models["prompts"].read_text().splitlines() if p and not p.startswith("#")]
     assert sorted(split["train"] + split["val"] + split["test"]) == sorted(prompts)
-    assert (len(split["val"]), len(split["test"])) == (2, 2) and len(split["control"]) == 3
+    assert (len(split["val"]), len(split["test"])) == (2, 3) and len(split["control"]) == 4
     assert report["metrics"] == ["dino_cosine", "clip_cosine", "psnr_db", "ssim"]
     assert report["val_metric"] == "dino_cosine" and report["source"]["kind"] == "prompt_files"
     test = report["results"]["makd"]["test"]["metrics"]
-    assert test["dino_cosine"]["n"] == 2 and -1.0 <= test["clip_cosine"]["mean"] <= 1.0
+    assert test["dino_cosine"]["n"] == 3 and -1.0 <= test["clip_cosine"]["mean"] <= 1.0
+    assert report["methods"] == ["none", "metaword", "lora", "makd"] and "vs_none" in report["results"]["lora"]
     assert "attribute_agreement" not in test  # no checker reads a user's images
     manifest = json.loads((aligned_run / "pack" / "manifest.json").read_text())
     rec = manifest["info"]["prompts"]
@@ -146,20 +193,11 @@ def test_bad_input_is_one_line_naming_the_field_and_writes_nothing(case, own_mod
     assert not out.exists()
 
 
-BUILD = ["--base-steps", "20", "--base-items", "32", "--seg-items", "16", "--cala-steps", "10", "--batch", "8"]
-
 
 def _build(own, out):
     return main(["build-pack", "--cloud", str(own["cloud"]), "--edge", str(own["edge"]), "--subject", "sks",
                  "--prompts", str(own["prompts"]), "--control-prompts", str(own["control"]),
                  "--image-encoder", f"dino={own['dino']}", "--out", str(out), *FAST, *BUILD])
-
-
-@pytest.fixture(scope="module")
-def built(own_models, tmp_path_factory):
-    out = tmp_path_factory.mktemp("build") / "b"
-    assert _build(own_models, out) == 0
-    return out
 
 
 def test_build_pack_makes_every_stage_with_its_manifest_and_resumes(built, own_models, capsys):
@@ -207,19 +245,19 @@ def _scenario(tmp, own, pack, **payload):
     return path
 
 
-def test_a_scenario_on_the_users_models_gives_rows_and_report_in_their_scores(built, own_models, tmp_path):
-    out = tmp_path / "run"
-    assert main(["run", str(_scenario(tmp_path, own_models, built / "pack")), "--out", str(out), "--no-plots"]) == 0
+def test_the_readme_scenario_gives_rows_and_report_in_the_users_scores(readme):
+    out = readme / "runs" / "own"
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and {r["codec"] for r in rows} == {"DeKA-g (MAKD + CALA)", "no alignment",
-                                                             "digital (best image codec)"}
+    systems = {r["codec"] for r in rows}
+    assert len(rows) == 14 and len(systems) == 7 and "DeKA-g (MAKD + CALA)" in systems
     for r in rows:
-        assert r["channel_uses"] == 43  # equal channel uses per image, the digital chain's image included
+        assert r["channel_uses"] == 43  # equal channel uses per image, the image codecs' included
         assert -1 <= r["dino_cosine"] <= 1 and -1 <= r["clip_cosine"] <= 1 and r.get("attribute_agreement") is None
-        assert r["n_subject_images"] == 2  # the test prompts: the file's prompts the pack never trained on
+        assert r["n_subject_images"] == 3  # the file's 3 test prompts: those the pack never trained on
     report = json.loads((out / "deka_report.json").read_text())
     assert {c["metric"] for c in report["claims"]} >= {"dino_cosine", "clip_cosine", "psnr_db"}
     assert set(report["no_channel_consistency"]["aligned"]["subject"]) == {"dino_cosine", "clip_cosine"}
+    assert "dino cosine" in (out / "deka_report.md").read_text()
 
 
 @pytest.mark.parametrize("case", ["pack for another edge", "base of another latent shape"])

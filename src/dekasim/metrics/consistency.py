@@ -461,6 +461,6 @@ def _load_local_image_encoder(p: Path, path: str | Path, device: str | torch.dev
             mean, std = tuple(proc.get("image_mean", mean)), tuple(proc.get("image_std", std))
     if len(mean) != 3 or len(std) != 3 or not all(s > 0 and math.isfinite(s) for s in std):
         raise ConfigError("image_encoder.path", str(pre), "image_mean and image_std of three channels, std > 0", fix)
-    info = {"path": str(p), "model_type": model_type, "class": type(model).__name__, "output": output,
+    info = {"path": str(p.resolve()), "model_type": model_type, "class": type(model).__name__, "output": output,
             "image_size": int(image_size), "mean": list(mean), "std": list(std)}
     return LocalImageEncoder(model, image_size, mean, std, info)

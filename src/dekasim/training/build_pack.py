@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -102,19 +103,25 @@ def _run_stage(out: Path, record: dict[str, Any], name: str, settings: dict[str,
                               f"with {json.dumps(done.get('settings'), sort_keys=True)[:300]}",
                               "choose another --out (the products of one directory belong together)")
         product = done["product"]
-        if all(Path(p).exists() for p in product.get("files", [])):
+        if all((out / p).exists() for p in product.get("files", [])):
             log.info("build-pack: stage %s already done", name)
             return product
     log.info("build-pack: stage %s", name)
     t0 = time.perf_counter()
     product = work()
-    product["files"] = [str(p) for p in product.get("files", [])]
-    product["sha256"] = {Path(p).name: sha256_file(p) for p in product["files"] if Path(p).is_file()}
+    # paths relative to the build directory: a build directory moved or reached from elsewhere still resumes
+    product = {k: (_relative(v, out) if k in ("pack", "checkpoint") else v) for k, v in product.items()}
+    product["files"] = [_relative(p, out) for p in product.get("files", [])]
+    product["sha256"] = {Path(p).name: sha256_file(out / p) for p in product["files"] if (out / p).is_file()}
     record["stages"][name] = {"settings": canonical, "product": product,
                               "wall_s": round(time.perf_counter() - t0, 1),
                               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _write_record(out, record)
     return product
+
+
+def _relative(path: str | Path, out: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), out.resolve())
 
 
 def build_pack(cloud_spec: str, edge_spec: str, task_factory: Callable[[], Any], out_dir: str | Path,
@@ -164,10 +171,11 @@ def build_pack(cloud_spec: str, edge_spec: str, task_factory: Callable[[], Any],
                                                                out / "align" / "report.json"],
                 "test": {m: report["results"][m]["test"]["metrics"] for m in report["methods"]}}
 
-    align_settings = {"task": task.source, "config": asdict(task.config), "methods": list(align_methods),
-                      "device": s.device}
+    # the prompts by content (sha256 of each split), not by the path they were read from
+    align_settings = {"task": {k: v for k, v in task.source.items() if k != "files"}, "config": asdict(task.config),
+                      "methods": list(align_methods), "device": s.device}
     aligned = _run_stage(out, record, "align", align_settings, align)
-    makd_pack = Path(aligned["pack"])
+    makd_pack = out / aligned["pack"]
 
     common = {"payload_shape": shape, "rates": rates, "batch": s.batch, "threads": threads, "device": s.device}
 
@@ -181,7 +189,7 @@ def build_pack(cloud_spec: str, edge_spec: str, task_factory: Callable[[], Any],
     if base_given is None:
         base_settings = {k: v for k, v in asdict(s).items() if k in ("rates", "base_steps", "base_items", "photos",
                                                                       "batch", "seed", "device")}
-        base_ckpt = Path(_run_stage(out, record, "base", base_settings, base)["checkpoint"])
+        base_ckpt = out / _run_stage(out, record, "base", base_settings, base)["checkpoint"]
     else:
         jscc_dir.mkdir(parents=True, exist_ok=True)
         base_ckpt = _copy_checkpoint(base_given, jscc_dir)
@@ -207,7 +215,7 @@ def build_pack(cloud_spec: str, edge_spec: str, task_factory: Callable[[], Any],
 
     cala_settings = {"cala": s.cala, "cala_steps": s.cala_steps, "seed": s.seed + 1, "s_eg": seg["key"],
                      "base": sha256_file(base_ckpt), "batch": s.batch, "device": s.device}
-    bank = Path(_run_stage(out, record, "cala", cala_settings, cala)["checkpoint"])
+    bank = out / _run_stage(out, record, "cala", cala_settings, cala)["checkpoint"]
 
     def pack() -> dict[str, Any]:
         d = save_pack(with_cala(load_pack(makd_pack), bank), out / "pack")
