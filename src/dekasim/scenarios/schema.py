@@ -532,10 +532,11 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
                           "'time' simulates ISI beyond the cyclic prefix and ICI at speed; 'auto' uses it where "
                           "the frequency-domain model is optimistic")
     downlink = _downlink(raw.get("downlink"), kind, spreads)
-    scalars = {}  # speed and carrier: the [channel] value, the one swept value, or (several swept) the default
+    scalars = {}  # speed and carrier: the [channel] value, a plain axis's one value, else the default
     for axis in ("speed_mps", "carrier_frequency_hz"):
         swept = swept_scalars[axis]
-        scalars[axis] = float(channel.get(axis, swept[0] if len(swept) == 1 else AXIS_DEFAULTS[axis]))
+        one = len(swept) == 1 and parsed.explicit.get(axis) == "plain"
+        scalars[axis] = float(channel.get(axis, swept[0] if one else AXIS_DEFAULTS[axis]))
     scenario = Scenario(channel_domain=domain,
         downlink=downlink, name=raw["name"], seed=seed, payload_kind=kind,
         resolution_px=payload.get("resolution_px", 64 if kind == "photos" else 32), payload_options=payload_options,

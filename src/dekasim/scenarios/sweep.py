@@ -87,13 +87,13 @@ class ParsedSweep:
     :param factors: the product's factors, outermost first.
     :param structured: True when ``zip`` or ``groups`` was used.
     :param where: ``(axis, value) -> key`` that wrote it (errors name the full key).
-    :param explicit: axes written anywhere in the sweep.
+    :param explicit: axes written anywhere in the sweep -> ``"plain"``, ``"zip"`` or ``"groups"``.
     """
 
     factors: tuple[Factor, ...]
     structured: bool
     where: dict[tuple[str, Any], str]
-    explicit: set[str]
+    explicit: dict[str, str]
 
     def values(self, axis: str) -> tuple[Any, ...]:
         """Every value ``axis`` takes anywhere in the sweep, in order of first appearance."""
@@ -292,7 +292,7 @@ def parse_sweep(sweep: dict[str, Any], channel: dict[str, Any], kind: str) -> Pa
             rows.extend(_crossed(axes))
         factors.append(tuple(rows))
 
-    explicit = set(place)
+    explicit = dict(part_of)
     for axis in ("speed_mps", "carrier_frequency_hz"):
         if axis in explicit and axis in channel:
             raise ConfigError(place[axis], sweep_value(place[axis]),
