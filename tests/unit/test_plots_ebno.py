@@ -63,3 +63,14 @@ def test_a_point_that_mixed_mcss_is_left_out_of_the_eb_n0_figure_with_a_warning(
         fig = error_rate_figure(rows, "bler", x="ebno_db")
     xs = sorted(x for ax in fig.axes for ln in ax.get_lines() for x in ln.get_xdata())
     assert xs == [-2.0, 8.0]
+
+
+def test_panels_over_very_different_eb_n0_ranges_do_not_share_the_x_axis():
+    awgn = [_row("5G, MCS 9", s, 9.0) for s in (0, 1, 2, 3)]
+    fading = [_row("5G, MCS 9", s, 9.0, profile="rayleigh") for s in (0, 10, 20, 30)]
+    fig = error_rate_figure(awgn + fading, "bler", x="ebno_db")
+    (lo_a, hi_a), (lo_r, hi_r) = (tuple(ax.get_xlim()) for ax in fig.axes[:2])
+    assert hi_a - lo_a < 0.3 * (hi_r - lo_r)  # the AWGN waterfall keeps its own scale
+    same = error_rate_figure(fading + [_row("5G, MCS 9", s, 9.0, profile="awgn") for s in (5, 15, 25)], "bler",
+                             x="ebno_db")
+    assert same.axes[0].get_xlim() == same.axes[1].get_xlim()

@@ -1,7 +1,7 @@
 """Every shipped scenario keeps its hash and its point ids across changes of the sweep syntax.
 
 The values were computed from the scenario files before the sweep syntax grew ranges, fractions,
-zipped axes and groups (issue 20, item 4). A run directory records the scenario hash in its manifest
+zipped axes and groups (issue 20, item 4); ``ber_waterfall.toml`` from its first version. A run directory records the scenario hash in its manifest
 and skips finished points by id, so a changed hash or id would make every existing run directory
 refuse (or silently redo) its own scenario.
 """
@@ -28,6 +28,8 @@ PINNED = {
     "photos.toml": ("aca4ab9c1ea41af0", 60, "841712557af8ba94", "df3411602d6f58df"),
     "quick.toml": ("ad3e0464d2181cc5", 2, "b86ec52e037ca87c", "b86ec52e037ca87c"),
     "time_domain.toml": ("2d3c0c5e9647b25f", 16, "fce35cd0d52cdf67", "a0f14e9e3171e445"),
+    # added with the sweep groups and the bits payload; pinned from then on (its README figure is its run)
+    "ber_waterfall.toml": ("65ba5eae79b29aeb", 90, "d211202b20365ec2", "d689de0cde6c7eba"),
 }
 
 

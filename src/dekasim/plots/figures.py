@@ -316,7 +316,7 @@ def _draw(plan: _Plan, x: str, ylabel: str, log_y: bool, zero_note: bool) -> Fig
     n_legend = len({c.label for c in plan.curves}) + (1 if zero_note else 0)
     nrows, ncols, size, legend_cols = _layout(plan.panels, n_legend, bool(plan.title))
     fig = Figure(figsize=size, layout="constrained")
-    grid = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    grid = fig.subplots(nrows, ncols, sharex=_share_x(plan), sharey=True, squeeze=False)
     axes = {p: grid[i // ncols][i % ncols] for i, p in enumerate(plan.panels)}
     for i in range(len(plan.panels), nrows * ncols):
         fig.delaxes(grid[i // ncols][i % ncols])
@@ -386,6 +386,18 @@ def _draw(plan: _Plan, x: str, ylabel: str, log_y: bool, zero_note: bool) -> Fig
     if plan.title:
         fig.suptitle(plan.title, fontsize="medium")
     return fig
+
+
+def _share_x(plan: _Plan) -> bool:
+    """Panels share the x axis unless one panel's x values span less than half of all panels' span (e.g. an
+    AWGN waterfall over 0-7 dB beside fading curves over 0-35 dB, swept by groups of their own)."""
+    spans = {}
+    for c in plan.curves:
+        xs = list(c.points)
+        lo, hi = spans.get(c.panel, (min(xs), max(xs)))
+        spans[c.panel] = (min(lo, *xs), max(hi, *xs))
+    lo, hi = min(v[0] for v in spans.values()), max(v[1] for v in spans.values())
+    return hi <= lo or all(b - a >= 0.5 * (hi - lo) for a, b in spans.values())
 
 
 def _log_limits(curves: Sequence[_Curve]) -> tuple[float | None, float | None]:
