@@ -51,6 +51,18 @@ def test_ratios_as_fractions_everywhere_a_ratio_is_read():
     assert grouped.points()[0].cond.bandwidth_ratio == 1 / 6
 
 
+def test_a_codec_option_that_lists_ratios_takes_fractions_too():
+    from dekasim.codecs import build_codec
+    from dekasim.conditions import parse_ratio
+
+    written = build_codec("jscc", (4, 8, 8), 1 / 6, checkpoint="none", rates=["1/24", "1/12", "1/6"])
+    assert written.options["rates"] == [1 / 24, 1 / 12, 1 / 6]
+    assert parse_ratio("x", " 1/6 ") == 1 / 6 and parse_ratio("x", 0.25) == 0.25
+    for bad in ("1/0", "-1/6", "sixth", True, None, float("nan")):
+        with pytest.raises(ConfigError, match=r"x = .*: expected a positive bandwidth ratio.*Fix: "):
+            parse_ratio("x", bad)
+
+
 def test_zip_pairs_the_ith_values_and_crosses_the_plain_axes():
     s = _scenario(snr_db=[0, 10], csi=["ls", "lmmse"],
                   zip={"tdl_profile": ["A", "C"], "delay_spread_ns": [100, 1000]})
