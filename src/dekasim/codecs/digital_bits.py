@@ -120,7 +120,7 @@ class DigitalBitsCodec(Codec):
                             block_errors=int((errors > 0).sum()), blocks=int(bits.shape[0]))
         p = self.plan
         info = {"mcs_index": p.mcs.index, "mcs_table": p.mcs.table, "modulation_order": p.mcs.modulation_order,
-                "code_rate": p.mcs.code_rate, "realised_code_rate": p.num_codewords * p.k / (p.num_codewords * p.n),
+                "code_rate": p.mcs.code_rate, "realised_code_rate": p.k / p.n,
                 "num_codewords": p.num_codewords, "codeword_k": p.k, "codeword_n": p.n,
                 "block_bits": self.info_bits_per_item, "ldpc_iterations": self.ldpc_iterations,
                 "block_error": [bool(e) for e in (errors > 0)]}

@@ -142,8 +142,9 @@ def make_payload_source(scenario: Scenario):
 
 
 def codec_representation(scenario: Scenario, codec_name: str) -> str:
-    """What codec ``codec_name`` carries in ``scenario``: ``"latent"`` when the payload is sent as latents
-    (``[payload] representation = "latent"``) and the codec takes latents, else ``"image"``."""
+    """What codec ``codec_name`` carries in ``scenario``: ``"bits"`` for a bit payload, ``"latent"`` when the
+    payload is sent as latents (``[payload] representation = "latent"``) and the codec takes latents, else
+    ``"image"``."""
     if scenario.payload_kind == "bits":
         return "bits"
     cls = resolve_codec("jscc" if codec_name == PREINSTALLED else codec_name)  # also "module:Class" on a worker
