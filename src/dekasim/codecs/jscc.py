@@ -85,7 +85,7 @@ from torch import nn
 
 from dekasim.checksums import sha256_file
 from dekasim.codecs.base import Codec, Decoded, complex_to_real, real_to_complex, register_codec, unit_power
-from dekasim.conditions import SCALABLE_TDL_PROFILES, Condition
+from dekasim.conditions import SCALABLE_TDL_PROFILES, Condition, parse_ratio
 from dekasim.errors import ConfigError
 
 #: Manifest format tag of the checkpoints this module writes and reads.
@@ -569,8 +569,11 @@ class JSCCCodec(Codec):
         options: dict[str, Any] = {"checkpoint": None if checkpoint is None else str(checkpoint)}
         if width is not None:
             options["width"] = int(width)
-        if rates is not None:
-            options["rates"] = [float(r) for r in rates]
+        if rates is not None:  # numbers or fractions ("1/6")
+            if not isinstance(rates, (list, tuple)) or not rates:
+                raise ConfigError("rates", rates, 'a non-empty list of bandwidth ratios, e.g. ["1/24", "1/12", "1/6"]')
+            rates = [parse_ratio("rates", r) for r in rates]
+            options["rates"] = rates
         if payload_kind != "auto":
             options["payload_kind"] = payload_kind
         if init_seed != 0:

@@ -7,7 +7,9 @@ Conventions (STYLE.md, "Conventions engineers expect in figures"):
 - one panel per (TDL profile, delay spread); panel titles name the profile and the delay spread.
   Several profiles with the same delay spreads are laid out as rows (profile) x columns (spread).
 - one line per codec label (``row["codec"]``), and per variant when the rows of a figure differ in
-  run (``run_label``), CSI, bandwidth ratio or speed. A field that is the same for every row of the
+  run (``run_label``), CSI, bandwidth ratio, speed or carrier. Over Eb/N0 a line is also one MCS: a codec
+  whose rows used several MCSs (link adaptation) gets one line per MCS, with a warning naming it; a row
+  whose point mixed MCSs is left out (warned); one MCS for every line is named in the title. A field that is the same for every row of the
   figure is named once in the figure title (e.g. "LMMSE CSI · bandwidth ratio 1/12"); a field that
   varies is named in each legend entry. So legend + titles always name the CSI, the delay spread,
   the profile and the bandwidth ratio.
@@ -93,10 +95,59 @@ def _fmt_run(v: Any) -> str:
     return str(v)
 
 
+def _fmt_carrier(v: Any) -> str:
+    return f"{float(v) / 1e9:g} GHz"
+
+
 #: Row fields that split lines (when they vary) or go into the figure title (when constant).
 _VARIANT_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     (RUN_LABEL_KEY, _fmt_run), ("csi", _fmt_csi), ("bandwidth_ratio", _fmt_bw),
-    ("speed_mps", _fmt_speed))
+    ("speed_mps", _fmt_speed), ("carrier_frequency_hz", _fmt_carrier))
+#: Fields named only where they vary (a constant carrier is in the manifest, not in every title).
+_NOT_IN_TITLE = ("carrier_frequency_hz",)
+#: Over Eb/N0, the MCS of a row's codec when that codec's rows use several: one curve per MCS.
+_MCS_KEY = "_mcs"
+_MIXED = "mixed"
+
+
+def row_mcs(row: Mapping[str, Any]) -> str | None:
+    """The MCS a row was sent at, ``"MCS 9"`` (``"MCS 9 (qam256)"`` for the 256QAM table), from
+    ``row["info"]["mcs_index"]`` (the mean over the point's batches) and ``["mcs_table"]``; None for a codec
+    without an MCS; ``"mixed"`` when the point's batches used several."""
+    info = row.get("info")
+    if not isinstance(info, Mapping):
+        return None
+    index = number(info.get("mcs_index"))
+    if index is None:
+        return None
+    table = info.get("mcs_table")
+    tables = [k for k, v in table.items() if v] if isinstance(table, Mapping) else [table] if table else []
+    if index != int(index) or len(tables) > 1:
+        return _MIXED
+    suffix = f" ({tables[0]})" if tables and tables[0] != "qam64" else ""
+    return f"MCS {int(index)}{suffix}"
+
+
+def _split_by_mcs(kept: list, where: str) -> list:
+    """Over Eb/N0, rows of one codec at several MCSs are one curve per MCS (``_mcs`` set on copies of those
+    rows, warned once naming the codec and its MCSs); a row whose point mixed MCSs has no Eb/N0 of one MCS
+    and is left out (warned)."""
+    out, per_codec = [], {}
+    for row, xv, yv in kept:
+        m = row_mcs(row)
+        if m == _MIXED:
+            warnings.warn(f"{_codec_label(row)!r} at {row.get('tdl_profile')} {row.get('snr_db')} dB mixed MCSs "
+                          f"within the point ({(row.get('info') or {}).get('mcs_index')}): left out of the Eb/N0 "
+                          f"figure {where}", ResultsWarning, stacklevel=5)
+            continue
+        per_codec.setdefault(_codec_label(row), set()).add(m)
+        out.append((row, xv, yv))
+    split = {c: ms for c, ms in per_codec.items() if len(ms) > 1}
+    for codec, ms in split.items():
+        warnings.warn(f"{codec!r} used {', '.join(sorted(str(m) for m in ms))} across its points: over Eb/N0 "
+                      f"each MCS is drawn as its own curve ({where})", ResultsWarning, stacklevel=5)
+    return [({**row, _MCS_KEY: row_mcs(row) if _codec_label(row) in split else None}, xv, yv)
+            for row, xv, yv in out]
 
 
 def _profile_name(p: str | None) -> str | None:
@@ -173,7 +224,7 @@ class _Plan:
 
 def _plan(rows: Sequence[Mapping[str, Any]], x: str,
           y_of: Callable[[Mapping[str, Any]], tuple[float, float | None, float | None] | None],
-          colors: Mapping[str, str] | None) -> _Plan | None:
+          colors: Mapping[str, str] | None, where: str = "") -> _Plan | None:
     if x not in X_LABELS:
         raise ConfigError("x", x, f"one of {sorted(X_LABELS)}",
                           "use 'snr_db' (Es/N0 per data RE) or 'ebno_db' (Eb/N0)")
@@ -187,17 +238,25 @@ def _plan(rows: Sequence[Mapping[str, Any]], x: str,
         yv = y_of(row) if xv is not None else None
         if yv is not None:
             kept.append((row, xv, yv))
+    fields = _VARIANT_FIELDS
+    if x == "ebno_db":  # an Eb/N0 curve is one MCS's: never mix MCSs in one line
+        kept = _split_by_mcs(kept, where)
+        fields = _VARIANT_FIELDS + ((_MCS_KEY, str),)
     if not kept:
         return None
 
     # Fields that are the same for every plotted row go into the title, the others into labels.
-    values = {f: {_key(r.get(f)) for r, _, _ in kept} for f, _ in _VARIANT_FIELDS}
-    varying = [(f, fmt) for f, fmt in _VARIANT_FIELDS if len(values[f]) > 1]
+    values = {f: {_key(r.get(f)) for r, _, _ in kept} for f, _ in fields}
+    varying = [(f, fmt) for f, fmt in fields if len(values[f]) > 1]
     title_parts = []
-    for f, fmt in _VARIANT_FIELDS:
+    for f, fmt in fields:
         (v,) = values[f] if len(values[f]) == 1 else (None,)
-        if v is not None:
+        if v is not None and f not in _NOT_IN_TITLE:
             title_parts.append(fmt(v))
+    if x == "ebno_db" and not any(f == _MCS_KEY for f, _ in varying):
+        mcs = {row_mcs(r) for r, _, _ in kept}
+        if len(mcs) == 1 and None not in mcs:  # one MCS for every curve: say which
+            title_parts.append(mcs.pop())
 
     curves: dict[tuple[Any, ...], _Curve] = {}
     variants: list[tuple[Any, ...]] = []
@@ -285,7 +344,7 @@ def _draw(plan: _Plan, x: str, ylabel: str, log_y: bool, zero_note: bool, captio
     labels = list(dict.fromkeys(c.label for c in plan.curves)) + (["0 errors: 95 % upper bound"] if zero_note else [])
     nrows, ncols, size, legend_cols = _layout(plan.panels, labels, caption, bool(plan.title))
     fig = Figure(figsize=size, layout="constrained")
-    grid = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    grid = fig.subplots(nrows, ncols, sharex=_share_x(plan), sharey=True, squeeze=False)
     axes = {p: grid[i // ncols][i % ncols] for i, p in enumerate(plan.panels)}
     for i in range(len(plan.panels), nrows * ncols):
         fig.delaxes(grid[i // ncols][i % ncols])
@@ -357,6 +416,18 @@ def _draw(plan: _Plan, x: str, ylabel: str, log_y: bool, zero_note: bool, captio
     return fig
 
 
+def _share_x(plan: _Plan) -> bool:
+    """Panels share the x axis unless one panel's x values span less than half of all panels' span (e.g. an
+    AWGN waterfall over 0-7 dB beside fading curves over 0-35 dB, swept by groups of their own)."""
+    spans = {}
+    for c in plan.curves:
+        xs = list(c.points)
+        lo, hi = spans.get(c.panel, (min(xs), max(xs)))
+        spans[c.panel] = (min(lo, *xs), max(hi, *xs))
+    lo, hi = min(v[0] for v in spans.values()), max(v[1] for v in spans.values())
+    return hi <= lo or all(b - a >= 0.5 * (hi - lo) for a, b in spans.values())
+
+
 def _log_limits(curves: Sequence[_Curve]) -> tuple[float | None, float | None]:
     vals = [v for c in curves for p in c.points.values()
             for v in (p.y, p.lo, p.hi) if v is not None and v > 0]
@@ -414,7 +485,7 @@ def metric_figure(rows: Sequence[Mapping[str, Any]], key: str, ylabel: str, *, x
         half = number(ci)
         return (y, None, None) if half is None else (y, y - abs(half), y + abs(half))
 
-    plan = _plan(rows, x, y_of, colors)
+    plan = _plan(rows, x, y_of, colors, key)
     return None if plan is None else _draw(plan, x, ylabel, log_y=False, zero_note=False,
                                            caption=interval_caption(_plotted(rows, x, y_of), key))
 
@@ -477,7 +548,7 @@ def error_rate_figure(rows: Sequence[Mapping[str, Any]], metric: str = "ber", *,
             hi = 1.0 - 0.025 ** (1.0 / units)
         return y, lo, hi
 
-    plan = _plan(rows, x, y_of, colors)
+    plan = _plan(rows, x, y_of, colors, metric.upper())
     return None if plan is None else _draw(plan, x, ylabel, log_y=True, zero_note=True,
                                            caption=interval_caption(_plotted(rows, x, y_of), metric))
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from dekasim.channels.link import OFDMLink
-from dekasim.channels.snr import overhead_factor
+from dekasim.channels.snr import overhead_factor, snr_db_from_ebno_db
 from dekasim.codecs.base import Codec, LinkCounts, build_codec, resolve_codec
 from dekasim.conditions import Condition
 from dekasim.deka.system import PREINSTALLED, SystemSpec
@@ -27,7 +27,7 @@ from dekasim.metrics import (Interval, bounded_mean_interval, clustered_rate_int
 from dekasim.metrics.consistency import METRIC_RANGES
 from dekasim.metrics.stats import exact_interval, totals_only_interval
 from dekasim.scenarios.schema import CodecSpec, Scenario, load_scenario
-from dekasim.sim.payloads import GeneratedSource, PhotoSource
+from dekasim.sim.payloads import BitsSource, GeneratedSource, PhotoSource
 from dekasim.sim.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -35,17 +35,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One codec at one condition with one receiver."""
+    """One codec at one condition with one receiver.
+
+    :param carrier_frequency_hz: the point's carrier [Hz] when the scenario sweeps it, else None (the
+        scenario's one carrier).
+    :param ebno_db: the Eb/N0 [dB] of a point of an Eb/N0 sweep (``cond.snr_db`` is then the Es/N0 that the
+        codec's MCS and block length give it), else None.
+    """
 
     spec: CodecSpec
     cond: Condition
     csi: str
+    carrier_frequency_hz: float | None = None
+    ebno_db: float | None = None
+
+    def _extra(self) -> dict[str, float]:
+        """What only swept carriers and Eb/N0 sweeps add to the identity (none for other points: their ids stay)."""
+        return {k: v for k, v in (("carrier_frequency_hz", self.carrier_frequency_hz), ("ebno_db", self.ebno_db))
+                if v is not None}
 
     def key(self) -> str:
-        """Canonical identity (codec label/name/options, condition, CSI; a DeKA-g system's edge and bank):
-        what the point's id derives from."""
+        """Canonical identity (codec label/name/options, condition, CSI; a DeKA-g system's edge and bank; a swept
+        carrier; the Eb/N0 of an Eb/N0 sweep): what the point's id derives from."""
         d = {"codec": self.spec.label, "codec_name": self.spec.codec, "options": self.spec.options,
-             "cond": self.cond.as_row(), "csi": self.csi}
+             "cond": self.cond.as_row(), "csi": self.csi, **self._extra()}
         if isinstance(self.spec, SystemSpec):
             d.update(edge=self.spec.edge, bank=self.spec.bank)
         return json.dumps(d, sort_keys=True)
@@ -55,7 +68,8 @@ class SweepPoint:
         condition and receiver only for a DeKA-g system, so that every system of a condition sees the same
         prompts, seeds and channel draws (paired differences)."""
         if isinstance(self.spec, SystemSpec):
-            return json.dumps({"cond": self.cond.as_row(), "csi": self.csi, "systems": "paired"}, sort_keys=True)
+            return json.dumps({"cond": self.cond.as_row(), "csi": self.csi, "systems": "paired", **self._extra()},
+                              sort_keys=True)
         return self.key()
 
     @property
@@ -71,13 +85,39 @@ def point_seed(scenario_seed: int, point: SweepPoint) -> int:
 
 
 def sweep_points(scenario: Scenario) -> list[SweepPoint]:
-    """All points: conditions (delay spread outer, SNR inner) x CSI x codecs."""
+    """All points: the scenario's conditions with their receivers (:meth:`Scenario.points`: profile outer, SNR
+    and receiver inner; AWGN with one receiver) x codecs.
+
+    In an Eb/N0 sweep each codec gets the Es/N0 its Eb/N0 means: ``snr_db = ebno_db - 10 log10(overhead *
+    n_channel_uses / info_bits_per_item)`` (:func:`dekasim.channels.snr.snr_db_from_ebno_db`; overhead = pilots
+    and cyclic prefix of the grid, 1 over AWGN)."""
+    several_carriers = len(scenario.carriers_hz) > 1
+    rate: dict[str, float] = {}  # codec label -> information bits per channel use
     points = []
-    for cond in scenario.conditions():
-        # AWGN has no channel to estimate: one receiver suffices
-        for csi in scenario.csi[:1] if cond.tdl_profile == "awgn" else scenario.csi:
-            points.extend(SweepPoint(spec, cond, csi) for spec in scenario.codecs)
+    for p in scenario.points():
+        fc = p.carrier_frequency_hz if several_carriers else None
+        for spec in scenario.codecs:
+            cond = p.cond
+            if p.ebno_db is not None:
+                if spec.label not in rate:
+                    rate[spec.label] = _bits_per_channel_use(scenario, spec)
+                grid = None if cond.tdl_profile == "awgn" else scenario.grid
+                cond = cond.replace(snr_db=snr_db_from_ebno_db(p.ebno_db, rate[spec.label], 1.0, grid))
+            points.append(SweepPoint(spec, cond, p.csi, fc, p.ebno_db))
     return points
+
+
+def _bits_per_channel_use(scenario: Scenario, spec: CodecSpec) -> float:
+    """Information bits per channel use of a codec of a bit payload (its ``info_bits_per_item`` over its
+    ``n_channel_uses``): what converts its Eb/N0 to Es/N0."""
+    shape = (dict(scenario.payload_options)["block_bits"],)
+    codec = _build(scenario, spec, shape, scenario.bandwidth_ratio[0])
+    bits = getattr(codec, "info_bits_per_item", None)
+    if not bits:
+        raise ConfigError(f"codecs[{spec.label}].codec", spec.codec, "a codec with a fixed number of information "
+                          "bits per block (attribute info_bits_per_item) for an Eb/N0 sweep", "sweep snr_db instead",
+                          scenario.source)
+    return bits / codec.n_channel_uses
 
 
 def make_payload_source(scenario: Scenario):
@@ -92,6 +132,8 @@ def make_payload_source(scenario: Scenario):
             raise err.with_source(scenario.source) if scenario.source else err from None
     if scenario.payload_kind == "photos":
         return PhotoSource(scenario.resolution_px)
+    if scenario.payload_kind == "bits":
+        return BitsSource(dict(scenario.payload_options)["block_bits"], scenario.seed)
     if scenario.payload_kind == "generated":
         try:
             return GeneratedSource(**dict(scenario.payload_options), seed=scenario.seed,
@@ -103,8 +145,11 @@ def make_payload_source(scenario: Scenario):
 
 
 def codec_representation(scenario: Scenario, codec_name: str) -> str:
-    """What codec ``codec_name`` carries in ``scenario``: ``"latent"`` when the payload is sent as latents
-    (``[payload] representation = "latent"``) and the codec takes latents, else ``"image"``."""
+    """What codec ``codec_name`` carries in ``scenario``: ``"bits"`` for a bit payload, ``"latent"`` when the
+    payload is sent as latents (``[payload] representation = "latent"``) and the codec takes latents, else
+    ``"image"``."""
+    if scenario.payload_kind == "bits":
+        return "bits"
     cls = resolve_codec("jscc" if codec_name == PREINSTALLED else codec_name)  # also "module:Class" on a worker
     takes_latents = "latent" in cls.payload_kinds
     return "latent" if scenario.payload_representation == "latent" and takes_latents else "image"
@@ -122,14 +167,19 @@ def build_codecs(scenario: Scenario, shapes: dict[str, tuple[int, ...]],
     for spec in scenario.codecs:
         shape = shapes[codec_representation(scenario, spec.codec)]
         for ratio in scenario.bandwidth_ratio:
-            try:
-                out[(spec.label, ratio)] = (deka.build_codec(spec, shape, ratio) if deka is not None
-                                            else build_codec(spec.codec, shape, ratio, **spec.options))
-            except ConfigError as err:
-                table = "systems" if isinstance(spec, SystemSpec) else "codecs"
-                field = codec_error_key(err.field, f"{table}[{spec.label}]")
-                raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
+            out[(spec.label, ratio)] = _build(scenario, spec, shape, ratio, deka)
     return out
+
+
+def _build(scenario: Scenario, spec: CodecSpec, shape: tuple[int, ...], ratio: float, deka=None) -> Codec:
+    """One codec of ``scenario`` (a DeKA-g system's through ``deka``); errors name its options' keys."""
+    try:
+        return (deka.build_codec(spec, shape, ratio) if deka is not None
+                else build_codec(spec.codec, shape, ratio, **spec.options))
+    except ConfigError as err:
+        table = "systems" if isinstance(spec, SystemSpec) else "codecs"
+        field = codec_error_key(err.field, f"{table}[{spec.label}]")
+        raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
 
 
 #: Tables of a scenario file: a codec's error naming one of them already names the full key.
@@ -150,6 +200,8 @@ def validate_scenario(scenario: Scenario) -> None:
     """Everything :func:`run_scenario` checks before the first point: schema (done on load), codec
     options at every bandwidth ratio, and link physics (pilot density) at every condition."""
     shapes = {"image": (3, scenario.resolution_px, scenario.resolution_px)}
+    if scenario.payload_kind == "bits":
+        shapes = {"bits": (dict(scenario.payload_options)["block_bits"],)}
     if scenario.payload_kind == "deka":
         _validate_deka(scenario, shapes)
     elif scenario.payload_kind == "generated":
@@ -170,13 +222,12 @@ def validate_scenario(scenario: Scenario) -> None:
     from dekasim.channels.link import resolve_domain
     from dekasim.channels.profiles import check_link_physics
 
-    for cond in scenario.conditions():
-        domain = resolve_domain(scenario.channel_domain, cond, scenario.grid, scenario.carrier_frequency_hz)
-        for csi in scenario.csi:
-            try:
-                check_link_physics(cond, scenario.grid, csi, scenario.carrier_frequency_hz, domain=domain)
-            except ConfigError as err:
-                raise err.with_source(scenario.source) if scenario.source else err from None
+    for p in scenario.points():
+        domain = resolve_domain(scenario.channel_domain, p.cond, scenario.grid, p.carrier_frequency_hz)
+        try:
+            check_link_physics(p.cond, scenario.grid, p.csi, p.carrier_frequency_hz, domain=domain)
+        except ConfigError as err:
+            raise err.with_source(scenario.source) if scenario.source else err from None
 
 
 def _validate_deka(scenario: Scenario, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -259,13 +310,14 @@ def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
             t3 = time.perf_counter()
         tally.timing["codec"] += (t1 - t0) + (t3 - t2)
         tally.timing["channel"] += t2 - t1
-        images = source.to_image(items, representation)
-        images_hat = source.to_image(decoded.payload, representation)
-        tally.psnrs.extend(psnr_db(images, images_hat).tolist())
-        if tally.user_images is not None:
-            tally.user_images.append(images_hat.detach().float().clamp(0, 1).cpu())
-        if with_ssim:
-            tally.ssims.extend(ssim(images, images_hat).tolist())
+        if representation != "bits":  # random bits have no image: BER/BLER only
+            images = source.to_image(items, representation)
+            images_hat = source.to_image(decoded.payload, representation)
+            tally.psnrs.extend(psnr_db(images, images_hat).tolist())
+            if tally.user_images is not None:
+                tally.user_images.append(images_hat.detach().float().clamp(0, 1).cpu())
+            if with_ssim:
+                tally.ssims.extend(ssim(images, images_hat).tolist())
         tally.timing["metrics"] += time.perf_counter() - t3
         if decoded.counts is not None:
             tally.counts = tally.counts or LinkCounts()
@@ -463,11 +515,11 @@ class _PointContext:
         self.source = make_payload_source(scenario)
         self.deka = self.source if scenario.payload_kind == "deka" else None
         first = self.deka.view("aligned") if self.deka is not None else self.source
-        self.shapes = {"image": first.shape("image")}
+        self.shapes = {"bits": first.shape("bits")} if scenario.payload_kind == "bits" else {"image": first.shape("image")}
         if scenario.payload_representation == "latent":
             self.shapes["latent"] = first.shape("latent")
         self.codecs = build_codecs(scenario, self.shapes, self.deka)
-        self.links: dict[str, OFDMLink] = {}
+        self.links: dict[tuple[str, float], OFDMLink] = {}
         self._variants: dict[tuple, Codec] = {}
 
     def variant(self, spec: CodecSpec, ratio: float, overrides: dict[str, Any]) -> Codec:
@@ -480,11 +532,13 @@ class _PointContext:
             self._variants[key] = build_codec(spec.codec, shape, ratio, **{**spec.options, **overrides})
         return self._variants[key]
 
-    def link(self, csi: str) -> OFDMLink:
-        if csi not in self.links:
-            s = self.scenario
-            self.links[csi] = OFDMLink(s.grid, csi, s.carrier_frequency_hz, device=s.device, domain=s.channel_domain)
-        return self.links[csi]
+    def link(self, csi: str, carrier_frequency_hz: float | None = None) -> OFDMLink:
+        """The link of receiver ``csi`` at ``carrier_frequency_hz`` (default: the scenario's carrier)."""
+        s = self.scenario
+        key = (csi, float(carrier_frequency_hz or s.carrier_frequency_hz))
+        if key not in self.links:
+            self.links[key] = OFDMLink(s.grid, csi, key[1], device=s.device, domain=s.channel_domain)
+        return self.links[key]
 
 
 _CONTEXTS: dict[str, _PointContext] = {}
@@ -497,9 +551,15 @@ def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
     ratio = point.cond.bandwidth_ratio
     codec = ctx.codecs[(point.spec.label, ratio)]
     source = ctx.deka.view(point.spec.edge) if ctx.deka is not None else ctx.source
-    row = run_point(point, scenario, source, ctx.link(point.csi), codec, point_seed(scenario.seed, point),
+    link = ctx.link(point.csi, point.carrier_frequency_hz)
+    row = run_point(point, scenario, source, link, codec, point_seed(scenario.seed, point),
                     variant=lambda overrides: ctx.variant(point.spec, ratio, overrides),
                     representation=codec_representation(scenario, point.spec.codec))
+    row["carrier_frequency_hz"] = link.carrier_frequency_hz
+    if point.ebno_db is not None:  # the swept value itself (the row's formula gives it back up to rounding)
+        row["ebno_db"] = point.ebno_db
+    if scenario.payload_kind == "bits":  # the MCS and the block length set the channel uses, not a ratio
+        row["bandwidth_ratio"] = None
     if ctx.deka is not None:
         row["system"] = ctx.deka.facts(point.spec, codec).as_row()
     row["scenario_hash"] = scenario.hash()
@@ -610,7 +670,7 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
     figures: list[Path] = []
     if plots:
         t = time.perf_counter()
-        figures = draw_figures(store.dir)
+        figures = draw_figures(store.dir, x="ebno_db" if scenario.ebno_db else "snr_db")
         timing["plots"] = time.perf_counter() - t
     rows = store.rows()
     new_ids = {p.point_id for p in pending}
@@ -621,14 +681,15 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
                      {k: round(v, 3) for k, v in timing.items()})
 
 
-def draw_figures(run_dir: Path) -> list[Path]:
-    """Figures of one run directory; a plotting failure is logged, never loses the results."""
+def draw_figures(run_dir: Path, x: str = "snr_db") -> list[Path]:
+    """Figures of one run directory over ``x`` (``"snr_db"`` or, for an Eb/N0 sweep, ``"ebno_db"``); a plotting
+    failure is logged, never loses the results."""
     try:
         from dekasim.plots import plot_run
     except ImportError:  # plots module not available
         return []
     try:
-        return list(plot_run([run_dir], run_dir))
+        return list(plot_run([run_dir], run_dir, x=x))
     except Exception as exc:  # noqa: BLE001 - results are safe on disk; report and go on
         log.error("drawing figures into %s failed: %s (results are intact; retry with `dekasim plot %s`)",
                   run_dir, exc, run_dir)
