@@ -434,8 +434,8 @@ def full_key_error(err: ConfigError, raw: dict[str, Any]) -> ConfigError:
         holding = [t for t in holders if raw[t][name] == err.value
                    or (isinstance(raw[t][name], list) and err.value in raw[t][name])]
         holders = holding or holders
-    if not holders:
-        holders = [t for t, keys in _TABLES if name in keys]
+    if not holders:  # a default that was not written: [channel] holds the defaults of what a sweep may vary
+        holders = sorted((t for t, keys in _TABLES if name in keys), key=lambda t: t != "channel")
     if not holders:
         return err
     return ConfigError(f"{holders[0]}.{name}", err.value, err.expected, err.fix, err.source)
