@@ -273,3 +273,11 @@ def test_a_scenario_refuses_a_pack_or_base_that_does_not_fit_in_one_line(case, b
     err = capsys.readouterr().err.strip().splitlines()
     field = "payload.pack" if case == "pack for another edge" else "payload.base"
     assert len(err) == 1 and f"{field} = " in err[0], err
+
+
+def test_the_scenarios_figures_show_each_encoders_score(readme, tmp_path):
+    from dekasim.plots import plot_run
+
+    paths = {p.name for p in plot_run([readme / "runs" / "own"], tmp_path)}
+    assert {"dino_cosine_vs_snr.png", "clip_cosine_vs_snr.png", "psnr_vs_snr.png"} <= paths
+    assert "consistency_vs_snr.png" not in paths  # no attribute checker for a user's models

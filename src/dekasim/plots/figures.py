@@ -492,11 +492,18 @@ def metric_figure(rows: Sequence[Mapping[str, Any]], key: str, ylabel: str, *, x
 
 def plot_consistency(rows: Sequence[Mapping[str, Any]], out_dir: PathLike, *, x: str = "snr_db",
                      colors: Mapping[str, str] | None = None) -> list[Path]:
-    """End-to-end consistency vs SNR of DeKA-g rows: ``consistency_vs_snr`` (attribute agreement) and
-    ``feature_cosine_vs_snr`` (PNG + PDF each). :return: the written paths; empty for rows without them."""
+    """End-to-end consistency vs SNR of DeKA-g rows: ``consistency_vs_snr`` (attribute agreement),
+    ``feature_cosine_vs_snr`` and, per image encoder of the scenario (DINO, CLIP, ...), ``<name>_cosine_vs_snr``
+    (PNG + PDF each). :return: the written paths; empty for rows without them."""
     paths: list[Path] = []
-    for key, stem in (("attribute_agreement", "consistency"), ("feature_cosine", "feature_cosine")):
-        fig = metric_figure(rows, key, CONSISTENCY_LABELS[key], x=x, colors=colors)
+    encoders = sorted({k for r in rows for k, v in r.items() if k.endswith("_cosine") and k != "feature_cosine"
+                       and isinstance(v, (int, float))})
+    keys = [("attribute_agreement", "consistency"), ("feature_cosine", "feature_cosine")] + \
+        [(k, k) for k in encoders]
+    for key, stem in keys:
+        label = CONSISTENCY_LABELS.get(key) or (f"{key.removesuffix('_cosine')} cosine with the cloud's image\n"
+                                                "(prompts with the pack's subject)")
+        fig = metric_figure(rows, key, label, x=x, colors=colors)
         if fig is not None:
             paths += save_figure(fig, out_dir, f"{stem}_vs_{_X_TAGS[x]}")
     return paths
