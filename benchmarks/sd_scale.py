@@ -262,6 +262,7 @@ def stage_sampling(bench: Bench, role: str, model) -> None:
     dname = str(dt).replace("torch.", "")
     calls, warmup = bench.heavy()
     bench.params[f"{role}_unet"] = _params(model.unet)
+    bench.facts[f"{role}_unet_mib"] = _mib(model.unet)
     bench.params.setdefault("text_encoder", _params(model.text_encoder))
     bench.facts["latent_shape"] = list(model.latent_shape)
     bench.facts["resolution_px"] = model.config.resolution_px
@@ -386,7 +387,7 @@ def stage_codecs(bench: Bench) -> None:
     from dekasim.codecs import build_codec
 
     a, dev = bench.args, bench.device
-    shape = tuple(bench.facts.get("latent_shape") or _latent_shape(a.preset))
+    shape = tuple(bench.facts.setdefault("latent_shape", list(_latent_shape(a.preset))))
     b = a.jscc_batch
     x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(4)).to(dev)
     warm = 1 if a.warmup is None else a.warmup
@@ -489,8 +490,10 @@ def _estimates(bench: Bench) -> None:
             f"+ VAE decode (estimated)", "items_per_call": b, "calls": None, "warmup": None,
             "dtype": steps_row["dtype"], "wall_s_per_image": wall, "cpu_s_per_image": cpu, "estimated": True,
             "weights_mib": steps_row["weights_mib"], "start_mib": steps_row["start_mib"],
-            "peak_mib": max(steps_row["peak_mib"], dec["peak_mib"]) if not bench.memory.cuda else steps_row["peak_mib"],
-            "note": f"(text + {SAMPLING_STEPS} x one step) / batch + VAE decode per image; one step = "
+            # the VAE decode was timed without a UNet resident: add this UNet's weights to its peak
+            "peak_mib": max(steps_row["peak_mib"], dec["peak_mib"] + bench.facts[f"{role}_unet_mib"]),
+            "note": f"(text + {SAMPLING_STEPS} x one step) / batch + VAE decode per image; peak: max(steps, VAE "
+                    f"decode + UNet weights); one step = "
                     f"({steps_row['sampling_steps']}-step call - text) / {steps_row['sampling_steps']} = "
                     f"{step['wall_s_per_call']:.4g} s wall for the batch of {b}"})
 
@@ -577,6 +580,14 @@ def render_markdown(result: dict[str, Any]) -> str:
               f"{'x'.join(map(str, result['facts'].get('latent_shape', [])))}; at 1/6: "
               f"{result['facts'].get('channel_uses_per_image', '—')} channel uses, "
               f"{result['facts'].get('ofdm_slots_per_image', '—')} OFDM slots per image."]
+    f = result["facts"]
+    setup = [f"{role} ({f[role + '_preset']}) written in {f[role + '_write_s']:.1f} s" +
+             "".join(f", loaded{' for MAKD (float32)' if k.endswith('_makd') else ''} in {f[k + '_load_s']:.1f} s"
+                     for k in (role, role + "_makd") if k + "_load_s" in f)
+             for role in ("cloud", "edge") if role + "_write_s" in f]
+    if setup:
+        lines += ["", "Set-up, not in the rows (random initialisation, `save_pretrained`, `from_pretrained`): "
+                  + "; ".join(setup) + "."]
     return "\n".join(lines) + "\n"
 
 
