@@ -703,9 +703,17 @@ class JSCCCodec(Codec):
             raise ConfigError("cond", None, f"the channel condition (codec '{self.name}' adapts to it)")
         return torch.full((batch,), float(cond.snr_db))
 
+    def _follow(self, device: torch.device) -> None:
+        """Move the networks (base, bank, gate) to the device the symbols or the payload are on (a scenario
+        with ``device = "cuda"`` hands the codec CUDA tensors); a no-op where they already are."""
+        if next(self.net.parameters()).device != device:
+            for module in self.modules_to_save().values():
+                module.to(device)
+
     def encode(self, payload: torch.Tensor, cond: Condition | None) -> torch.Tensor:
         self.check_payload(payload)
         x = payload.to(torch.float32)
+        self._follow(x.device)
         with torch.no_grad():
             if self.condition_aware:
                 adapt, snr = self._adapt(self._snr_seen(cond, x.shape[0], True).to(x.device), cond)  # type: ignore[arg-type]
@@ -713,6 +721,7 @@ class JSCCCodec(Codec):
             return self.net.encode(x, n_send=self.n_channel_uses)
 
     def decode(self, y: torch.Tensor, no_eff: torch.Tensor, cond_seen: Condition | None) -> Decoded:
+        self._follow(y.device)
         with torch.no_grad():
             if self.condition_aware:
                 adapt, snr = self._adapt(self._snr_seen(cond_seen, y.shape[0], False).to(y.device), cond_seen)  # type: ignore[arg-type]

@@ -402,7 +402,7 @@ class TextToImageLDM(torch.nn.Module):
             chunk, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
             b = len(chunk)
             x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in chunk_seeds])
-            x = x.to(dev) * sched.init_noise_sigma
+            x = x.to(dev, dtype=self.unet.dtype) * sched.init_noise_sigma
             states, mask = self.encode_prompts(chunk)
             if guided:
                 states = torch.cat([uncond[0].expand(b, -1, -1), states])
