@@ -77,14 +77,18 @@ def sweep_points(scenario: Scenario) -> list[SweepPoint]:
     return points
 
 
-def make_payload_source(scenario: Scenario):
+def make_payload_source(scenario: Scenario, sample: bool = True):
     """The scenario's payload: photos, a generated set, or (``kind = "deka"``) a
-    :class:`~dekasim.deka.system.DekaPayload` whose :meth:`view` gives each edge."""
+    :class:`~dekasim.deka.system.DekaPayload` whose :meth:`view` gives each edge.
+
+    :param sample: False loads and checks the models (generated, DeKA-g) but samples nothing yet: the
+        source's ``sample()`` does that later (what :func:`check_scenario` hands to the run).
+    """
     if scenario.payload_kind == "deka":
         from dekasim.deka.system import DekaPayload
 
         try:
-            return DekaPayload(dict(scenario.payload_options), scenario.seed)
+            return DekaPayload(dict(scenario.payload_options), scenario.seed, sample=sample)
         except ConfigError as err:
             raise err.with_source(scenario.source) if scenario.source else err from None
     if scenario.payload_kind == "photos":
@@ -92,11 +96,22 @@ def make_payload_source(scenario: Scenario):
     if scenario.payload_kind == "generated":
         try:
             return GeneratedSource(**dict(scenario.payload_options), seed=scenario.seed,
-                                   resolution_px=scenario.resolution_px)
+                                   resolution_px=scenario.resolution_px, sample=sample)
         except ConfigError as err:
             field = err.field if err.field.startswith("payload") else f"payload.{err.field}"
             raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
     raise ConfigError("payload.kind", scenario.payload_kind, "photos or generated")
+
+
+def payload_shapes(scenario: Scenario, source) -> dict[str, tuple[int, ...]]:
+    """Item shape by representation of ``source`` (sampled or not): ``"image"``, and ``"latent"`` where the
+    scenario sends latents."""
+    if scenario.payload_kind == "deka":
+        return source.shapes()
+    shapes = {"image": tuple(source.shape("image"))}
+    if scenario.payload_representation == "latent":
+        shapes["latent"] = tuple(source.shape("latent"))
+    return shapes
 
 
 def codec_representation(scenario: Scenario, codec_name: str) -> str:
@@ -130,60 +145,72 @@ def build_codecs(scenario: Scenario, shapes: dict[str, tuple[int, ...]],
     return out
 
 
-def validate_scenario(scenario: Scenario) -> None:
-    """Everything :func:`run_scenario` checks before the first point: schema (done on load), codec
-    options at every bandwidth ratio, and link physics (pilot density) at every condition."""
-    shapes = {"image": (3, scenario.resolution_px, scenario.resolution_px)}
-    if scenario.payload_kind == "deka":
-        _validate_deka(scenario, shapes)
-    elif scenario.payload_kind == "generated":
-        from dekasim.generative.models import check_model_spec, load_model
+@dataclass
+class CheckedScenario:
+    """What :func:`check_scenario` built while checking: the payload source (models loaded, nothing
+    sampled), its item shapes, and every codec at every bandwidth ratio. The run reuses them."""
 
-        opts = dict(scenario.payload_options)
-        try:
-            check_model_spec(opts["model"])
-            if scenario.payload_representation == "latent":
-                shapes["latent"] = tuple(load_model(opts["model"]).latent_shape)
-        except ConfigError as err:
-            raise ConfigError("payload.model", err.value, err.expected, err.fix, scenario.source) from None
-        if opts["pack"] is not None and not (Path(opts["pack"]) / "manifest.json").exists():
-            raise ConfigError("payload.pack", opts["pack"], "a knowledge-pack directory holding manifest.json",
-                              "make one with `dekasim align --out DIR` and give DIR/pack", scenario.source)
-    if scenario.payload_kind != "deka":
-        build_codecs(scenario, shapes)
+    source: Any
+    shapes: dict[str, tuple[int, ...]]
+    codecs: dict[tuple[str, float], Codec]
+
+
+def check_scenario(scenario: Scenario) -> CheckedScenario:
+    """Every check :func:`run_scenario` makes, before anything is sampled or written; ``dekasim validate``
+    and ``dekasim run`` both call it, so they cannot disagree.
+
+    - the payload: models, pack (its bank, the pre-installed JSCC it names), prompts and image encoders
+      load (:func:`make_payload_source` with ``sample=False``), and give the item shapes;
+    - every codec (or system) at every bandwidth ratio is built as the run builds it
+      (:func:`build_codecs`): its options, the payload shape it takes, and the rates it serves (the
+      pre-installed JSCC and the pack's CALA bank included);
+    - a DeKA-g scenario's ``[downlink]``: a fixed MCS the chain can send, the link at its condition;
+    - link physics (pilot density against the delay spread) at every condition and receiver.
+
+    :raises ConfigError: naming the full key (``sweep.bandwidth_ratio``, ``systems[LABEL].options.KEY``, ...).
+    """
+    source = make_payload_source(scenario, sample=False)
+    shapes = payload_shapes(scenario, source)
+    codecs = build_codecs(scenario, shapes, source if scenario.payload_kind == "deka" else None)
     from dekasim.channels.link import resolve_domain
     from dekasim.channels.profiles import check_link_physics
 
-    for cond in scenario.conditions():
+    checks = [(cond, csi) for cond in scenario.conditions() for csi in scenario.csi]
+    if scenario.payload_kind == "deka":
+        checks += _downlink_checks(scenario)
+    for cond, csi in checks:
         domain = resolve_domain(scenario.channel_domain, cond, scenario.grid, scenario.carrier_frequency_hz)
-        for csi in scenario.csi:
-            try:
-                check_link_physics(cond, scenario.grid, csi, scenario.carrier_frequency_hz, domain=domain)
-            except ConfigError as err:
-                raise err.with_source(scenario.source) if scenario.source else err from None
-
-
-def _validate_deka(scenario: Scenario, shapes: dict[str, tuple[int, ...]]) -> None:
-    """A DeKA-g scenario's models and pack exist, and its registered codecs take their options (the
-    pre-installed JSCC and the pack's bank are checked when the payload is built)."""
-    from dekasim.deka.system import resolve_pack_dir
-    from dekasim.generative.models import check_model_spec
-
-    opts = dict(scenario.payload_options)
-    for key in ("cloud", "edge"):
         try:
-            check_model_spec(opts[key])
+            check_link_physics(cond, scenario.grid, csi, scenario.carrier_frequency_hz, domain=domain)
         except ConfigError as err:
-            raise ConfigError(f"payload.{key}", err.value, err.expected, err.fix, scenario.source) from None
-    try:
-        resolve_pack_dir(opts["pack"])
-    except ConfigError as err:
-        raise err.with_source(scenario.source) if scenario.source else err from None
-    shapes["latent"] = (48, scenario.resolution_px // 4, scenario.resolution_px // 4)  # the world's latent map
-    from dataclasses import replace
+            raise err.with_source(scenario.source) if scenario.source else err from None
+    return CheckedScenario(source, shapes, codecs)
 
-    plain = replace(scenario, codecs=tuple(s for s in scenario.codecs if s.codec != PREINSTALLED))
-    build_codecs(plain, shapes)
+
+def validate_scenario(scenario: Scenario) -> None:
+    """``dekasim validate``: :func:`check_scenario` (everything :func:`run_scenario` checks before its first
+    point), discarding what it built."""
+    check_scenario(scenario)
+
+
+def _downlink_checks(scenario: Scenario) -> list[tuple[Condition, str]]:
+    """The ``[downlink]`` of a DeKA-g scenario: a fixed MCS must be one the digital chain sends in the
+    downlink's transport blocks; returns the (condition, receiver) pairs the pack is sent at, whose link
+    physics :func:`check_scenario` checks with the sweep's."""
+    opts = dict(scenario.downlink)
+    if not opts.get("simulate", True):
+        return []
+    if opts["mcs"] != "calibrated":
+        from dekasim.codecs.mcs import DOWNLINK_BLOCK_CHANNEL_USES, mcs_entry, plan_codeblocks
+
+        try:
+            plan_codeblocks(mcs_entry(int(opts["mcs"])), DOWNLINK_BLOCK_CHANNEL_USES)
+        except ConfigError as err:
+            raise ConfigError("downlink.mcs", opts["mcs"], err.expected, "pick an index in that range or "
+                              "'calibrated'", scenario.source) from None
+    base = scenario.conditions()[0]
+    return [(replace(base, snr_db=float(snr), delay_spread_ns=float(opts["delay_spread_ns"])), scenario.csi[0])
+            for snr in opts["snr_db"]]
 
 
 def _versions() -> dict[str, str]:
@@ -400,18 +427,18 @@ class RunResult:
 class _PointContext:
     """What every point of one scenario shares in a process: the payload, the codecs, one link per CSI."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, checked: CheckedScenario | None = None) -> None:
         import sionna.phy
 
         sionna.phy.config.device = scenario.device
         self.scenario = scenario
-        self.source = make_payload_source(scenario)
+        checked = checked or check_scenario(scenario)  # a Ray worker checks again: cheap, and never samples
+        self.source = checked.source
+        if hasattr(self.source, "sample"):
+            self.source.sample()
         self.deka = self.source if scenario.payload_kind == "deka" else None
-        first = self.deka.view("aligned") if self.deka is not None else self.source
-        self.shapes = {"image": first.shape("image")}
-        if scenario.payload_representation == "latent":
-            self.shapes["latent"] = first.shape("latent")
-        self.codecs = build_codecs(scenario, self.shapes, self.deka)
+        self.shapes = checked.shapes
+        self.codecs = checked.codecs
         self.links: dict[str, OFDMLink] = {}
         self._variants: dict[tuple, Codec] = {}
 
@@ -449,18 +476,19 @@ def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
     return row
 
 
-def _context(scenario: Scenario) -> _PointContext:
-    """The point context of ``scenario`` in this process (built once; one scenario at a time)."""
+def _context(scenario: Scenario, checked: CheckedScenario | None = None) -> _PointContext:
+    """The point context of ``scenario`` in this process (built once, from ``checked`` if given; one scenario
+    at a time)."""
     key = scenario.hash() + scenario.device
     if key not in _CONTEXTS:
         _CONTEXTS.clear()
-        _CONTEXTS[key] = _PointContext(scenario)
+        _CONTEXTS[key] = _PointContext(scenario, checked)
     return _CONTEXTS[key]
 
 
-def deka_payload(scenario: Scenario):
+def deka_payload(scenario: Scenario, checked: CheckedScenario | None = None):
     """The :class:`~dekasim.deka.system.DekaPayload` of a DeKA-g scenario in this process (built once)."""
-    return _context(scenario).deka
+    return _context(scenario, checked).deka
 
 
 def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = None,
@@ -481,9 +509,11 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
     :param on_row: called with each new row.
     :return: :class:`RunResult` with all rows of the directory (old and new).
 
-    Rerunning into the same directory skips finished points; a different scenario is refused. Rows
-    arrive in completion order (any order with Ray); each point's numbers depend only on the
-    scenario seed and the point itself.
+    Every check (:func:`check_scenario`, the same as ``dekasim validate``) runs before the output directory
+    is touched; a run that fails before its first row leaves the directory as it found it
+    (:meth:`~dekasim.sim.store.ResultStore.abandon`). Rerunning into the same directory skips finished
+    points; a different scenario is refused while the directory holds rows. Rows arrive in completion
+    order (any order with Ray); each point's numbers depend only on the scenario seed and the point itself.
 
     Example::
 
@@ -497,7 +527,6 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
         scenario = load_scenario(scenario, overrides)
     elif overrides:
         raise ValueError("overrides apply to scenario files; pass a path")
-    validate_scenario(scenario)
     out = Path(out_dir or scenario.output_dir or Path("runs") / scenario.name)
     manifest = {"scenario": scenario.to_dict(), "scenario_hash": scenario.hash(), "seed": scenario.seed,
                 "source": scenario.source, "versions": _versions(),
@@ -508,6 +537,7 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
         opts = dict(scenario.payload_options)
         opts["cache_dir"] = str(Path(opts["cache_dir"]).resolve())
         scenario = replace(scenario, payload_options=tuple(sorted(opts.items())))
+    checked = check_scenario(scenario)  # before the directory is touched
     store = ResultStore(out, manifest)
     try:
         done = store.finished_point_ids()
@@ -516,7 +546,7 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
         deka = None
         timing: dict[str, float] = {}
         if scenario.payload_kind == "deka":  # sample (or read from the cache) before any point runs
-            deka = deka_payload(scenario)
+            deka = deka_payload(scenario, checked)
             timing["generation"] = deka.generation["wall_s"]
         t_points = time.perf_counter()
         from tqdm.auto import tqdm
@@ -545,9 +575,13 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
             if report is None:
                 report = write_deka_report(store.dir, deka, dict(scenario.downlink), scenario.conditions()[0],
                                            scenario.grid, scenario.csi[0], scenario.carrier_frequency_hz,
-                                           scenario.seed, scenario_hash=scenario.hash(), rows=store.rows(),
+                                           scenario.seed, bandwidth_ratios=scenario.bandwidth_ratio,
+                                           scenario_hash=scenario.hash(), rows=store.rows(),
                                            domain=scenario.channel_domain)
             timing["report"] = time.perf_counter() - t
+    except BaseException:
+        store.abandon()  # no row written by this run: the directory as it was found (else the same as close)
+        raise
     finally:
         store.close()
     figures: list[Path] = []
