@@ -70,6 +70,10 @@ class Codec:
     kind: ClassVar[str] = "analog"
     #: payload kinds the codec accepts: "image" ([3, H, W] in [0, 1]) and/or "latent" (any float tensor).
     payload_kinds: ClassVar[tuple[str, ...]] = ("image", "latent")
+    #: One line per option (a keyword argument of ``__init__`` after ``payload_shape`` and ``bandwidth_ratio``,
+    #: i.e. a key of the scenario's ``options``): allowed values, unit, what it does. :func:`codec_options`
+    #: joins it with the defaults; ``dekasim list CODEC`` prints that.
+    options_help: ClassVar[dict[str, str]] = {}
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, **options: Any) -> None:
         self.payload_shape = tuple(int(s) for s in payload_shape)
@@ -222,6 +226,28 @@ def resolve_codec(name: str) -> type[Codec]:
         cls.name = name  # rows, legends and Codec.load name it by its import path
     _REGISTRY.setdefault(name, cls)
     return cls
+
+
+def codec_options(cls: type[Codec]) -> list[dict[str, Any]]:
+    """The options of codec class ``cls``, machine-readable: one ``{"name", "default", "help"}`` per keyword
+    argument of its ``__init__`` after ``payload_shape`` and ``bandwidth_ratio``, in signature order
+    (``"default"`` absent for a required one; ``"help"`` from :attr:`Codec.options_help`, ``""`` where it
+    says nothing). A codec without an ``__init__`` of its own takes no options: ``[]``."""
+    import inspect
+
+    if cls.__init__ is Codec.__init__:
+        return []
+    out = []
+    params = list(inspect.signature(cls.__init__).parameters.values())[3:]  # self, payload_shape, bandwidth_ratio
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        entry: dict[str, Any] = {"name": p.name}
+        if p.default is not p.empty:
+            entry["default"] = p.default
+        entry["help"] = cls.options_help.get(p.name, "")
+        out.append(entry)
+    return out
 
 
 def build_codec(name: str, payload_shape: tuple[int, ...], bandwidth_ratio: float, **options: Any) -> Codec:

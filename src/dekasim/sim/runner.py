@@ -300,10 +300,12 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     """Send images (or, with ``representation = "latent"``, their latents) through ``codec`` over ``link``
     at ``point`` until the stop rules hold; one result row.
 
-    A codec with :meth:`variants` (e.g. ``digital`` with ``mcs = "best"``) is first calibrated: every
-    variant sends ``monte_carlo.calibration_images`` images on draws seeded independently of the
-    reported ones; the variant with the highest mean PSNR is then run as usual. ``variant(options)``
-    builds the codec for one variant's option overrides.
+    A codec with :meth:`variants` (e.g. ``digital`` with ``mcs = "best"``, its default) is first calibrated:
+    every variant sends ``monte_carlo.calibration_images`` images on draws seeded independently of the
+    reported ones (the same draws for every variant); the variant with the highest mean PSNR (the first
+    of equals) is then run as usual. When the list is done, a codec with ``more_variants(cond, tried)``
+    (``tried``: ``[(overrides, mean PSNR)]`` so far) is asked for further ones until it returns none (a
+    search). ``variant(options)`` builds the codec for one variant's option overrides.
     """
     mc = scenario.monte_carlo
     t0 = time.perf_counter()
@@ -314,14 +316,20 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
             raise ValueError("run_point: a codec with variants needs the `variant` builder")
         calib_seed = (seed ^ 0x5DEECE66D) & ((1 << 63) - 1)
         best_psnr, best = -math.inf, codec
-        for overrides in variants:
+        pending, tried = list(variants), []
+        while pending:
+            overrides = pending.pop(0)
             candidate = variant(overrides)
             t = _transmit(point, scenario, source, link, candidate, calib_seed, mc.calibration_images,
                           mc.calibration_images, with_ssim=False, representation=representation)
             score = sum(t.psnrs) / len(t.psnrs)
             selection[json.dumps(overrides, sort_keys=True)] = round(score, 4)
+            tried.append((overrides, score))
             if score > best_psnr:
                 best_psnr, best = score, candidate
+            if not pending and hasattr(codec, "more_variants"):  # (one already tried ends the search)
+                pending = [o for o in codec.more_variants(point.cond, tried)
+                           if json.dumps(o, sort_keys=True) not in selection]
         codec = best
     tally = _transmit(point, scenario, source, link, codec, seed, mc.images_per_point, mc.max_images_per_point,
                       representation=representation)
