@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/ray_vs_local.py
 	$(PY) benchmarks/jscc_cala.py
 	$(PY) benchmarks/ldm_sampling.py
+	$(PY) benchmarks/interval_coverage.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -62,3 +62,26 @@ def toy_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("toy") / "edge"
     build_ldm("toy", seed=2).save_pretrained(d)
     return d
+
+
+#: Subject prompts of the tiny "own models" (the subject word is "sks", as in DreamBooth).
+OWN_PROMPTS = ("a photo of a sks dog", "a sks dog on the beach", "a red sks dog", "a sks dog in the snow",
+               "a small sks dog on the grass", "a sks dog at the street", "a large sks dog", "a sks dog with a red car")
+OWN_CONTROL = ("a photo of a cat", "a red car on the street", "a house in the snow")
+
+
+@pytest.fixture(scope="session")
+def own_models(tmp_path_factory):
+    """A user's own models, tiny and random, in the real layouts (written by diffusers' and transformers'
+    ``save_pretrained``): ``cloud`` and ``edge`` StableDiffusionPipeline folders (64 px, VAE latents 4x8x8,
+    byte-level BPE CLIPTokenizer; the cloud's UNet is wider), ``dino`` (Dinov2Model) and ``clip``
+    (CLIPVisionModelWithProjection), plus ``prompts`` (8 prompts holding ``sks``) and ``control`` files."""
+    from dekasim.generative.random_models import write_clip_vision, write_dino, write_sd_pipeline
+
+    d = tmp_path_factory.mktemp("own")
+    paths = {"cloud": write_sd_pipeline(d / "cloud", "tiny", seed=2, unet={"block_out_channels": [32, 64]}),
+             "edge": write_sd_pipeline(d / "edge", "tiny", seed=1), "dino": write_dino(d / "dino"),
+             "clip": write_clip_vision(d / "clip"), "prompts": d / "prompts.txt", "control": d / "control.txt"}
+    paths["prompts"].write_text("# a user's subject prompts\n" + "\n".join(OWN_PROMPTS) + "\n")
+    paths["control"].write_text("\n".join(OWN_CONTROL) + "\n")
+    return paths

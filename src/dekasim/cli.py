@@ -19,8 +19,11 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dekasim import __version__
+
     p = argparse.ArgumentParser(prog="dekasim", description="Link-level simulator for generative semantic "
                                 "communication: 3GPP TDL channels over OFDM with pluggable codecs.")
+    p.add_argument("--version", action="version", version=f"dekasim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run every codec x condition point of a scenario")
     r.add_argument("scenario", help="TOML scenario file, e.g. scenarios/default.toml")
@@ -36,15 +39,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true", help="do not draw figures at the end")
     r.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's "
                    "choice; 1 is steadier on a machine whose cores other work also uses)")
-    v = sub.add_parser("validate", help="check a scenario file without running it")
-    v.add_argument("scenario")
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v = sub.add_parser("validate", help="check scenario files without running them (one line per file; exit 2 "
+                       "if any is invalid)")
+    v.add_argument("scenarios", nargs="+", metavar="scenario", help="TOML scenario files")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key in every file, e.g. --set codecs[0].options.mcs=9 (repeatable)")
     pl = sub.add_parser("plot", help="(re)draw figures from one or more run directories (overlaid)")
     pl.add_argument("dirs", nargs="+", help="run directories holding results.jsonl")
     pl.add_argument("--out", help="where to write the figures (default: the first directory)")
     pl.add_argument("--x", choices=("snr_db", "ebno_db"), default="snr_db",
                     help="x axis: Es/N0 per data RE (default) or Eb/N0 (codecs that send bits)")
-    sub.add_parser("list", help="show codecs, channel profiles and presets")
+    ls = sub.add_parser("list", help="show codecs, channel profiles and presets; with CODEC, that codec's options")
+    ls.add_argument("codec", nargs="?", help="a registered codec name or 'package.module:Class': its options "
+                    "(name, type, default, meaning)")
     cc = sub.add_parser("check-codec", help="run the shared codec conformance check on any codec")
     cc.add_argument("codec", help="a registered name or 'package.module:Class'")
     cc.add_argument("--shape", type=int, nargs="+", metavar="N", help="payload item shape, e.g. 3 32 32 "
@@ -65,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     wt.add_argument("--checkpoint-every", type=int, default=250)
     wt.add_argument("--float32", action="store_true", help="save the UNet in float32 (default float16)")
     wt.add_argument("--check-n", type=int, default=256, help="held-out prompts checked when the run ends (default 256)")
+    wt.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     wc = wsub.add_parser("check", help="attribute-checker quality of a model on held-out prompts")
     wc.add_argument("model", help="'cloud', 'edge', a model directory or a `world train` run directory")
     wc.add_argument("--n", type=int, default=256, help="prompts (default 256)")
@@ -72,24 +80,68 @@ def _parser() -> argparse.ArgumentParser:
     wc.add_argument("--dialect", help="judge by this rendering convention (default: the model's own)")
     wc.add_argument("--seed", type=int, default=0)
     wc.add_argument("--out", help="write the report here as JSON")
+    wc.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     ws = wsub.add_parser("sample", help="generate images for prompts into one PNG grid")
     ws.add_argument("model")
     ws.add_argument("--prompt", action="append", required=True, help="a caption (repeatable)")
     ws.add_argument("--seed", type=int, default=0)
     ws.add_argument("--out", required=True, help="PNG file")
+    ws.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     a = sub.add_parser("align", help="MAKD: align the edge model to the cloud model (pack + report)")
-    a.add_argument("--cloud", default="cloud", help="'cloud', a model directory or a run directory")
-    a.add_argument("--edge", default="edge", help="'edge', a model directory or a run directory")
-    a.add_argument("--out", required=True, help="output directory (packs, report.json/.md, grid.png)")
-    a.add_argument("--subject", default="triangle", help="the caption word to align (default triangle)")
+    _alignment_args(a, out_help="output directory (packs, report.json/.md, grid.png)")
     a.add_argument("--methods", default="none,metaword,lora,makd", help="comma-separated subset")
     a.add_argument("--bits", default="8,4,2", help="quantisation levels of the MAKD pack ('' for none)")
     a.add_argument("--cala", metavar="PATH", default=None,
                    help="a CALA checkpoint manifest (cala-*.json, its base checkpoint beside it): every pack "
                         "written also carries its bank + gate, and the report gives sizes with and without it")
+    r = sub.add_parser("random-models", help="random-weight models in the real layouts (diffusers pipeline folders "
+                       "for cloud and edge, DINOv2, CLIP vision) to try the own-models commands with nothing downloaded")
+    r.add_argument("--preset", choices=["tiny", "sd15"], default="tiny",
+                   help="tiny (seconds; 64 px, 4x8x8 latents) or sd15 (an SD-1.5-sized cloud, a BK-SDM-Tiny-sized "
+                        "edge, DINOv2-B, CLIP-L: several GB)")
+    r.add_argument("--out", required=True, help="directory: cloud/, edge/, dino/, clip/")
+    r.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("build-pack", help="a whole knowledge pack for your models: MAKD -> generic JSCC -> S_EG -> "
+                       "CALA -> pack (resumable)")
+    _alignment_args(b, out_help="build directory: align/, jscc/, cache/, pack/, build.json")
+    b.add_argument("--base", metavar="JSCC.json", default=None, help="the edge's pre-installed JSCC (default: train "
+                   "the generic one on natural-photo latents of the edge's VAE)")
+    b.add_argument("--photos", metavar="DIR", default=None, help="your photos for the generic JSCC (default: the "
+                   "shipped training photos)")
+    b.add_argument("--rates", nargs="+", default=["1/24", "1/12", "1/6"], help="bandwidth ratios the generic JSCC "
+                   "serves (default 1/24 1/12 1/6)")
+    b.add_argument("--base-steps", type=int, default=4000)
+    b.add_argument("--base-items", type=int, default=2048, help="photo latents the generic JSCC trains on")
+    b.add_argument("--seg-items", type=int, default=1024, help="S_EG: the aligned edge's images the bank trains on")
+    b.add_argument("--cala-steps", type=int, default=2000)
+    b.add_argument("--batch", type=int, default=32)
+    return p
+
+
+def _alignment_args(a: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags ``align`` and ``build-pack`` share: models, subject, prompts, encoders, device, settings."""
+    a.add_argument("--cloud", default="cloud", help="'cloud', a model directory (Stable-Diffusion layout) or a run "
+                   "directory")
+    a.add_argument("--edge", default="edge", help="'edge', a model directory (Stable-Diffusion layout) or a run "
+                   "directory")
+    a.add_argument("--out", required=True, help=out_help)
+    a.add_argument("--subject", default="triangle", help="the word to align (default triangle); with --prompts, "
+                   "a word every prompt holds (e.g. sks)")
+    a.add_argument("--prompts", metavar="FILE", default=None,
+                   help="your subject prompts, one per line, each holding --subject: split deterministically into "
+                        "train (the cloud's S_CG), validation and test; without it the embedded world's prompts")
+    a.add_argument("--control-prompts", metavar="FILE", default=None, help="prompts without the subject (optional)")
+    a.add_argument("--val-prompts", metavar="FILE", default=None, help="fixed validation prompts (default: a share "
+                   "of --prompts)")
+    a.add_argument("--test-prompts", metavar="FILE", default=None, help="fixed test prompts (default: a share of "
+                   "--prompts)")
+    a.add_argument("--images-per-prompt", type=int, default=1, help="cloud images per training prompt (default 1)")
+    a.add_argument("--image-encoder", action="append", default=[], metavar="NAME=DIR",
+                   help="an image encoder from a local folder (DINO, CLIP, any transformers vision model; 'world' is "
+                        "the embedded world's feature encoder) scoring <NAME>_cosine (repeatable; with --prompts)")
+    a.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an AlignConfig field, e.g. budget_steps=600 or lora_rank=4 (repeatable)")
-    return p
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -121,14 +173,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Each file checked on its own: ``FILE: valid (...)`` on stdout, or its one-line error on stderr."""
     from dekasim.scenarios import load_scenario
     from dekasim.sim import sweep_points, validate_scenario
 
-    scenario = load_scenario(args.scenario, args.overrides)
-    validate_scenario(scenario)
-    print(f"{args.scenario}: valid ({len(sweep_points(scenario))} points, {len(scenario.codecs)} codecs, "
-          f"hash {scenario.hash()})")
-    return 0
+    def located(path: str, text: str) -> str:
+        return text if path in text else f"{path}: {text}"
+
+    status = 0
+    for path in args.scenarios:
+        with warnings.catch_warnings(record=True) as caught:  # a file's warnings name the file
+            warnings.simplefilter("always")
+            try:
+                scenario = load_scenario(path, args.overrides)
+                validate_scenario(scenario)
+                error = None
+            except DekasimError as err:
+                error = err
+        for text in dict.fromkeys(str(w.message) for w in caught):
+            print(f"dekasim: warning: {located(path, text)}", file=sys.stderr)
+        if error is not None:
+            print(f"dekasim: error: {located(path, str(error))}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        print(f"{path}: valid ({len(sweep_points(scenario))} points, {len(scenario.codecs)} codecs, "
+              f"hash {scenario.hash()})")
+    return status
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -143,15 +213,56 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(doc: str | None) -> str:
+    """The first paragraph of a docstring, on one line (never cut)."""
+    import inspect
+
+    paragraph = inspect.cleandoc(doc or "").split("\n\n", 1)[0]
+    return " ".join(paragraph.split())
+
+
+def _wrap(text: str, indent: str, first: str = "") -> str:
+    """``first`` + ``text`` wrapped to the terminal (100 columns where there is none), continuation lines
+    indented by ``indent``; nothing is cut."""
+    import shutil
+    import textwrap
+
+    width = max(shutil.get_terminal_size((100, 24)).columns, 60)
+    return textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False) if text else first.rstrip()
+
+
+def _list_codec(spec: str) -> int:
+    """``dekasim list CODEC``: what the codec is and its options, one block per option."""
+    from dekasim.codecs.base import codec_options_help, resolve_codec
+
+    try:
+        cls = resolve_codec(spec)
+    except ConfigError as err:
+        raise ConfigError("list CODEC", spec, err.expected, err.fix) from None
+    print(_wrap(_summary(cls.__doc__), "    ", f"{spec} [{cls.kind}, payloads: {', '.join(cls.payload_kinds)}]: "))
+    options = codec_options_help(cls)
+    if not options:
+        print("options: none")
+        return 0
+    print(f"options (a scenario: [[codecs]] options = {{ NAME = VALUE }}; the command line: "
+          f"--set codecs[i].options.NAME=VALUE):")
+    for o in options:
+        print(f"  {o.name}  ({o.type}; default {o.default})" if o.default else f"  {o.name}  ({o.type})")
+        print(_wrap(o.meaning, "      ", "      "))
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from dekasim.codecs import available_codecs
     from dekasim.conditions import FIXED_TDL_PROFILES, FLAT_PROFILES, SCALABLE_TDL_PROFILES
     from dekasim.scenarios import DELAY_SPREAD_PRESETS_NS
 
-    print("codecs:")
+    if args.codec:
+        return _list_codec(args.codec)
+    print("codecs (`dekasim list CODEC` shows one's options):")
     for name, cls in available_codecs().items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"  {name:<16} [{cls.kind}] {doc}")
+        print(_wrap(_summary(cls.__doc__), " " * 20, f"  {name:<16}  [{cls.kind}] "))
     print("channel profiles (sweep.tdl_profile):")
     print(f"  scalable TR 38.901 TDL (use delay_spread_ns): {', '.join(SCALABLE_TDL_PROFILES)}")
     print("  fixed TS 38.101-4 TDL (own delay spread): "
@@ -232,20 +343,115 @@ def _align_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _load_model_arg(spec: str, flag: str):
+    """A text-to-image model for a command-line flag; its errors name the flag."""
+    from dekasim.generative.models import load_model
+
+    try:
+        return load_model(spec)
+    except ConfigError as err:
+        field = flag if err.field in ("model", "model_dir") else f"{flag} {err.field}"
+        raise ConfigError(field, err.value, err.expected, err.fix) from None
+
+
+def _prompt_file_task(args: argparse.Namespace, config, device: str):
+    """The alignment task of ``dekasim align --prompts FILE ...`` (a user's subject, prompts and encoders)."""
+    from dekasim.generative.align_task import load_image_encoders, prompt_file_task
+    from dekasim.generative.prompts import read_prompt_file
+
+    prompts = read_prompt_file(args.prompts, "--prompts")
+    files = {"prompts": args.prompts}
+    extra: dict[str, Any] = {}
+    for key, flag in (("control", "--control-prompts"), ("val", "--val-prompts"), ("test", "--test-prompts")):
+        path = getattr(args, flag[2:].replace("-", "_"))
+        if path is not None:
+            extra[key] = read_prompt_file(path, flag)
+            files[key] = path
+    spec: dict[str, str] = {}
+    for item in args.image_encoder:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError("--image-encoder", item, "NAME=DIR", "e.g. --image-encoder dino=models/dinov2-small")
+        spec[name.strip()] = path.strip()
+    encoders = load_image_encoders(spec, device=device)
+    return prompt_file_task(config, prompts, encoders, images_per_prompt=args.images_per_prompt, files=files, **extra)
+
+
+def _alignment_task(args: argparse.Namespace, edge, device: str):
+    """The alignment task of ``align`` / ``build-pack``: the user's prompt files and encoders, or the world's."""
+    from dekasim.generative.align_config import AlignConfig
+    from dekasim.generative.align_task import world_task
+
+    config = AlignConfig(subject=args.subject, **_align_overrides(args.overrides))
+    if args.prompts is not None:
+        return _prompt_file_task(args, config, device)
+    if not edge.config.world:
+        raise ConfigError("--prompts", None, "a prompt file: the edge model is not one of the embedded world, "
+                          "whose prompts are the default", f"write prompts holding '{args.subject}', one per "
+                          "line, and give --prompts FILE --image-encoder NAME=DIR")
+    for flag in ("control_prompts", "val_prompts", "test_prompts", "image_encoder"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), "nothing without --prompts "
+                              "(the embedded world's alignment has its own prompts and scores)")
+    return world_task(edge, config)
+
+
+def _cmd_build_pack(args: argparse.Namespace) -> int:
+    """``dekasim build-pack``: :func:`dekasim.training.build_pack.build_pack`; prints where each product is."""
+    from dekasim.devices import resolve_device
+    from dekasim.training.build_pack import BuildSettings, build_pack
+
+    device = resolve_device(args.device)
+    from dekasim.generative.models import check_model_spec
+
+    edge = _load_model_arg(args.edge, "--edge")  # checked before anything is written (the cloud loads in stage 1)
+    try:
+        check_model_spec(args.cloud)
+    except ConfigError as err:
+        raise ConfigError("--cloud", err.value, err.expected, err.fix) from None
+    task = _alignment_task(args, edge, device)
+    del edge
+    settings = BuildSettings(base=args.base, rates=tuple(args.rates), base_steps=args.base_steps,
+                             base_items=args.base_items, photos=args.photos, seg_items=args.seg_items,
+                             cala_steps=args.cala_steps, batch=args.batch, seed=task.config.seed, device=device)
+    logging.getLogger("dekasim").setLevel(logging.INFO)
+    record = build_pack(args.cloud, args.edge, lambda: task, args.out, settings, command=_command_line(),
+                        progress=True)
+    out = Path(args.out)
+    for name, stage in record["stages"].items():
+        print(f"{name}: {', '.join(str(out / f) for f in stage['product'].get('files', []))} ({stage['wall_s']:.0f} s)")
+    print(f"pack -> {out / 'pack'} (a DeKA-g scenario takes pack = \"{out / 'pack'}\"); progress -> {out / 'build.json'}")
+    return 0
+
+
+def _cmd_random_models(args: argparse.Namespace) -> int:
+    """``dekasim random-models``: :mod:`dekasim.generative.random_models` into ``--out``."""
+    from dekasim.generative.random_models import write_clip_vision, write_dino, write_sd_pipeline
+
+    out = Path(args.out)
+    cloud_unet = {"block_out_channels": [32, 64]} if args.preset == "tiny" else None
+    paths = [write_sd_pipeline(out / "cloud", args.preset, seed=args.seed + 2, unet=cloud_unet),
+             write_sd_pipeline(out / "edge", "tiny" if args.preset == "tiny" else "bk-sdm-tiny", seed=args.seed + 1),
+             write_dino(out / "dino", args.preset, seed=args.seed + 3),
+             write_clip_vision(out / "clip", args.preset, seed=args.seed + 4)]
+    print("random weights (they draw noise: for trying the commands, not for results) -> "
+          + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def _cmd_align(args: argparse.Namespace) -> int:
     """``dekasim align``: :func:`dekasim.deka.alignment.run_alignment` on the models of ``args``; prints the report."""
     from dekasim.deka.alignment import run_alignment
-    from dekasim.generative.align_config import AlignConfig
-    from dekasim.generative.models import load_model
+    from dekasim.devices import resolve_device
 
-    overrides = _align_overrides(args.overrides)
-    config = AlignConfig(subject=args.subject, **overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
+    device = resolve_device(args.device)
+    cloud, edge = (_load_model_arg(spec, flag) for spec, flag in ((args.cloud, "--cloud"), (args.edge, "--edge")))
+    task = _alignment_task(args, edge, device)
     logging.getLogger("dekasim").setLevel(logging.INFO)
-    cloud, edge = load_model(args.cloud), load_model(args.edge)
-    report = run_alignment(cloud, edge, config, args.out, methods=methods, bits=bits, command=_command_line(),
-                           cala=getattr(args, "cala", None), progress=True)
+    report = run_alignment(cloud, edge, out_dir=args.out, methods=methods, bits=bits, command=_command_line(),
+                           cala=getattr(args, "cala", None), progress=True, task=task, device=device)
     out = Path(args.out)
     print((out / "report.md").read_text())
     print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*; "
@@ -253,15 +459,58 @@ def _cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """One line per warning: ``dekasim: warning: MESSAGE`` for dekasim's own (a category defined in dekasim,
+    e.g. ``PhysicsWarning``, or one issued from its code); others also name their category and origin.
+    Never the raw source line."""
+    import dekasim
+
+    package = Path(dekasim.__file__).resolve().parent
+    try:
+        own = category.__module__.startswith("dekasim") or Path(filename).resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        own = False
+    if own:
+        return f"dekasim: warning: {message}\n"
+    return f"dekasim: warning: {category.__name__}: {message} ({filename}:{lineno})\n"
+
+
+def _show_warnings_once() -> None:
+    """This command shows each distinct warning (category and text) once, as one line (:func:`_format_warning`).
+
+    Python's own ``"once"`` filter cannot do it: its registry is per module and is reset whenever any
+    library adds a filter, so a warning met at validation and again at the first point showed twice."""
+    shown: set[tuple[type[Warning], str]] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        key = (category, str(message))
+        if key in shown:
+            return
+        shown.add(key)
+        stream = file if file is not None else sys.stderr
+        try:
+            stream.write(_format_warning(message, category, filename, lineno))
+        except (OSError, ValueError):  # stderr closed or gone: a warning must not end the run
+            pass
+
+    warnings.simplefilter("default")
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
-    warnings.simplefilter("default")
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list,
-                "world": _cmd_world, "align": _cmd_align, "check-codec": _cmd_check_codec}
+                "world": _cmd_world, "align": _cmd_align, "build-pack": _cmd_build_pack,
+                "random-models": _cmd_random_models,
+                "check-codec": _cmd_check_codec}
     try:
-        return handlers[args.command](args)
+        with warnings.catch_warnings():  # the command's way of showing warnings, undone when it returns
+            _show_warnings_once()
+            return handlers[args.command](args)
     except DekasimError as err:
         print(f"dekasim: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -72,6 +72,26 @@ class Condition:
         return self.tdl_profile not in FLAT_PROFILES
 
 
+def parse_ratio(field: str, value: object) -> float:
+    """A bandwidth ratio written as a number or a fraction (``"1/6"``, as every message writes ratios) -> float;
+    ``"1/6"`` gives exactly ``1 / 6``.
+
+    :raises ConfigError: naming ``field`` for anything that is not a positive finite number or fraction.
+    """
+    from fractions import Fraction
+
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        ratio = float(Fraction(value.strip())) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError):
+        ratio = math.nan
+    if not math.isfinite(ratio) or ratio <= 0:
+        raise ConfigError(field, value, 'a positive bandwidth ratio: a number or a fraction such as "1/6" '
+                          "(complex channel uses per real source sample)", 'e.g. "1/12" or 0.0833')
+    return ratio
+
+
 def validate_condition(c: Condition) -> None:
     """Raise :class:`ConfigError` naming the first field of ``c`` outside its physical range."""
     if c.tdl_profile not in ALL_PROFILES:

@@ -16,6 +16,7 @@ import torch
 
 from dekasim.checksums import sha256_file
 from dekasim.cli import main
+from dekasim.metrics import interval_from_entry
 from dekasim.scenarios import scenario_from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,6 +93,17 @@ def test_every_system_at_every_point_with_its_knowledge_and_pack_hash(world, fir
         assert -1.0 <= r["feature_cosine"] <= 1.0
         assert r["n_subject_images"] == 4 and r["consistency_control"] is not None
         assert set(r["timing_s"]) == {"codec", "channel", "metrics"}
+        # intervals over the 4 subject prompts, inside each metric's range, recomputable from the row
+        for metric, (a, b) in (("attribute_agreement", (0, 1)), ("all_attributes_agree", (0, 1)),
+                               ("feature_cosine", (-1, 1))):
+            entry = r["intervals"][metric]
+            assert entry["unit"] == "prompt" and entry["n_units"] == 4
+            lo, hi = r[f"{metric}_ci95"]
+            assert a <= lo <= r[metric] <= hi <= b
+            assert [interval_from_entry(entry).lo, interval_from_entry(entry).hi] == [lo, hi]
+        # 2 control prompts: too few for the interval of a mean, said in a note
+        ctrl = r["consistency_control"]
+        assert ctrl["feature_cosine_ci95"] is None and "no interval" in ctrl["intervals"]["feature_cosine"]["note"]
 
 
 def test_deka_rows_come_from_the_aligned_edge_and_the_packs_bank(world, first):
@@ -179,7 +191,10 @@ def test_report_has_the_simulated_downlink_and_broadcast(world, first):
     assert [r["n_users"] for r in rows] == [1, 2, 4, 8, 16, 32, 64]
     assert rows[0]["broadcast_gain_mean"] == 1.0 and rows[-1]["broadcast_gain_mean"] > rows[1]["broadcast_gain_mean"]
     assert report["generation"]["sampled"] > 0 or report["generation"]["cache_hits"] > 0
-    assert "## The pack over the downlink" in (out / "deka_report.md").read_text()
+    md = (out / "deka_report.md").read_text()
+    assert "## The pack over the downlink" in md
+    no_channel = [ln for ln in md.splitlines() if ln.startswith("| aligned | subject |")][0]
+    assert "±" not in no_channel and no_channel.count("[") == 3  # bounded intervals, [lo, hi]
 
 
 def test_rerun_samples_nothing_and_a_new_directory_reads_the_cache(world, first, tmp_path, capsys):
@@ -332,22 +347,27 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("ratio", ["0.5", "0.0833333"])
-def test_validate_refuses_a_rate_the_preinstalled_jscc_does_not_serve_before_sampling(world, tmp_path, capsys,
-                                                                                        ratio):
-    """validate runs run's checks: 0.5 (not served) and 0.0833333 (photo codecs round it to 1/12; the
-    pre-installed JSCC serves exactly 256 of 3072) are refused by both, in one line, before any sampling."""
+def test_validate_refuses_a_rate_the_preinstalled_jscc_does_not_serve_before_sampling(world, tmp_path, capsys):
+    """validate runs run's checks: 0.5 (not served) is refused by both, in the same line, before any sampling
+    or writing; 0.0833333 (256 symbols of 3072, as every codec rounds it) is accepted by both."""
+    from dekasim.scenarios import load_scenario
+    from dekasim.sim.runner import check_scenario
+
     cache = tmp_path / "cache"
-    toml = _toml(world, tmp_path / "s.toml", f"[{ratio}]", cache)
+    toml = _toml(world, tmp_path / "s.toml", "[0.5]", cache)
     capsys.readouterr()
     assert main(["validate", str(toml)]) == 2
     line = _one_line(capsys.readouterr().err)
-    assert f"sweep.bandwidth_ratio = {ratio}" in line and "1/24, 1/12, 1/6" in line and str(toml) in line
-    assert "0.08333333333333333" in line  # the fix gives the rates written in full
+    assert "sweep.bandwidth_ratio = 0.5" in line and "1/24, 1/12, 1/6" in line and str(toml) in line
     out = tmp_path / "out"
     assert main(["run", str(toml), "--out", str(out), "--no-progress", "--no-plots"]) == 2
     assert _one_line(capsys.readouterr().err) == line
     assert not cache.exists() and not out.exists()  # nothing sampled, nothing written
+    approx = _toml(world, tmp_path / "approx.toml", "[0.0833333]", cache)
+    assert main(["validate", str(approx)]) == 0
+    checked = check_scenario(load_scenario(approx))
+    (codec,) = checked.codecs.values()
+    assert codec.n_channel_uses == 256 and not cache.exists()
 
 
 def test_validate_checks_the_packs_bank_options_and_registered_codecs(world, tmp_path):

@@ -5,7 +5,9 @@ and the one-line errors for a codec that cannot be found."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +47,36 @@ def package(tmp_path, monkeypatch):
     for key in [k for k in base._REGISTRY if k.startswith("mypkg.")]:
         del base._REGISTRY[key]
     base._ENTRY_POINTS = None
+
+
+def _dekasim(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``dekasim ARGS`` in ``cwd`` as the installed command runs it: ``-P`` keeps the current directory off the
+    import path (``python -m`` would put it first and hide the trouble), and PYTHONPATH holds only what the
+    environment had (made absolute), never the user's project."""
+    paths = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if Path(p) != cwd.resolve())}
+    return subprocess.run([sys.executable, "-P", "-m", "dekasim", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_the_readme_commands_work_as_written_without_pythonpath(tmp_path):
+    """The section's files as it names them (only ``mypkg/codecs.py``: no ``__init__.py``, no install, no
+    PYTHONPATH) and its commands: from the directory holding ``mypkg``, and from elsewhere with ``mypkg``
+    beside the scenario file."""
+    python, toml = _section_blocks()
+    section = README.read_text().split("## Write your own codec", 1)[1].split("\n## ", 1)[0]
+    assert f"`dekasim check-codec {SPEC}`" in section and "`dekasim run my-codec.toml`" in section
+    project = tmp_path / "project"
+    (project / "mypkg").mkdir(parents=True)
+    (project / "mypkg" / "codecs.py").write_text(python)
+    (project / "my-codec.toml").write_text(toml)
+    check = _dekasim(["check-codec", SPEC], cwd=project)
+    assert check.returncode == 0, check.stderr
+    assert f"{SPEC}: 6 passed, 0 failed" in check.stdout
+    run = _dekasim(["run", "project/my-codec.toml", "--out", "out", "--no-plots", "--no-progress"], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert {r["codec_name"] for r in rows} == {SPEC, "analog"} and len(rows) == 6
 
 
 def test_check_codec_passes_the_readme_codec(package, capsys):
@@ -111,4 +143,4 @@ def test_a_codec_that_cannot_be_used_is_one_line(package, capsys, codec, expecte
     toml.write_text(f'name = "bad"\n[payload]\nresolution_px = 32\n[sweep]\nsnr_db = [0]\n[[codecs]]\ncodec = "{SPEC}"\n'
                     'options = { bogus = 1 }\n')
     assert main(["validate", str(toml)]) == 2
-    assert "bogus" in capsys.readouterr().err
+    assert f"codecs[{SPEC}].options.bogus = 1: expected no options" in capsys.readouterr().err

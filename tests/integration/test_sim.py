@@ -14,6 +14,7 @@ import pytest
 
 from dekasim.cli import main
 from dekasim.errors import ConfigError
+from dekasim.metrics import interval_from_entry
 from dekasim.scenarios import scenario_from_dict
 from dekasim.sim import read_rows, run_scenario, sweep_points
 from dekasim.sim.runner import point_seed
@@ -39,6 +40,13 @@ def test_rows_files_and_manifest(tmp_path):
     for row in result.rows:
         assert REQUIRED_COLUMNS <= set(row)
         assert row["n_images"] == 4 and row["status"] == "done"
+        # every interval says its unit and method and recomputes from the row
+        assert {k: (v["unit"], v["n_units"], v["method"]) for k, v in row["intervals"].items()} == {
+            "psnr_db": ("image", 4, "student-t"), "ssim": ("image", 4, "wilson-neff")}
+        lo, hi = row["ssim_ci95"]
+        assert -1 <= lo <= row["ssim"] <= hi <= 1
+        again = interval_from_entry(row["intervals"]["psnr_db"])
+        assert again.halfwidth == row["psnr_db_ci95"] and again.estimate == pytest.approx(row["psnr_db"])
     assert (tmp_path / "results.csv").read_text().count("\n") == 5
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["scenario"]["name"] == "sim-test" and manifest["seed"] == 11
@@ -143,6 +151,27 @@ def test_best_mcs_is_chosen_on_independent_calibration_draws(tmp_path):
     from dekasim.codecs.mcs import supported_mcs_indices
 
     assert min(json.loads(k)["mcs"] for k in calib) == supported_mcs_indices(row["channel_uses"], "qam64")[0]
+    # results.csv: the same row, flat; every value read back (intervals as lo/hi, info.* by dotted names)
+    import csv
+
+    (cells,) = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert float(cells["ber_ci95_lo"]) == row["ber_ci95"][0] and float(cells["ber_ci95_hi"]) == row["ber_ci95"][1]
+    assert float(cells["info.mcs_index"]) == row["info"]["mcs_index"]
+    assert float(cells[f"info.variant_calibration_psnr_db.{best}"]) == calib[best]
+
+    def leaves(value, path=""):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from leaves(v, f"{path}.{k}" if path else k)
+        else:
+            yield path, value
+
+    for path, value in leaves(row):
+        if isinstance(value, list) and len(value) == 2:
+            got = [json.loads(cells[f"{path}_{end}"]) for end in ("lo", "hi")]
+        else:
+            got = None if cells[path] == "" else cells[path] if isinstance(value, str) else json.loads(cells[path])
+        assert got == value, path
 
 
 def test_channel_domain_in_scenarios_rows_and_hash(tmp_path, capsys):

@@ -13,6 +13,8 @@ LATENT_SHAPE = (4, 8, 8)
 RATIO = 1 / 6
 #: codecs whose shipped checkpoints need a payload other than the defaults above
 SHIPPED_SHAPES = {"jscc_generic": (48, 8, 8)}
+#: codecs that need an option (a BER curve is drawn at one fixed MCS)
+REQUIRED_OPTIONS = {"digital_bits": {"mcs": 9}}
 
 
 CODECS = sorted(available_codecs())
@@ -23,7 +25,7 @@ def test_every_registered_codec_passes_the_shared_conformance_check(name):
     """Power, shapes, declared channel uses, batch = single, no NaN at -10 dB, save/load round trip: the
     same check `dekasim check-codec` runs on third-party codecs (dekasim.codecs.conformance)."""
     shape = SHIPPED_SHAPES.get(name, IMAGE_SHAPE if "image" in available_codecs()[name].payload_kinds else LATENT_SHAPE)
-    results = check_codec(name, shape, RATIO)
+    results = check_codec(name, shape, RATIO, REQUIRED_OPTIONS.get(name))
     assert [r.name for r in results] == ["shapes", "channel_uses", "power", "batch_equals_single",
                                          "no_nan_at_-10dB", "save_load"]
     assert [f"{r.name}: {r.detail}" for r in results if not r.passed] == []

@@ -108,6 +108,12 @@ def test_very_low_snr_fails_every_block_and_shows_the_fallback():
     assert d.info["mcs_index"] == M.supported_mcs_indices(1024)[0]
     assert d.counts.block_errors == d.counts.blocks == 4
     assert d.counts.bit_errors > 0.1 * d.counts.bits
+    # per transport block (one image each): the units of the BER interval
+    st = d.counts.unit_stats
+    assert d.counts.unit == "transport block" and st["n_units"] == 4 and st["n_nonzero"] == 4
+    assert st["sum_x"] == d.counts.bit_errors and st["sum_n"] == d.counts.bits
+    assert st["sum_n2"] == 4 * (st["sum_n"] // 4) ** 2
+    assert st["sum_x"] ** 2 / 4 <= st["sum_x2"] <= st["sum_x"] * st["sum_n"] // 4
     assert torch.all(d.payload == 0.5)
     assert not any(d.info["image_received"])
 
@@ -313,25 +319,21 @@ def test_default_mcs_is_best_and_adaptive_stays_reachable(name, shape):
 
 @pytest.mark.parametrize("cls", [DigitalImageCodec, DigitalLatentCodec, IdealCodec])
 def test_options_help_describes_every_option_and_nothing_else(cls):
-    """``options_help`` (what ``dekasim list CODEC`` prints) names exactly the keyword options of the codec, so
-    the two cannot drift; :func:`codec_options` joins it with the signature's defaults."""
-    from dekasim.codecs import codec_options
+    """``options_help`` (what ``dekasim list CODEC`` prints, through :func:`codec_options_help`) names exactly
+    the keyword options of the codec, so the two cannot drift, and the defaults come from the signature."""
+    from dekasim.codecs.base import codec_option_parameters, codec_options_help
 
-    opts = codec_options(cls)
-    assert {o["name"] for o in opts} == set(cls.options_help)
-    assert all(o["help"] == cls.options_help[o["name"]] and "default" in o for o in opts)
-    by = {o["name"]: o for o in opts}
+    params, _ = codec_option_parameters(cls)
+    assert set(params) == set(cls.options_help)
+    opts = {o.name: o for o in codec_options_help(cls)}
+    assert set(opts) == set(cls.options_help)
+    assert all(o.meaning and "not documented" not in o.meaning for o in opts.values())
     if cls is IdealCodec:
-        assert by == {"source_codec": {"name": "source_codec", "default": "best", "help": by["source_codec"]["help"]},
-                      "headers": {"name": "headers", "default": "stripped", "help": by["headers"]["help"]}}
+        assert {k: o.default for k, o in opts.items()} == {"source_codec": "'best'", "headers": "'stripped'"}
     else:
-        assert by["mcs"]["default"] == "best" and "'adaptive'" in by["mcs"]["help"]
-        assert by["ldpc_iterations"]["default"] == 20 and by["mcs_margin_db"]["default"] == 0.0
-
-    class NoOptions(Codec):
-        pass
-
-    assert codec_options(NoOptions) == []
+        assert opts["mcs"].default == "'best'" and '"adaptive"' in opts["mcs"].meaning
+        assert opts["ldpc_iterations"].default == "20" and opts["mcs_margin_db"].default == "0.0"
+        assert opts["mcs_candidates"].default == "None" and "4" in opts["mcs_candidates"].meaning
 
 
 def test_readme_documents_every_digital_option():

@@ -1,7 +1,7 @@
 """The package's layers read top to bottom (DESIGN.md, "Layout"): no module imports a higher layer,
 codecs and generative never import each other, and no import cycle exists among modules.
 
-Layers, lowest first: errors/conditions/checksums/photos/progress < channels, metrics < codecs, generative <
+Layers, lowest first: errors/conditions/checksums/devices/photos/progress < channels, metrics < codecs, generative <
 deka, training < scenarios < sim, plots < cli. Every import counts, also one inside a function: a lazy
 import is still a dependency. (Shims that forward an old ``python -m`` entry point do so with ``runpy``
 at run time, not by importing the module above them.)
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "src" / "dekasim"
-RANK = {"errors": 0, "conditions": 0, "checksums": 0, "photos": 0, "progress": 0, "channels": 1, "metrics": 1, "codecs": 2,
-        "generative": 2, "training": 3, "deka": 3, "scenarios": 4, "sim": 5, "plots": 5, "cli": 6, "__main__": 6}
+RANK = {"errors": 0, "conditions": 0, "checksums": 0, "devices": 0, "photos": 0, "progress": 0, "channels": 1,
+        "metrics": 1, "codecs": 2, "generative": 2, "training": 3, "deka": 3, "scenarios": 4, "sim": 5, "plots": 5,
+        "cli": 6, "__main__": 6}
 NEVER_EACH_OTHER = {frozenset({"codecs", "generative"})}
 
 

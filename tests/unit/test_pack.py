@@ -113,9 +113,12 @@ def test_layout_and_manifest(tmp_path, toy_pack):
     assert {f["name"] for f in m["files"]} == {EMBEDS_NAME, LORA_NAME}
     assert all(len(f["sha256"]) == 64 and f["size_bytes"] == (d / f["name"]).stat().st_size for f in m["files"])
     lora_entry = next(f for f in m["files"] if f["name"] == LORA_NAME)
-    assert lora_entry["tensors"].keys() == toy_pack.lora.keys() and lora_entry["quantisation"] is None
+    # a pipeline LoRA file (StableDiffusionPipeline.save_lora_weights' layout): the UNet's keys under "unet."
+    assert lora_entry["tensors"].keys() == {f"unet.{k}" for k in toy_pack.lora} and lora_entry["quantisation"] is None
+    assert load_file(str(d / LORA_NAME)).keys() == lora_entry["tensors"].keys()
     key = next(iter(toy_pack.lora))
-    assert lora_entry["tensors"][key] == {"shape": list(toy_pack.lora[key].shape), "dtype": "float32"}
+    assert lora_entry["tensors"][f"unet.{key}"] == {"shape": list(toy_pack.lora[key].shape), "dtype": "float32"}
+    assert load_pack(d).lora.keys() == toy_pack.lora.keys()  # in memory: the UNet's own keys
 
 
 def _sizes(pack: KnowledgePack, root: Path) -> tuple[dict, dict]:
@@ -236,12 +239,13 @@ def test_tampered_byte_is_refused(tmp_path):
 def test_manifest_with_wrong_shape_is_refused(tmp_path, bits):
     d = save_pack(_gauss_pack(), tmp_path, bits=bits)
     m = _manifest(d)
-    entry = next(f for f in m["files"] if f["name"] != EMBEDS_NAME)["tensors"]["a.to_q.lora_B.weight"]
+    name = ("unet." if bits is None else "") + "a.to_q.lora_B.weight"  # the unquantised file's keys: unet.*
+    entry = next(f for f in m["files"] if f["name"] != EMBEDS_NAME)["tensors"][name]
     entry["shape"] = [entry["shape"][0] + 1, entry["shape"][1]]
     (d / MANIFEST_NAME).write_text(json.dumps(m))
     with pytest.raises(ConfigError, match="shape") as info:
         load_pack(d)
-    assert info.value.field == "pack.tensors[a.to_q.lora_B.weight].shape"
+    assert info.value.field == f"pack.tensors[{name}].shape"
 
 
 def test_other_base_model_is_refused(tmp_path):
@@ -347,9 +351,9 @@ def test_pack_lora_applies_to_fresh_unet(tmp_path, toy, adapted_unet, toy_pack):
     load_lora_into_unet(fresh, pack.lora, pack.lora_config, adapter_name="g_lora")
     torch.testing.assert_close(_unet_out(fresh), want, rtol=0, atol=1e-6)
 
-    # the pack directory is a diffusers LoRA directory too (config in the safetensors header)
+    # the pack directory is a diffusers pipeline LoRA directory too (config in the safetensors header)
     fresh2 = copy.deepcopy(toy.unet)
-    fresh2.load_lora_adapter(str(d), weight_name=LORA_NAME, adapter_name="g_lora", prefix=None)
+    fresh2.load_lora_adapter(str(d), weight_name=LORA_NAME, adapter_name="g_lora", prefix="unet")
     torch.testing.assert_close(_unet_out(fresh2), want, rtol=0, atol=1e-6)
 
 

@@ -30,20 +30,25 @@ def _row(codec: str, kind: str, snr: float, ds: float, *, csi: str = "lmmse",
         "snr_db": snr, "ebno_db": snr - 3.0 if digital else None,
         "delay_spread_ns": ds, "tdl_profile": "C", "speed_mps": 3.0, "csi": csi,
         "bandwidth_ratio": 1 / 12, "channel_uses": 1024, "n_images": 64,
-        "psnr_db": psnr, "psnr_db_ci95": 0.4, "ssim": 0.8, "ssim_ci95": 0.01,
+        "psnr_db": psnr, "psnr_db_ci95": 0.4, "ssim": 0.8, "ssim_ci95": [0.79, 0.81],
         "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None,
         "bit_errors": None, "bits": None, "block_errors": None, "blocks": None,
         "status": "done", "runtime_s": 1.0, "seed": 1, "info": {},
+        "intervals": {"psnr_db": {"unit": "image", "n_units": 64, "method": "student-t"}},
     }
     if digital:
         bits, blocks = 100_000, 100
         if zero_errors:
-            errs, berrs, ber_ci, bler_ci = 0, 0, [0.0, 3.7e-5], [0.0, 0.036]
+            errs, berrs, ber_ci, bler_ci = 0, 0, [0.0, 0.036], [0.0, 0.036]
         else:
             errs = int(bits * 0.1 * 10 ** (-snr / 5))
             berrs = min(blocks, max(1, errs // 50))
             b, bl = errs / bits, berrs / blocks
             ber_ci, bler_ci = [b * 0.8, b * 1.2], [max(0.0, bl - 0.05), min(1.0, bl + 0.05)]
+        row["intervals"].update(
+            ber={"unit": "transport block", "n_units": blocks,
+                 "method": "unit-bound" if zero_errors else "korn-graubard"},
+            bler={"unit": "transport block", "n_units": blocks, "method": "clopper-pearson"})
         row.update(bits=bits, bit_errors=errs, ber=errs / bits, ber_ci95=ber_ci,
                    blocks=blocks, block_errors=berrs, bler=berrs / blocks, bler_ci95=bler_ci,
                    status="max_iterations" if zero_errors else "target_errors")
@@ -158,7 +163,7 @@ def test_ber_figure_log_axis_zero_errors_and_digital_only():
     assert line.get_linestyle() == "--"
     assert len(line.get_xdata()) == len(SNRS) - 1  # the zero-error point is not on the curve
     bound = next(ln for ln in ax0.get_lines() if "upper bound" in ln.get_label())
-    assert list(bound.get_xdata()) == [SNRS[-1]] and list(bound.get_ydata()) == [3.7e-5]
+    assert list(bound.get_xdata()) == [SNRS[-1]] and list(bound.get_ydata()) == [0.036]
     lo, hi = ax0.get_ylim()
     assert lo > 0 and hi <= 1.5 and math.isfinite(lo)
     assert "0 errors: 95 % upper bound" in [t.get_text() for t in fig.legends[0].get_texts()]
@@ -220,3 +225,53 @@ def test_bound_kind_is_dotted_and_profiles_split_panels():
                        for r in _rows()[:2]])
     assert len(fig.axes) == 5
     assert sum("Es/N0" in ax.get_xlabel() for ax in fig.axes) == 3
+
+
+def _inside_figure(fig) -> bool:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box, frame = fig.legends[0].get_window_extent(canvas.get_renderer()), fig.bbox
+    return box.x0 >= frame.x0 - 0.5 and box.x1 <= frame.x1 + 0.5 and box.y0 >= frame.y0 - 0.5
+
+
+def test_overlay_legend_with_long_labels_is_outside_the_axes_and_not_clipped(tmp_path):
+    long = "digital (best image codec, 5G LDPC + QAM, MCS per point)"
+    runs = [_write_run(tmp_path / n, [dict(r, codec=r["codec"].replace("digital (best)", long)) for r in _rows(csi)],
+                       name=n) for n, csi in (("deka-main-job-with-a-long-name", "ls"), ("another-long-run", "lmmse"))]
+    for fig in (psnr_figure(load_results(runs)), error_rate_figure(load_results(runs), "ber")):
+        assert _inside_figure(fig)
+        legend = fig.legends[0]
+        assert legend.get_window_extent().y1 <= min(ax.get_window_extent().y0 for ax in fig.axes)  # below the axes
+        assert len(legend.get_texts()) >= 3
+
+
+def test_figures_say_what_their_error_bars_are():
+    fig = psnr_figure(_rows())
+    assert fig.legends[0].get_title().get_text() == "error bars: 95 % CI over 64 images (Student-t)"
+    ber = error_rate_figure(_rows(), "ber").legends[0].get_title().get_text()
+    assert ber.startswith("error bars: 95 % CI over 100 transport blocks (Korn-Graubard, cluster-robust; ")
+    assert "bound over units" in ber
+    bler = error_rate_figure(_rows(), "bler").legends[0].get_title().get_text()
+    assert bler == "error bars: 95 % CI over 100 transport blocks (Clopper-Pearson)"
+    old = [{k: v for k, v in r.items() if k != "intervals"} for r in _rows()]
+    assert psnr_figure(old).legends[0].get_title().get_text() == "error bars: 95 % CI as stored in the rows"
+
+
+def test_bounded_metric_error_bars_are_asymmetric_and_zero_error_bound_uses_units():
+    from dekasim.plots import metric_figure
+
+    rows = [dict(r, attribute_agreement=0.95, attribute_agreement_ci95=[0.80, 0.99],
+                 intervals={"attribute_agreement": {"unit": "prompt", "n_units": 48, "method": "wilson-neff"}})
+            for r in _rows() if r["kind"] == "analog"]
+    fig = metric_figure(rows, "attribute_agreement", "agreement")
+    bars = [c for c in fig.axes[0].collections if len(c.get_segments())][0].get_segments()
+    assert all(seg[0][1] == pytest.approx(0.80) and seg[1][1] == pytest.approx(0.99) for seg in bars)
+    assert fig.legends[0].get_title().get_text().endswith("48 prompts (Wilson at the effective n)")
+    # a zero-error row without a stored interval: bounded over its blocks, never 3.7 / bits
+    zero = [dict(r, ber_ci95=None) for r in _rows() if r["kind"] == "digital" and r["bit_errors"] == 0]
+    bound = next(ln for ln in error_rate_figure(zero, "ber").axes[0].get_lines() if "upper bound" in ln.get_label())
+    assert bound.get_ydata()[0] == pytest.approx(1 - 0.025 ** (1 / 100))
+    exact = [dict(r, intervals={"ber": {"unit": "image", "n_units": 100, "method": "exact"}}) for r in zero]
+    assert error_rate_figure(exact, "ber") is None  # an error-free bound draws no zero point

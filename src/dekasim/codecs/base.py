@@ -13,12 +13,15 @@ in its last ``encode`` as the genie reference for counting bit and block errors 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from types import ModuleType
+from typing import Any, Callable, ClassVar, Sequence
 
+import numpy as np
 import torch
 
 from dekasim.conditions import Condition
@@ -27,14 +30,60 @@ from dekasim.errors import ConfigError
 
 @dataclass
 class LinkCounts:
-    """Raw error counts of one decoded batch (digital codecs)."""
+    """Raw error counts of decoded batches (digital codecs), with per-unit statistics for honest intervals.
+
+    Bit errors cluster inside an LDPC block and inside a fading slot, so intervals are taken over units
+    that are independent in the simulation (:func:`dekasim.metrics.stats.clustered_rate_interval`), not
+    over bits: ``unit_stats`` keeps the sufficient statistics of the per-unit bit errors ``x_i`` out of
+    ``n_i`` bits (:func:`dekasim.metrics.stats.unit_stats`: ``n_units``, ``sum_x``, ``sum_x2``, ``sum_n``,
+    ``sum_n2``, ``sum_xn``, ``n_nonzero``). Build them with :meth:`per_unit`. Counts built from totals only
+    (``unit_stats`` None, e.g. by an older third-party codec) still work: their BER interval is the
+    conservative bound over ``blocks`` units.
+
+    :param bit_errors, bits: totals [bits].
+    :param block_errors, blocks: blocks in error / sent; each block must be independent of the others
+        (BLER's Clopper-Pearson interval is over blocks).
+    :param unit: name of the independent unit, singular (the digital chain: ``"transport block"``, one
+        item over its own OFDM slots).
+    :param unit_stats: per-unit sufficient statistics, or None.
+    :param exact: the counts are not random (a bound that cannot err): rows give no interval.
+    """
 
     bit_errors: int = 0
     bits: int = 0
     block_errors: int = 0
     blocks: int = 0
+    unit: str = "block"
+    unit_stats: dict[str, Any] | None = None
+    exact: bool = False
+
+    @classmethod
+    def per_unit(cls, bit_errors: Any, bits: Any, unit: str = "transport block", exact: bool = False) -> "LinkCounts":
+        """Counts of one batch from per-unit arrays; each unit is one block (a block error = a unit with
+        any bit error).
+
+        :param bit_errors: ``[B]`` int bit errors per unit (tensor, array or list).
+        :param bits: ``[B]`` int bits per unit, or one int for all.
+        """
+        from dekasim.metrics.stats import unit_stats
+
+        e = np.asarray(bit_errors.cpu() if torch.is_tensor(bit_errors) else bit_errors, dtype=np.int64).reshape(-1)
+        n = np.broadcast_to(np.asarray(bits.cpu() if torch.is_tensor(bits) else bits, dtype=np.int64), e.shape)
+        return cls(bit_errors=int(e.sum()), bits=int(n.sum()), block_errors=int((e > 0).sum()), blocks=int(e.size),
+                   unit=unit, unit_stats=unit_stats(e, n), exact=exact)
 
     def __iadd__(self, other: "LinkCounts") -> "LinkCounts":
+        from dekasim.metrics.stats import merge_stats
+
+        if self.blocks == 0 and self.bits == 0:  # empty: take the other's kind of unit
+            self.unit, self.exact = other.unit, other.exact
+            self.unit_stats = None if other.unit_stats is None else dict(other.unit_stats)
+        elif other.blocks or other.bits:
+            if other.unit != self.unit:
+                raise ValueError(f"LinkCounts: cannot add counts over '{other.unit}' to counts over '{self.unit}'")
+            both = self.unit_stats is not None and other.unit_stats is not None
+            self.unit_stats = merge_stats(self.unit_stats, other.unit_stats) if both else None
+            self.exact = self.exact and other.exact
         self.bit_errors += other.bit_errors
         self.bits += other.bits
         self.block_errors += other.block_errors
@@ -70,10 +119,10 @@ class Codec:
     kind: ClassVar[str] = "analog"
     #: payload kinds the codec accepts: "image" ([3, H, W] in [0, 1]) and/or "latent" (any float tensor).
     payload_kinds: ClassVar[tuple[str, ...]] = ("image", "latent")
-    #: One line per option (a keyword argument of ``__init__`` after ``payload_shape`` and ``bandwidth_ratio``,
-    #: i.e. a key of the scenario's ``options``): allowed values, unit, what it does. :func:`codec_options`
-    #: joins it with the defaults; ``dekasim list CODEC`` prints that.
-    options_help: ClassVar[dict[str, str]] = {}
+    #: What each option means, for ``dekasim list CODEC`` (see :func:`codec_options_help`): option name ->
+    #: its meaning, or a dict with any of ``"type"``, ``"default"``, ``"meaning"``. Optional: without it the
+    #: options come from ``__init__``'s signature and the ``:param NAME:`` lines of the docstrings.
+    options_help: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, **options: Any) -> None:
         self.payload_shape = tuple(int(s) for s in payload_shape)
@@ -196,9 +245,36 @@ def available_codecs() -> dict[str, type[Codec]]:
     return dict(sorted({**_entry_point_codecs(), **_REGISTRY}.items()))
 
 
-def resolve_codec(name: str) -> type[Codec]:
+def _import_codec_module(module_name: str, search_dirs: Sequence[str | Path]) -> ModuleType:
+    """Import ``module_name``; if its top-level package is not installed, look for it in ``search_dirs`` and
+    then in the current directory, and append the first directory holding it to ``sys.path`` (appended, so
+    it never shadows an installed package)."""
+    import importlib
+    import sys
+
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        if exc.name != top:
+            raise
+        for d in [*search_dirs, Path.cwd()]:
+            d = Path(d).resolve()
+            if (d / top).is_dir() or (d / f"{top}.py").is_file():
+                if str(d) not in sys.path:
+                    sys.path.append(str(d))
+                importlib.invalidate_caches()
+                return importlib.import_module(module_name)
+        raise
+
+
+def resolve_codec(name: str, search_dirs: Sequence[str | Path] = ()) -> type[Codec]:
     """The codec class a scenario names: a registered or entry-point name, or ``"package.module:Class"``
     (imported here, and registered under that string, so Ray workers resolve it the same way).
+
+    A ``"package.module:Class"`` whose package is not installed is found in ``search_dirs`` (the scenario
+    file's directory, when a scenario names it) or in the current directory: that directory is appended to
+    the import path, as ``python -m`` would put the current one first.
 
     :raises ConfigError: ``codecs`` for an unknown name, a module that cannot be imported, a missing class,
         or a class that is not a :class:`Codec` subclass.
@@ -210,13 +286,13 @@ def resolve_codec(name: str) -> type[Codec]:
         raise ConfigError("codecs", name, f"a registered codec ({', '.join(codecs)}) or 'package.module:Class'",
                           "run `dekasim list` to see them")
     module_name, _, attr = name.partition(":")
-    import importlib
-
     try:
-        module = importlib.import_module(module_name)
+        module = _import_codec_module(module_name, search_dirs)
     except ImportError as exc:
         raise ConfigError("codecs", name, f"an importable module '{module_name}' ({exc})",
-                          "install the package, or put its directory on PYTHONPATH (on Ray workers too)") from None
+                          "run from the directory that holds its package (or keep the package beside the "
+                          "scenario file), install it, or put its directory on PYTHONPATH (on Ray workers "
+                          "too)") from None
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Codec)):
         what = "missing" if cls is None else f"a {type(cls).__name__}"
@@ -228,38 +304,180 @@ def resolve_codec(name: str) -> type[Codec]:
     return cls
 
 
-def codec_options(cls: type[Codec]) -> list[dict[str, Any]]:
-    """The options of codec class ``cls``, machine-readable: one ``{"name", "default", "help"}`` per keyword
-    argument of its ``__init__`` after ``payload_shape`` and ``bandwidth_ratio``, in signature order
-    (``"default"`` absent for a required one; ``"help"`` from :attr:`Codec.options_help`, ``""`` where it
-    says nothing). A codec without an ``__init__`` of its own takes no options: ``[]``."""
-    import inspect
+#: Parameters of a codec's ``__init__`` that are not options (every codec takes them).
+_NOT_OPTIONS = ("self", "payload_shape", "bandwidth_ratio")
 
-    if cls.__init__ is Codec.__init__:
-        return []
-    out = []
-    params = list(inspect.signature(cls.__init__).parameters.values())[3:]  # self, payload_shape, bandwidth_ratio
-    for p in params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+
+def codec_option_parameters(cls: type[Codec]) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The options codec class ``cls`` takes, from its ``__init__`` signature, in order: the keyword
+    parameters of its ``__init__`` and, where that passes ``**options`` on, of the ``__init__`` of each base
+    class in turn. Names starting with ``_`` are private, not options.
+
+    :return: (name -> :class:`inspect.Parameter`, whether any other name is accepted too: a chain of
+        ``**options`` that reaches :class:`Codec` itself, which stores options it does not know).
+    """
+    params: dict[str, inspect.Parameter] = {}
+    passed_on = False  # an __init__ of the codec passes **options on
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
             continue
-        entry: dict[str, Any] = {"name": p.name}
-        if p.default is not p.empty:
-            entry["default"] = p.default
-        entry["help"] = cls.options_help.get(p.name, "")
-        out.append(entry)
+        if klass is Codec:  # reached through **options: Codec stores any; with no __init__ of its own: none
+            return params, passed_on
+        try:
+            signature = inspect.signature(vars(klass)["__init__"])
+        except (TypeError, ValueError):  # pragma: no cover - a C-level __init__
+            return params, True
+        var_keyword = False
+        for p in signature.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                var_keyword = True
+            elif p.kind is not p.VAR_POSITIONAL and p.name not in _NOT_OPTIONS and not p.name.startswith("_"):
+                params.setdefault(p.name, p)
+        if not var_keyword:
+            return params, False
+        passed_on = True
+    return params, True
+
+
+@dataclass(frozen=True)
+class OptionHelp:
+    """One option of a codec as ``dekasim list CODEC`` shows it (all texts, for people)."""
+
+    name: str
+    type: str
+    default: str
+    meaning: str
+
+
+def _plain(text: str) -> str:
+    """reST markup of a docstring as plain text: ``:class:`~a.B``` -> ``B``, double back-quotes dropped."""
+    import re
+
+    text = re.sub(r":\w+:`~([\w.]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r":\w+:`([^`]+)`", r"\1", text)
+    return " ".join(text.replace("``", "").split())
+
+
+def _param_docs(doc: str | None) -> dict[str, str]:
+    """``:param NAME: text`` (and ``:param A, B: text``) entries of a docstring, continuation lines joined."""
+    import re
+
+    out: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    i = 0
+    while i < len(lines):
+        m = re.match(r"(\s*):param\s+([^:]+):\s*(.*)$", lines[i])
+        i += 1
+        if m is None:
+            continue
+        indent, text = len(m.group(1)), [m.group(3)]
+        while i < len(lines) and lines[i].strip() and not lines[i].lstrip().startswith(":") \
+                and len(lines[i]) - len(lines[i].lstrip()) > indent:
+            text.append(lines[i].strip())
+            i += 1
+        for name in m.group(2).split(","):
+            if name.split():
+                out.setdefault(name.split()[-1], " ".join(text))
+    return out
+
+
+def _bullet_docs(doc: str | None) -> dict[str, str]:
+    """``- ``NAME`` ...: text`` bullets of a module docstring (how :mod:`dekasim.codecs.jscc` lists options)."""
+    import re
+
+    out: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    i = 0
+    while i < len(lines):
+        m = re.match(r"- ``(\w+)``(.*)$", lines[i].strip())
+        i += 1
+        if m is None:
+            continue
+        text = [m.group(2).lstrip(" :")]
+        while i < len(lines) and lines[i].startswith("  ") and lines[i].strip():
+            text.append(lines[i].strip())
+            i += 1
+        out.setdefault(m.group(1), " ".join(text))
+    return out
+
+
+def codec_options_help(cls: type[Codec]) -> list[OptionHelp]:
+    """The options of codec class ``cls`` with their type, default and meaning, for any codec (plug-ins too).
+
+    Names, types and defaults come from the ``__init__`` signatures (:func:`codec_option_parameters`);
+    the meaning, in this order, from the class attribute ``options_help`` (of the class or a base class),
+    from ``:param NAME:`` lines in the docstrings of the class, its bases and their ``__init__``, or from
+    ``- ``NAME``: ...`` bullets of their module docstrings. ``options_help`` may also add options that the
+    signature does not show (a codec that takes ``**options``) and override the type and the default.
+    """
+    import sys
+
+    declared: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        declared.update(getattr(klass, "__dict__", {}).get("options_help", {}) or {})
+    params, _ = codec_option_parameters(cls)
+    docs: dict[str, str] = {}
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        module = sys.modules.get(klass.__module__)
+        for source in (_param_docs(klass.__doc__), _param_docs(getattr(vars(klass).get("__init__"), "__doc__", None)),
+                       _bullet_docs(getattr(module, "__doc__", None))):
+            for name, text in source.items():
+                m = __import__("re").match(r"as for :class:`~?([\w.]+)`", text)
+                if m and module is not None:  # "as for :class:`Other`": Other's own words
+                    other = getattr(module, m.group(1).rsplit(".", 1)[-1], None)
+                    text = _param_docs(getattr(other, "__doc__", None)).get(name, text)
+                docs.setdefault(name, text)
+    out = []
+    for name in [*params, *(n for n in declared if n not in params)]:
+        p = params.get(name)
+        entry = declared.get(name)
+        entry = {"meaning": entry} if isinstance(entry, str) else dict(entry or {})
+        if p is not None and p.annotation is not inspect.Parameter.empty:
+            typ = p.annotation if isinstance(p.annotation, str) \
+                else getattr(p.annotation, "__name__", str(p.annotation))
+        elif p is not None and p.default not in (inspect.Parameter.empty, None):
+            typ = type(p.default).__name__
+        else:
+            typ = "any"
+        default = "required" if p is not None and p.default is inspect.Parameter.empty else \
+            (repr(p.default) if p is not None else "")
+        meaning = entry.get("meaning", entry.get("help", docs.get(name, "")))
+        out.append(OptionHelp(name, str(entry.get("type", typ)), str(entry.get("default", default)),
+                              _plain(str(meaning)) or "(not documented by the codec)"))
     return out
 
 
 def build_codec(name: str, payload_shape: tuple[int, ...], bandwidth_ratio: float, **options: Any) -> Codec:
-    """Instantiate the codec ``name`` (see :func:`resolve_codec`); unknown names and options get a ConfigError."""
+    """Instantiate the codec ``name`` (see :func:`resolve_codec`).
+
+    :raises ConfigError: an unknown name (field ``codecs``), or an option the codec does not take (field
+        ``options.<key>``, with the options it does take).
+    """
     cls = resolve_codec(name)
-    if options and cls.__init__ is Codec.__init__:  # no __init__ of its own: it takes no options
-        raise ConfigError(f"codec_options.{name}", options, f"no options: codec '{name}' takes none",
+    known, open_ended = codec_option_parameters(cls)
+    if options and not known and not open_ended:  # no __init__ of its own: it takes no options
+        key = sorted(options)[0]
+        raise ConfigError(f"options.{key}", options[key], f"no options: codec '{name}' takes none",
                           "remove them, or give the codec an __init__ with keyword arguments")
+    unknown = [k for k in options if k not in known] if not open_ended else []
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        raise ConfigError(f"options.{unknown[0]}", options[unknown[0]],
+                          f"an option of codec '{name}': one of {list(known)}",
+                          (f"did you mean '{close[0]}'? " if close else "") + f"`dekasim list {name}` explains each")
     try:
         return cls(payload_shape, bandwidth_ratio, **options)
-    except TypeError as exc:  # unknown keyword in options
-        raise ConfigError(f"codec_options.{name}", options, f"options accepted by codec '{name}' ({exc})") from None
+    except TypeError as exc:  # an option that a plug-in's own __init__ refuses
+        import re
+
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        key = m.group(1) if m else None
+        raise ConfigError(f"options.{key}" if key else "options", options.get(key, options) if key else options,
+                          f"options accepted by codec '{name}' ({exc})") from None
 
 
 def unit_power(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

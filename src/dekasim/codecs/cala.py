@@ -239,7 +239,7 @@ class LoRAOracleBank(nn.Module):
 
     def adapters(self, buckets: list[int]) -> dict[str, Adapter]:
         present = sorted(set(buckets))
-        g = torch.zeros(len(buckets), len(present) * self.rank)
+        g = torch.zeros(len(buckets), len(present) * self.rank, device=self.a[f"{_key(self.layers[0])}__0"].device)
         for row, k in enumerate(buckets):
             i = present.index(k)
             g[row, i * self.rank:(i + 1) * self.rank] = 1.0
@@ -251,16 +251,16 @@ class _AdaptedCodec(ConditionAwareCodec):
     """Shared options and loading of a frozen base + a bank (the checkpoint names its base).
 
     Subclasses name their bank's size option (``size_option``: ``num_adapters`` or ``rank``) and its
-    default; ``size`` and ``layers`` are only accepted with ``checkpoint = "none"``.
+    default, passed here as ``_size``; it and ``layers`` are only accepted with ``checkpoint = "none"``.
     """
 
     bank_key = ""
     size_option, size_default = "", 0
     default_layers: tuple[str, ...] = DEFAULT_LAYERS
 
-    def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, size: int | None = None,
+    def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, _size: int | None = None,
                  layers: list[str] | None = None, **options: Any) -> None:
-        self._size_option = size
+        size = self._size_option = _size
         self._layers_option = None if layers is None else [str(n) for n in layers]
         extra: dict[str, Any] = dict(options.pop("_extra_options", None) or {})
         if size is not None:
@@ -317,7 +317,20 @@ class _AdaptedCodec(ConditionAwareCodec):
 
 @register_codec("cala")
 class CALACodec(_AdaptedCodec):
-    """Frozen base JSCC + a bank of low-rank adapters mixed by a condition gate."""
+    """Frozen base JSCC + a bank of low-rank adapters mixed by a condition gate.
+
+    Options beside those of :mod:`dekasim.codecs.jscc`; all but ``condition_error_db`` only with
+    ``checkpoint = "none"`` (a checkpoint fixes the bank):
+
+    :param num_adapters: ``K``, the adapters in the bank (default 2).
+    :param layers: names of the adapted convolutions (default: the eight every network of the family has).
+    :param gate: ``"snr_anchored"`` (default: adapter ``i`` also anchored at an SNR) or ``"mlp"``.
+    :param affine: each adapter also scales and shifts every output channel of its layers (default false).
+    :param rank: the rank of each adapter (default 1).
+    :param factor: ``"full"`` (default), ``"cp"`` (a channel vector times a spatial kernel), ``"scale"``
+        (rescales the base's filters) or ``"kron"`` (Kronecker-product components).
+    :param shared_rank: ungated components per layer, active at every condition (default 0).
+    """
 
     bank_key = "cala"
     size_option, size_default = "num_adapters", 2
@@ -333,7 +346,7 @@ class CALACodec(_AdaptedCodec):
         given = {k: v for k, v in self._bank_options.items() if v is not None}
         if given:
             options["_extra_options"] = {**(options.get("_extra_options") or {}), **given}
-        super().__init__(payload_shape, bandwidth_ratio, size=num_adapters, layers=layers, **options)
+        super().__init__(payload_shape, bandwidth_ratio, _size=num_adapters, layers=layers, **options)
 
     def build(self, arch: Arch) -> None:
         super().build(arch)
@@ -357,7 +370,7 @@ class CALACodec(_AdaptedCodec):
 
     def gate_weights(self, cond: Condition, snr_db: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, K]`` gate weights for ``cond`` (``snr_db`` ``[B]`` overrides its SNR per item)."""
-        snr = torch.tensor([float(cond.snr_db)]) if snr_db is None else snr_db
+        snr = torch.tensor([float(cond.snr_db)], device=self.bank.anchor_db.device) if snr_db is None else snr_db
         return self.bank.gate_weights(condition_features(snr, cond, self.bandwidth_ratio))
 
     def _adapt(self, snr_db: torch.Tensor, cond: Condition) -> tuple[dict[str, Adapter], None]:
@@ -370,14 +383,20 @@ class CALACodec(_AdaptedCodec):
 
 @register_codec("lora_oracle")
 class LoRAOracleCodec(_AdaptedCodec):
-    """Frozen base JSCC + one LoRA per condition bucket (an oracle, not compact)."""
+    """Frozen base JSCC + one LoRA per condition bucket (an oracle, not compact).
+
+    Options beside those of :mod:`dekasim.codecs.jscc`; these two only with ``checkpoint = "none"``:
+
+    :param rank: the rank of each bucket's LoRA (default 4).
+    :param layers: names of the adapted convolutions (default ``["enc.res2", "enc.out", "dec.inp"]``).
+    """
 
     bank_key = "lora_oracle"
     size_option, size_default = "rank", 4
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, *, rank: int | None = None,
                  layers: list[str] | None = None, **options: Any) -> None:
-        super().__init__(payload_shape, bandwidth_ratio, size=rank, layers=layers, **options)
+        super().__init__(payload_shape, bandwidth_ratio, _size=rank, layers=layers, **options)
 
     def build(self, arch: Arch) -> None:
         super().build(arch)

@@ -4,7 +4,8 @@ codecs alike: ``dekasim check-codec SPEC`` and the test suite run the same :func
 Checks, each on the codec built from ``spec`` at ``payload_shape`` and ``bandwidth_ratio``:
 
 - ``shapes``: ``encode`` gives ``[B, n]`` complex64; ``decode`` gives the payload's shape back;
-- ``channel_uses``: ``n`` is the declared ``round(bandwidth_ratio * prod(payload_shape))``;
+- ``channel_uses``: ``n`` is the declared ``round(bandwidth_ratio * prod(payload_shape))`` (for a codec that
+  takes only bits, whose MCS and block length set ``n``: the ``n`` it sends);
 - ``power``: the symbols' mean power is 1 within 0.08 over 32 items (64-QAM's scatter around 1 over
   32 x 43 symbols has a standard deviation of 0.017);
 - ``batch_equals_single``: three items decoded in one batch equal each decoded alone (noiseless);
@@ -13,7 +14,7 @@ Checks, each on the codec built from ``spec`` at ``payload_shape`` and ``bandwid
   same config and the same output.
 
 The payload is a smooth random image (a blurred random field, which compresses like a photo) for
-codecs that take images, else Gaussian latents.
+codecs that take images, random bits for codecs that take only bits, else Gaussian latents.
 """
 
 from __future__ import annotations
@@ -42,14 +43,19 @@ class CheckResult:
 
 
 def default_shape(spec: str) -> tuple[int, ...]:
-    """``(3, 32, 32)`` for a codec that takes images, else ``(4, 8, 8)`` latents."""
-    return (3, 32, 32) if "image" in resolve_codec(spec).payload_kinds else (4, 8, 8)
+    """``(3, 32, 32)`` for a codec that takes images, ``(1024,)`` for one that takes only bits, else ``(4, 8, 8)``
+    latents."""
+    kinds = resolve_codec(spec).payload_kinds
+    return (3, 32, 32) if "image" in kinds else (1024,) if kinds == ("bits",) else (4, 8, 8)
 
 
 def sample_payload(codec: Codec, batch: int, seed: int = 0) -> torch.Tensor:
-    """``[batch, *payload_shape]``: smooth images in [0, 1] for image codecs, else standard normal latents."""
+    """``[batch, *payload_shape]``: smooth images in [0, 1] for image codecs, random bits in {0, 1} for codecs
+    that take only bits, else standard normal latents."""
     g = torch.Generator().manual_seed(seed)
     shape = codec.payload_shape
+    if codec.payload_kinds == ("bits",):
+        return torch.randint(0, 2, (batch, *shape), generator=g).to(torch.float32)
     if "image" in codec.payload_kinds and len(shape) == 3 and shape[0] == 3:
         raw = torch.rand(batch, 3, max(shape[1] // 4, 1), max(shape[2] // 4, 1), generator=g)
         return torch.nn.functional.interpolate(raw, size=shape[1:], mode="bilinear", align_corners=False)
@@ -99,6 +105,10 @@ def check_codec(spec: str, payload_shape: tuple[int, ...] | None = None, bandwid
         return f"[4, {n}] complex64 -> {tuple(payload.shape)}"
 
     def channel_uses() -> str:
+        if codec.payload_kinds == ("bits",):  # a bit codec's MCS and block length set n, not the ratio
+            got = codec.encode(sample_payload(codec, 2), CONDITION).shape[1]
+            assert got == n, f"declares {n} channel uses, sends {got}"
+            return f"{n} symbols per item (set by the codec's MCS and block length; the bandwidth ratio is not used)"
         want = round(bandwidth_ratio * math.prod(shape))
         assert n == want, f"declares {n} channel uses, expected round({bandwidth_ratio:g} x {math.prod(shape)}) = {want}"
         return f"{n} symbols per item"

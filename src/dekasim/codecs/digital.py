@@ -67,16 +67,16 @@ from dekasim.errors import ConfigError
 
 #: ``options_help`` of the link options both digital codecs share.
 LINK_OPTIONS_HELP = {
-    "mcs": "'best' (default): per point, the MCS of highest mean PSNR on calibration draws "
+    "mcs": "\"best\" (default): per point, the MCS of highest mean PSNR on calibration draws "
            "(monte_carlo.calibration_images items per candidate; candidates from the AWGN choice down in steps of "
-           "3 until the PSNR has passed its peak, and the lowest; outside dekasim run it acts as 'adaptive'); "
-           "'adaptive': the highest MCS whose AWGN Es/N0 for 10 % BLER + mcs_margin_db <= snr_db (the default "
+           "3 until the PSNR has passed its peak, and the lowest; outside dekasim run it acts as \"adaptive\"); "
+           "\"adaptive\": the highest MCS whose AWGN Es/N0 for 10 % BLER + mcs_margin_db <= snr_db (the default "
            "before issue 20); or an MCS index of mcs_table",
-    "mcs_margin_db": "dB added to every AWGN threshold of mcs = 'adaptive' (the candidates of 'best' start at "
+    "mcs_margin_db": "dB added to every AWGN threshold of mcs = \"adaptive\" (the candidates of \"best\" start at "
                      "margin 0), -10 .. 40, default 0",
-    "mcs_table": "'qam64' (TS 38.214 Table 5.1.3.1-1, default) or 'qam256' (Table 5.1.3.1-2)",
+    "mcs_table": "\"qam64\" (TS 38.214 Table 5.1.3.1-1, default) or \"qam256\" (Table 5.1.3.1-2)",
     "ldpc_iterations": "belief-propagation iterations of the LDPC decoder, 1 .. 200 (default 20)",
-    "mcs_candidates": "mcs = 'best': try at most this many MCS (2 .. 29; 4: the candidates of 'best' before issue "
+    "mcs_candidates": "mcs = \"best\": try at most this many MCS (2 .. 29; 4: the candidates of \"best\" before issue "
                       "20); default no cap: the search goes down in steps of 3 until the PSNR has passed its peak",
 }
 
@@ -213,8 +213,8 @@ class _LinkCodec(Codec):
         u = tx["u"]
         bit_err = (u_hat != u).reshape(u.shape[0], -1).sum(dim=1)
         ok = bit_err == 0
-        counts = LinkCounts(bit_errors=int(bit_err.sum()), bits=int(u.numel()),
-                            block_errors=int((~ok).sum()), blocks=int(u.shape[0]))
+        # one item = one transport block over its own slots: the independent unit of the bit errors
+        counts = LinkCounts.per_unit(bit_err, u[0].numel(), unit="transport block")
         return tx, chain.payload_bits(u_hat), ok, counts
 
 
@@ -300,10 +300,10 @@ class DigitalImageCodec(_LinkCodec):
     kind = "digital"
     payload_kinds = ("image",)
     options_help = {
-        "source_codec": "'best' (default: per image the codec of highest PSNR within the bit budget), 'jpeg', "
-                        "'webp', 'jpeg2000' or 'avif'",
+        "source_codec": "\"best\" (default: per image the codec of highest PSNR within the bit budget), \"jpeg\", "
+                        "\"webp\", \"jpeg2000\" or \"avif\"",
         **LINK_OPTIONS_HELP,
-        "headers": "'stripped' (default: only what the receiver cannot rebuild is sent and charged) or 'full' "
+        "headers": "\"stripped\" (default: only what the receiver cannot rebuild is sent and charged) or \"full\" "
                    "(the codec's whole container)",
     }
 
@@ -375,7 +375,7 @@ class IdealCodec(Codec):
     :param source_codec: ``"best"`` (default), ``"jpeg"``, ``"webp"``, ``"jpeg2000"`` or ``"avif"``.
     :param headers: ``"stripped"`` (default) or ``"full"``.
 
-    ``Decoded.counts`` has no errors by construction (``bits`` = the capacity bits);
+    ``Decoded.counts`` has no errors by construction (``bits`` = the capacity bits, ``exact``: rows give no interval);
     ``Decoded.info``: per image ``capacity_bits``, ``source_codec``, ``source_quality``,
     ``source_bytes``, ``frame_bits``, ``source_psnr_db``, ``image_sent``.
     """
@@ -415,7 +415,7 @@ class IdealCodec(Codec):
         coded = [sc.encode_within_budget(im, sc.FrameLayout(bud, self.codecs, self.headers), reference=r)
                  for im, r, bud in zip(images, ref, budgets)]
         info = {"capacity_bits": budgets, **_source_info(coded)}
-        counts = LinkCounts(bit_errors=0, bits=int(sum(budgets)), block_errors=0, blocks=len(coded))
+        counts = LinkCounts.per_unit([0] * len(coded), budgets, unit="image", exact=True)
         images_out = [c.image if c.sent else None for c in coded]
         return Decoded(payload=_to_payload(images_out, self.payload_shape, self._tx["like"]), counts=counts,
                        info=info)
@@ -490,9 +490,9 @@ class DigitalLatentCodec(_LinkCodec):
     kind = "digital"
     payload_kinds = ("latent",)
     options_help = {
-        "bits_per_sample": "'adaptive' (default: the most bits per value whose compressed frame fits the transport "
+        "bits_per_sample": "\"adaptive\" (default: the most bits per value whose compressed frame fits the transport "
                            "block) or an integer 1 .. 16",
-        "entropy_coder": "'zlib' (default: raw DEFLATE level 9), 'lzma' (raw LZMA2 preset 9) or 'none'",
+        "entropy_coder": "\"zlib\" (default: raw DEFLATE level 9), \"lzma\" (raw LZMA2 preset 9) or \"none\"",
         **LINK_OPTIONS_HELP,
     }
 

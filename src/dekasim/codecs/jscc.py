@@ -85,7 +85,7 @@ from torch import nn
 
 from dekasim.checksums import sha256_file
 from dekasim.codecs.base import Codec, Decoded, complex_to_real, real_to_complex, register_codec, unit_power
-from dekasim.conditions import SCALABLE_TDL_PROFILES, Condition
+from dekasim.conditions import SCALABLE_TDL_PROFILES, Condition, parse_ratio
 from dekasim.errors import ConfigError
 
 #: Manifest format tag of the checkpoints this module writes and reads.
@@ -448,7 +448,8 @@ def condition_features(snr_db: torch.Tensor, cond: Condition, bandwidth_ratio: f
     onehot = [1.0 if letter == p else 0.0 for p in SCALABLE_TDL_PROFILES]
     rest = [math.log10(ds / 300.0), math.log2(bandwidth_ratio * 6.0), cond.speed_mps / 30.0,
             *onehot, 0.0 if cond.is_tdl else 1.0]
-    return torch.cat([snr_feature(snr_db), torch.tensor(rest, dtype=torch.float32).expand(b, -1)], dim=1)
+    return torch.cat([snr_feature(snr_db), torch.tensor(rest, dtype=torch.float32, device=snr_db.device).expand(b, -1)],
+                     dim=1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -568,8 +569,11 @@ class JSCCCodec(Codec):
         options: dict[str, Any] = {"checkpoint": None if checkpoint is None else str(checkpoint)}
         if width is not None:
             options["width"] = int(width)
-        if rates is not None:
-            options["rates"] = [float(r) for r in rates]
+        if rates is not None:  # numbers or fractions ("1/6")
+            if not isinstance(rates, (list, tuple)) or not rates:
+                raise ConfigError("rates", rates, 'a non-empty list of bandwidth ratios, e.g. ["1/24", "1/12", "1/6"]')
+            rates = [parse_ratio("rates", r) for r in rates]
+            options["rates"] = rates
         if payload_kind != "auto":
             options["payload_kind"] = payload_kind
         if init_seed != 0:
@@ -699,19 +703,28 @@ class JSCCCodec(Codec):
             raise ConfigError("cond", None, f"the channel condition (codec '{self.name}' adapts to it)")
         return torch.full((batch,), float(cond.snr_db))
 
+    def _follow(self, device: torch.device) -> None:
+        """Move the networks (base, bank, gate) to the device the symbols or the payload are on (a scenario
+        with ``device = "cuda"`` hands the codec CUDA tensors); a no-op where they already are."""
+        if next(self.net.parameters()).device != device:
+            for module in self.modules_to_save().values():
+                module.to(device)
+
     def encode(self, payload: torch.Tensor, cond: Condition | None) -> torch.Tensor:
         self.check_payload(payload)
         x = payload.to(torch.float32)
+        self._follow(x.device)
         with torch.no_grad():
             if self.condition_aware:
-                adapt, snr = self._adapt(self._snr_seen(cond, x.shape[0], True), cond)  # type: ignore[arg-type]
+                adapt, snr = self._adapt(self._snr_seen(cond, x.shape[0], True).to(x.device), cond)  # type: ignore[arg-type]
                 return self.net.encode(x, adapt, snr, n_send=self.n_channel_uses)
             return self.net.encode(x, n_send=self.n_channel_uses)
 
     def decode(self, y: torch.Tensor, no_eff: torch.Tensor, cond_seen: Condition | None) -> Decoded:
+        self._follow(y.device)
         with torch.no_grad():
             if self.condition_aware:
-                adapt, snr = self._adapt(self._snr_seen(cond_seen, y.shape[0], False), cond_seen)  # type: ignore[arg-type]
+                adapt, snr = self._adapt(self._snr_seen(cond_seen, y.shape[0], False).to(y.device), cond_seen)  # type: ignore[arg-type]
                 out = self.net.decode(y, no_eff, adapt, snr)
             else:
                 out = self.net.decode(y, no_eff)

@@ -258,6 +258,47 @@ def plan_codeblocks(mcs: MCS, n_channel_uses: int) -> CodeBlockPlan:
     return got
 
 
+def plan_transport_block(mcs: MCS, info_bits: int) -> CodeBlockPlan:
+    """The plan that carries exactly ``info_bits`` payload bits at ``mcs``: the block length of a BER/BLER study.
+
+    The converse of :func:`plan_codeblocks` (there the channel uses are given and the payload follows; here the
+    payload, a transport block size, is given and the channel uses follow, as TS 38.214 5.1.3.2 sizes a
+    transport block for a code rate): ``C`` code blocks, the fewest for which ``k = (info_bits + CRCs) / C``
+    fits the base graph Sionna picks; each rate-matched to ``E = Qm * ceil(k / (R * Qm))`` coded bits, so the
+    realised rate ``k / E`` is the MCS's ``R`` rounded down to whole QAM symbols; ``n_channel_uses = C * E / Qm``
+    (no padding symbols). CRCs as everywhere in the chain: CRC24A per transport block, CRC24B per code block
+    when ``C > 1``.
+
+    :param mcs: the MCS (its rate must be >= 1/5: Sionna's encoder has no repetition).
+    :param info_bits: payload bits per transport block (>= 1). With ``C > 1`` code blocks, ``info_bits + CRCs``
+        must split into ``C`` equal blocks (TS 38.214's TBS table guarantees this the same way).
+    :raises ConfigError: field ``block_bits`` for a size that cannot be segmented, ``mcs`` for an MCS the
+        encoder cannot realise.
+    """
+    if isinstance(info_bits, bool) or not isinstance(info_bits, int) or info_bits < 1:
+        raise ConfigError("block_bits", info_bits, "a whole number of information bits per block >= 1")
+    qm, r = mcs.modulation_order, mcs.code_rate
+    if r < MIN_CODE_RATE:
+        raise ConfigError("mcs", mcs.index, f"an MCS of table {mcs.table} with code rate >= 1/5 (Sionna's "
+                          f"LDPC5GEncoder has no repetition coding); MCS {mcs.index} has R = {mcs.code_rate:.3f}",
+                          f"pick an index >= {next(i for i, (_, x) in enumerate(MCS_TABLES[mcs.table]) if x / 1024 >= MIN_CODE_RATE)}")
+    for c in range(1, info_bits + 2):
+        crc = TB_CRC_BITS + (CB_CRC_BITS * c if c > 1 else 0)
+        total = info_bits + crc
+        k = -(-total // c)
+        e = qm * math.ceil(k / (r * qm))
+        if not _rate_ok(k, e) or e > mother_code_length(k, e):
+            continue
+        if total % c:
+            lower, upper = c * (total // c) - crc, c * k - crc
+            raise ConfigError("block_bits", info_bits,
+                              f"a block length that splits into {c} equal LDPC code blocks at MCS {mcs.index} "
+                              f"(info bits + {crc} CRC bits divisible by {c})",
+                              f"use {lower} or {upper}")
+        return CodeBlockPlan(mcs, c * e // qm, c, k, e)
+    raise ConfigError("block_bits", info_bits, f"a block length MCS {mcs.index} can carry")  # pragma: no cover
+
+
 @lru_cache(maxsize=64)
 def supported_mcs_indices(n_channel_uses: int, table: str = "qam64") -> tuple[int, ...]:
     """MCS indices of ``table`` realisable at ``n_channel_uses`` symbols per item, ascending."""

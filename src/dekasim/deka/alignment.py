@@ -29,17 +29,17 @@ import numpy as np
 import torch
 
 from dekasim.errors import ConfigError
-from dekasim.generative.makd import (METHODS, AlignConfig, AlignedEdge, MethodResult, align_method,
-                                     alignment_prompts, apply_pack)
+from dekasim.generative.align_task import WORLD_METRICS, AlignmentTask, world_task
+from dekasim.generative.makd import METHODS, AlignConfig, AlignedEdge, MethodResult, align_method, apply_pack
 from dekasim.deka.pack_codec import (DOWNLINK_MCS, cala_base_checkpoint, cala_codec_from_pack, pack_downlink_cost,
                                      read_cala_checkpoint, with_cala)
 from dekasim.generative.pack import (CALABankPart, KnowledgePack, cala_file_name, load_pack, model_fingerprint,
                                      pack_size_bytes, save_pack)
-from dekasim.generative.models import model_world
 
 log = logging.getLogger(__name__)
 
-REPORT_METRICS = ("attribute_agreement", "all_attributes_agree", "feature_cosine", "psnr_db", "ssim")
+#: The embedded world's report columns (a user's task reports its encoders' cosines, PSNR and SSIM).
+REPORT_METRICS = WORLD_METRICS
 METHOD_LABELS = {"none": "edge (unaligned)", "metaword": "metaword only", "lora": "LoRA only", "makd": "MAKD"}
 
 
@@ -51,22 +51,24 @@ def model_bytes(model, dtype_bytes: int = 4) -> int:
 def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str | Path | None = None,
                   methods: Sequence[str] = METHODS, bits: Sequence[int] = (8, 4, 2),
                   grid_prompts: int = 6, command: str | None = None,
-                  cala: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+                  cala: str | Path | None = None, progress: bool = False, task: AlignmentTask | None = None,
+                  device: str | torch.device | None = None) -> dict[str, Any]:
     """Align ``edge`` to ``cloud`` by every method in ``methods``; returns the report (also written to
     ``out_dir`` with the packs and figure when given).
 
     :param cloud, edge: :class:`~dekasim.generative.ldm.TextToImageLDM` models.
+    :param config: the alignment settings (``task.config`` when a task is given).
+    :param task: prompts and scoring (:mod:`dekasim.generative.align_task`); default the embedded world's
+        (:func:`~dekasim.generative.align_task.world_task`).
     :param bits: quantisation levels at which the MAKD pack is also written and re-evaluated.
     :param cala: a CALA checkpoint manifest (``cala-*.json``, its base checkpoint beside it) whose bank +
         gate every written pack carries; read and checked before any training. None: packs without one.
     :param progress: a bar per phase with ETA, loss and validation score (on a terminal only).
+    :param device: where both models run (default: where they are).
     """
-    from dekasim.generative.consistency import consistency
-
-    from dekasim.generative.features import load_encoder
-
-    config = config or AlignConfig()
-    encoder = load_encoder()
+    if task is None:
+        task = world_task(edge, config or AlignConfig())
+    config = task.config
     for m in methods:
         if m not in METHODS:
             raise ConfigError("align.methods", m, f"a subset of {list(METHODS)}")
@@ -77,23 +79,25 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    if device is not None:
+        cloud.to(device)
+        edge.to(device)
     old_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(int(config.threads))
     t_start = time.perf_counter()
     try:
-        world = model_world(edge)
-        prompts = alignment_prompts(world, config)
+        prompts = task.prompts
         kw = {"steps": config.sample_steps, "guidance": config.guidance}
         t0 = time.perf_counter()
-        cloud_imgs = {k: cloud.sample(getattr(prompts, k), prompts.seeds[k], **kw) if getattr(prompts, k) else None
+        cloud_imgs = {k: _sample(cloud, getattr(prompts, k), prompts.seeds[k], kw) if getattr(prompts, k) else None
                       for k in ("train", "val", "test", "control")}
         cloud_s = time.perf_counter() - t0
         log.info("cloud images generated in %.1f s", cloud_s)
 
         def val_score(aligned: AlignedEdge) -> float:
-            imgs = aligned.sample(prompts.val, prompts.seeds["val"], **kw)
-            return float(consistency(imgs, cloud_imgs["val"], encoder=encoder)[config.val_metric].mean)
+            imgs = _sample(aligned, prompts.val, prompts.seeds["val"], kw)
+            return float(task.score(imgs, cloud_imgs["val"])[task.val_metric].mean)
 
         base_hash = model_fingerprint(edge)
         results: dict[str, MethodResult] = {}
@@ -103,12 +107,14 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
             log.info("aligning: %s", m)
             res = align_method(m, edge, cloud_imgs["train"], prompts, config, val_score, base_hash=base_hash,
                                progress=progress)
+            res.pack.info["prompts"] = task.prompt_record()
             results[m] = res
-            reports[m], images[m] = _evaluate(res.edge, prompts, cloud_imgs, kw, encoder)
-            log.info("%s: test %s = %.4f (%.0f s)", m, config.val_metric,
-                     reports[m]["test"][config.val_metric].mean, res.wall_s)
+            reports[m], images[m] = _evaluate(res.edge, prompts, cloud_imgs, kw, task)
+            log.info("%s: test %s = %.4f (%.0f s)", m, task.val_metric,
+                     reports[m]["test"][task.val_metric].mean, res.wall_s)
         report: dict[str, Any] = {
             "config": asdict(config), "methods": list(methods), "base_model_hash": base_hash,
+            "metrics": list(task.metrics), "val_metric": task.val_metric, "source": task.source,
             "prompts": {k: len(getattr(prompts, k)) for k in ("train", "val", "test", "control")},
             "prompt_examples": {k: getattr(prompts, k)[:3] for k in ("train", "test", "control")},
             "cloud": {"name": cloud.config.name, "unet_params": cloud.n_params("unet")},
@@ -120,10 +126,13 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
                             "phases": [asdict(p) for p in results[m].phases],
                             "pack_params": results[m].pack.n_params()} for m in methods},
         }
+        if task.source.get("kind") != "world":
+            report["split"] = {k: getattr(prompts, k) if k != "train" else list(dict.fromkeys(prompts.train))
+                               for k in ("train", "val", "test", "control")}
         if "none" in reports:
             for m in methods:
                 if m != "none":
-                    report["results"][m]["vs_none"] = {k: _paired(r, reports["none"][k])
+                    report["results"][m]["vs_none"] = {k: _paired(r, reports["none"][k], task.metrics)
                                                        for k, r in reports[m].items()}
         if bank is not None:
             part: CALABankPart = bank["part"]
@@ -131,7 +140,7 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
                               "n_params": part.n_params(), "layers": part.layers,
                               "num_adapters": part.num_adapters, "gate_hidden": part.gate_hidden}
         if out is not None:
-            packs = _write_packs(results, edge, out, bits, prompts, cloud_imgs, kw, encoder, bank)
+            packs = _write_packs(results, edge, out, bits, prompts, cloud_imgs, kw, task, bank)
             report["packs"] = packs
             _grid(out / "grid.png", prompts, cloud_imgs["test"], images, grid_prompts)
         report["wall_s"] = time.perf_counter() - t_start
@@ -144,6 +153,11 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
         torch.set_num_threads(old_threads)
 
 
+def _sample(sampler, prompts: Sequence[str], seeds: Sequence[int], kw: dict[str, Any]) -> torch.Tensor:
+    """Images ``[N, 3, R, R]`` on the CPU (what the scorers read), sampled wherever the model is."""
+    return sampler.sample(prompts, seeds, **kw).float().cpu()
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
@@ -154,28 +168,28 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _paired(a, b) -> dict[str, dict[str, float]]:
+def _paired(a, b, metrics: Sequence[str] = REPORT_METRICS) -> dict[str, dict[str, float]]:
     from dekasim.metrics.consistency import paired_difference
 
     out = {}
-    for m in REPORT_METRICS:
+    for m in metrics:
+        if m not in a.per_pair:
+            continue
         d, h = paired_difference(a, b, m)
         out[m] = {"mean": d, "ci95_halfwidth": h}
     return out
 
 
 def _evaluate(aligned: AlignedEdge, prompts, cloud_imgs: dict, kw: dict,
-              encoder) -> tuple[dict[str, Any], torch.Tensor]:
+              task: AlignmentTask) -> tuple[dict[str, Any], torch.Tensor]:
     """Consistency reports of ``aligned`` against the cloud per split (test, control) and its test images."""
-    from dekasim.generative.consistency import consistency
-
     reports: dict[str, Any] = {}
     test_imgs = None
     for k in ("test", "control"):
         if cloud_imgs.get(k) is None:
             continue
-        imgs = aligned.sample(getattr(prompts, k), prompts.seeds[k], **kw)
-        reports[k] = consistency(imgs, cloud_imgs[k], encoder=encoder)
+        imgs = _sample(aligned, getattr(prompts, k), prompts.seeds[k], kw)
+        reports[k] = task.score(imgs, cloud_imgs[k])
         if k == "test":
             test_imgs = imgs
     return reports, test_imgs
@@ -223,11 +237,10 @@ def _pack_sizes(d: Path, pack: KnowledgePack, bits: int | None, bank: dict[str, 
 
 
 def _write_packs(results: dict[str, MethodResult], edge, out: Path, bits: Sequence[int], prompts, cloud_imgs,
-                 kw, encoder, bank: dict[str, Any] | None = None) -> dict[str, Any]:
+                 kw, task: AlignmentTask, bank: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every trained method's pack unquantised; MAKD's (or the last method's) also at each bit width,
     reloaded from disk and re-evaluated (so the numbers are those of the files). With ``bank``
     (:func:`_cala_setup`) every pack carries its CALA bank."""
-    from dekasim.generative.consistency import consistency
 
     def with_bank(pack: KnowledgePack) -> KnowledgePack:
         return pack if bank is None else with_cala(pack, bank["part"])
@@ -249,8 +262,7 @@ def _write_packs(results: dict[str, MethodResult], edge, out: Path, bits: Sequen
         save_pack(with_bank(results[main].pack), d, bits=b)
         pack = load_pack(d, base_model_hash=base_hash)
         aligned = apply_pack(edge, pack)
-        imgs = aligned.sample(prompts.test, prompts.seeds["test"], **kw)
-        rep = consistency(imgs, cloud_imgs["test"], encoder=encoder)
+        rep = task.score(_sample(aligned, prompts.test, prompts.seeds["test"], kw), cloud_imgs["test"])
         levels["none" if b is None else f"{b}-bit"] = {"dir": str(d), **_pack_sizes(d, pack, b, bank),
                                                        "test": rep.as_dict()}
     packs["makd_levels"] = levels
@@ -283,40 +295,57 @@ def _grid(path: Path, prompts, cloud_test: torch.Tensor, images: dict[str, torch
     plt.close(fig)
 
 
-def _fmt(mean: float, ci: float | Sequence[float]) -> str:
-    if isinstance(ci, (list, tuple)):
-        ci = (ci[1] - ci[0]) / 2 if len(ci) == 2 else float("nan")
+def _fmt(mean: float, ci: float | Sequence[float] | None, interval: Sequence[float] | None = None) -> str:
+    """``"0.912 [0.871, 0.944]"`` with a 95 % interval (bounded metrics), ``"0.912 ± 0.030"`` with a half-width
+    (PSNR, paired differences), ``"0.912"`` with neither."""
     if mean is None or not math.isfinite(mean):
         return "n/a"
+    if isinstance(ci, (list, tuple)):
+        interval, ci = ci, None
+    if interval is not None and len(interval) == 2 and ci is None:
+        return f"{mean:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
     return f"{mean:.3f} ± {ci:.3f}" if ci is not None and math.isfinite(ci) else f"{mean:.3f}"
+
+
+def _cell(summary: dict[str, Any] | None) -> str:
+    return "n/a" if summary is None else _fmt(summary["mean"], summary.get("ci95_halfwidth"),
+                                              summary.get("ci95_interval"))
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The report's table (test prompts, then control prompts) as Markdown."""
+    metrics = list(report.get("metrics") or REPORT_METRICS)
+    world = "attribute_agreement" in metrics
     lines = [f"# MAKD alignment report: subject `{report['config']['subject']}`", "",
              f"Prompts: {report['prompts']}. Budget: {report['config']['budget_steps']} steps per method. "
-             "Mean ± 95 % half-width over prompts.", ""]
+             f"Early stopping on validation {report.get('val_metric', report['config']['val_metric'])}. "
+             "Mean and 95 % interval over prompts ([lo, hi] inside the metric's range; ± half-width for PSNR and "
+             "paired differences).", ""]
+    if not world:
+        lines += ["Scores: `<name>_cosine` is the cosine of the edge and the cloud image's embeddings by image encoder "
+                  "<name> (DINO: its CLS embedding, the DINO-score; CLIP: its projected image embedding, CLIP-I); "
+                  "PSNR and SSIM of the edge image against the cloud image.", ""]
+    extra = " | shape agrees" if world else ""
     for split in ("test", "control"):
-        lines += [f"## {split} prompts", "", "| method | " + " | ".join(REPORT_METRICS)
-                  + " | shape agrees | steps | wall s |", "|---" * (len(REPORT_METRICS) + 4) + "|"]
+        lines += [f"## {split} prompts", "", "| method | " + " | ".join(metrics) + f"{extra} | steps | wall s |",
+                  "|---" * (len(metrics) + 3 + int(world)) + "|"]
         for m in report["methods"]:
             r = report["results"][m]
             if split not in r:
                 continue
-            cells = [_fmt(r[split]["metrics"][k]["mean"], r[split]["metrics"][k]["ci95_halfwidth"])
-                     for k in REPORT_METRICS]
-            shape = r[split].get("attribute_agreement_rates", {}).get("shape")
-            cells.append(_fmt(shape["mean"], shape["ci95_halfwidth"]) if shape else "n/a")
+            cells = [_cell(r[split]["metrics"].get(k)) for k in metrics]
+            if world:
+                cells.append(_cell(r[split].get("attribute_agreement_rates", {}).get("shape")))
             steps = sum(p["steps_run"] for p in r["phases"])
             lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(cells) + f" | {steps} | {r['wall_s']:.0f} |")
         lines.append("")
     gains = [m for m in report["methods"] if "vs_none" in report["results"][m]]
     if gains:
         lines += ["## Change against no alignment (paired over the same prompts and seeds)", "",
-                  "| method | split | " + " | ".join(REPORT_METRICS) + " |", "|---" * (len(REPORT_METRICS) + 2) + "|"]
+                  "| method | split | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
         for m in gains:
             for split, d in report["results"][m]["vs_none"].items():
-                cells = [_fmt(d[k]["mean"], d[k]["ci95_halfwidth"]) for k in REPORT_METRICS]
+                cells = [_cell(d.get(k)) for k in metrics]
                 lines.append(f"| {METHOD_LABELS[m]} | {split} | " + " | ".join(cells) + " |")
         lines.append("")
     if report.get("packs", {}).get("makd_levels"):
@@ -348,7 +377,9 @@ def _levels_table(report: dict[str, Any]) -> list[str]:
     head = "| level | bytes | % of edge UNet | % of edge model | channel uses (MCS " + mcs + ") |"
     if cala:
         head += " bytes without CALA | channel uses without CALA | CALA file bytes | CALA error |"
-    head += " attribute_agreement | feature_cosine |"
+    shown = [m for m in (report.get("metrics") or REPORT_METRICS) if m not in ("all_attributes_agree", "psnr_db",
+                                                                              "ssim")][:2]
+    head += "".join(f" {m} |" for m in shown)
     lines += [head, "|---" * head.count(" |") + "|"]
     for lvl, v in levels.items():
         mt = v["test"]["metrics"]
@@ -357,8 +388,7 @@ def _levels_table(report: dict[str, Any]) -> list[str]:
         if cala:
             row += (f" {v['bytes_without_cala']} | {_channel_uses(v['downlink_without_cala'])} | "
                     f"{v['cala_file_bytes']} | {v['cala_codec']['symbols_rel_error']:.2e} |")
-        row += (f" {_fmt(mt['attribute_agreement']['mean'], mt['attribute_agreement']['ci95_halfwidth'])} | "
-                f"{_fmt(mt['feature_cosine']['mean'], mt['feature_cosine']['ci95_halfwidth'])} |")
+        row += "".join(f" {_cell(mt.get(m))} |" for m in shown)
         lines.append(row)
     lines.append("")
     return lines

@@ -144,6 +144,19 @@ CLAIMS = (("consistency (attribute agreement), DeKA-g vs no alignment", "attribu
            "tka", "none"))
 
 
+def claims_for(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, bool, str, str], ...]:
+    """The claims a run's rows can measure: :data:`CLAIMS` for the embedded world (its checker's agreement and
+    feature cosine); for a user's models (no checker) the same comparisons in each image encoder's cosine
+    (``<name>_cosine``: the DINO-score, CLIP-I, ...) instead of the world's two consistency scores."""
+    if any(r.get("attribute_agreement") is not None for r in rows):
+        return CLAIMS
+    cosines = sorted({k for r in rows for k, v in r.items() if k.endswith("_cosine") and v is not None
+                      and not isinstance(v, (dict, list))})
+    consistency = tuple((f"consistency ({m.removesuffix('_cosine')} cosine), DeKA-g vs no alignment", m, True,
+                         "deka", "none") for m in cosines)
+    return consistency + tuple(c for c in CLAIMS if c[1] == "psnr_db")
+
+
 def _role(facts: dict[str, Any] | None, codec_name: str) -> str | None:
     """Which of the four DeKA-g ablation systems a row is (None for the digital chain, bounds, ...)."""
     if not facts or codec_name != "preinstalled":
@@ -156,9 +169,11 @@ def _role(facts: dict[str, Any] | None, codec_name: str) -> str | None:
 def claims_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The paper's two claims measured on a run's rows: per point (condition and receiver), the difference
     between two systems on the same prompts, seeds and channel draws; then the mean over points with a
-    95 % Student-t half-width *over the points* (how it varies across conditions, not Monte-Carlo error),
-    and the range. Relative claims also give ``mean_relative_pct`` = mean over points of 100 (A - B) / B."""
+    95 % Student-t half-width *over the points* (how it varies across conditions, not Monte-Carlo error;
+    None below three points), and the range. Relative claims also give ``mean_relative_pct`` = mean over points
+    of 100 (A - B) / B."""
     from dekasim.metrics import mean_ci95
+    from dekasim.metrics.stats import MIN_UNITS
 
     by: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in rows:
@@ -166,7 +181,7 @@ def claims_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role is not None:
             by.setdefault((r["tdl_profile"], r["delay_spread_ns"], r["snr_db"], r["csi"]), {})[role] = r
     out = []
-    for name, metric, relative, a, b in CLAIMS:
+    for name, metric, relative, a, b in claims_for(rows):
         diffs, rel = [], []
         for point in by.values():
             if a in point and b in point and point[a].get(metric) is not None and point[b].get(metric) is not None:
@@ -176,6 +191,8 @@ def claims_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not diffs:
             continue
         mean, half = mean_ci95(diffs)
+        if len(diffs) < MIN_UNITS:  # t_{0.975, 1} = 12.7: too few points for an interval, said as n/a
+            half = None
         entry = {"claim": name, "metric": metric, "points": len(diffs), "mean_difference": mean,
                  "ci95_over_points": half, "min": min(diffs), "max": max(diffs)}
         if relative and rel:
@@ -216,6 +233,17 @@ def _f(x: Any, nd: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
 
 
+def _mean_ci(summary: dict[str, Any]) -> str:
+    """``"0.912 [0.871, 0.944]"`` from a :class:`~dekasim.metrics.consistency.MetricSummary` dict (95 % interval
+    over prompts, inside the metric's range); ``"0.912 (n/a: <why>)"`` when it has none."""
+    ci = summary.get("ci95_interval")
+    if ci is None and summary.get("ci95_halfwidth") is not None:  # a report written before intervals were bounded
+        return f"{_f(summary['mean'])} ± {_f(summary['ci95_halfwidth'])}"
+    if ci is None:
+        return f"{_f(summary['mean'])} (no interval: {summary.get('n', 0)} prompts)"
+    return f"{_f(summary['mean'])} [{_f(ci[0])}, {_f(ci[1])}]"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables."""
     p, g = report["pack"], report["generation"]
@@ -229,12 +257,14 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Prompts: {report['prompts']['subject']} held-out prompts with the subject, "
              f"{report['prompts']['control']} control prompts without it.", "",
              "## Each edge's own image against the cloud's (no channel)", "",
-             "| edge | split | attribute agreement | all five agree | feature cosine |", "|---|---|---|---|---|"]
+             "Mean and 95 % interval over prompts (Wilson at the effective sample size; all five agree: "
+             "Wilson), inside [0, 1] and [-1, 1].", ""]
+    shown = list(next((m for splits in report["no_channel_consistency"].values() for m in splits.values()), {}))
+    lines += ["| edge | split | " + " | ".join(k.replace("_", " ") for k in shown) + " |",
+              "|---" * (len(shown) + 2) + "|"]
     for edge, splits in report["no_channel_consistency"].items():
         for split, m in splits.items():
-            lines.append(f"| {edge} | {split} | " + " | ".join(
-                f"{_f(m[k]['mean'])} ± {_f(m[k]['ci95_halfwidth'])}"
-                for k in ("attribute_agreement", "all_attributes_agree", "feature_cosine")) + " |")
+            lines.append(f"| {edge} | {split} | " + " | ".join(_mean_ci(m[k]) for k in shown) + " |")
     if report["downlink"]:
         prices = report["image_channel_uses"]
         lines += ["", "## The pack over the downlink, simulated (digital chain + ARQ)", "",

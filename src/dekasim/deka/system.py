@@ -54,7 +54,11 @@ DEFAULT_PACK_DIR = Path(__file__).resolve().parent / "data" / "pack"
 #: ``[payload]`` keys of ``kind = "deka"`` and their defaults.
 DEKA_DEFAULTS: dict[str, Any] = {"cloud": "cloud", "edge": "edge", "pack": "default", "base": "default",
                                  "n_subject_prompts": 48, "n_control_prompts": 16, "sample_steps": 25,
-                                 "guidance": 1.5, "cache_dir": "runs/cache", "image_encoders": {}}
+                                 "guidance": 1.5, "cache_dir": "runs/cache", "image_encoders": {},
+                                 "prompts": None, "control_prompts": None}
+#: Keys of :data:`DEKA_DEFAULTS` that enter a scenario's resolved options only when set (scenarios written
+#: before they existed keep their hash).
+DEKA_OPTIONAL_KEYS = ("image_encoders", "prompts", "control_prompts")
 
 
 def resolve_pack_dir(spec: str | Path) -> Path:
@@ -66,9 +70,10 @@ def resolve_pack_dir(spec: str | Path) -> Path:
     return d
 
 
-def preinstalled_checkpoint(pack, base: str | Path = "default") -> Path:
-    """The manifest of the edge's pre-installed JSCC: ``base``, or by default the shipped checkpoint the
-    pack's CALA bank names (its sha256 is checked when the bank is attached)."""
+def preinstalled_checkpoint(pack, base: str | Path = "default", pack_dir: str | Path | None = None) -> Path:
+    """The manifest of the edge's pre-installed JSCC: ``base``, or by default the checkpoint the pack's CALA
+    bank names (its sha256 is checked when the bank is attached), looked up among the shipped checkpoints,
+    then in ``jscc/`` beside the pack directory (where ``dekasim build-pack`` puts the generic base it trains)."""
     from dekasim.codecs.jscc import CHECKPOINT_DIR
 
     if str(base) != "default":
@@ -81,7 +86,13 @@ def preinstalled_checkpoint(pack, base: str | Path = "default") -> Path:
         raise ConfigError("payload.pack", "a pack without a CALA bank", "a pack carrying a CALA bank (it names the "
                           "edge's pre-installed JSCC)", "align with `dekasim align --cala CALA.json`, or set "
                           "payload.base")
-    return CHECKPOINT_DIR / Path(pack.cala.base["file"]).with_suffix(".json").name
+    name = Path(pack.cala.base["file"]).with_suffix(".json").name
+    places = [CHECKPOINT_DIR] + ([Path(pack_dir).resolve().parent / "jscc"] if pack_dir is not None else [])
+    for d in places:
+        if (d / name).is_file():
+            return d / name
+    raise ConfigError("payload.base", "default", f"the pre-installed JSCC {name} the pack's CALA bank names, found "
+                      f"in {' or '.join(str(d) for d in places)}", "set payload.base to its manifest (*.json)")
 
 
 @dataclass(frozen=True)
@@ -152,11 +163,9 @@ class DekaPayload:
         (:meth:`view`, the references) waits for :meth:`sample`. ``dekasim validate`` uses this.
     """
 
-    def __init__(self, options: dict[str, Any], seed: int, sample: bool = True) -> None:
+    def __init__(self, options: dict[str, Any], seed: int, device: str = "cpu", sample: bool = True) -> None:
         from dekasim.deka.generated import pack_sha256
-        from dekasim.generative.align_config import AlignConfig, alignment_prompts
         from dekasim.generative.aligned import apply_pack
-        from dekasim.generative.models import model_world
         from dekasim.generative.pack import load_pack, model_fingerprint
 
         t0 = time.perf_counter()
@@ -164,6 +173,7 @@ class DekaPayload:
         self.options = opts
         self.cloud = _load(opts["cloud"], "payload.cloud")
         self.edge = _load(opts["edge"], "payload.edge")
+        self.world = bool(self.edge.config.world)  # a model of the embedded world: its checker and encoder score
         self.pack_dir = resolve_pack_dir(opts["pack"])
         self.pack_sha256 = pack_sha256(self.pack_dir)
         edge_fingerprint = model_fingerprint(self.edge)  # of the edge before any pack (hashes every weight: once)
@@ -173,24 +183,21 @@ class DekaPayload:
         except ConfigError as err:
             raise ConfigError("payload.pack", str(opts["pack"]), f"a pack for this edge model ({err})",
                               "give the pack that `dekasim align` made against payload.edge") from None
-        self.base_checkpoint = preinstalled_checkpoint(self.pack, opts["base"])
+        self.base_checkpoint = preinstalled_checkpoint(self.pack, opts["base"], self.pack_dir)
         self.aligned = apply_pack(self.edge, self.pack)
-        cfg = (self.pack.info or {}).get("config")
-        if not isinstance(cfg, dict):
-            raise ConfigError("payload.pack", str(self.pack_dir), "a pack written by `dekasim align` (its manifest "
-                              "records the alignment config, hence which prompts it never saw)")
-        prompts = alignment_prompts(model_world(self.edge), AlignConfig(**cfg))
-        n_s, n_c = int(opts["n_subject_prompts"]), int(opts["n_control_prompts"])
-        if not 1 <= n_s <= len(prompts.test):
-            raise ConfigError("payload.n_subject_prompts", n_s, f"1 .. {len(prompts.test)} (the held-out prompts "
-                              f"with '{self.pack.subject}' the pack's alignment never used)")
-        if not 0 <= n_c <= len(prompts.control):
-            raise ConfigError("payload.n_control_prompts", n_c, f"0 .. {len(prompts.control)}")
-        self.prompts = prompts.test[:n_s] + prompts.control[:n_c]
-        self.is_subject = torch.tensor([True] * n_s + [False] * n_c)
+        subject, control = held_out_prompts(self.pack, self.edge, opts, self.pack_dir)
+        self.prompts = subject + control
+        self.is_subject = torch.tensor([True] * len(subject) + [False] * len(control))
+        self.edge.to(device)
+        self.cloud.to(device)
+        self.aligned.model.to(device)
         self.seeds = [seed * 1_000_003 + i for i in range(len(self.prompts))]
         self.latent_map = self.edge.latents
-        self._encoders = _image_encoders(opts["image_encoders"])
+        self._encoders = _image_encoders(opts["image_encoders"], device)
+        if not self.world and not self._encoders:
+            raise ConfigError("payload.image_encoders", {}, "at least one image encoder (a model that is not of "
+                              "the embedded world has no attribute checker: its images are scored by yours)",
+                              'e.g. image_encoders = { dino = "models/dinov2-small", clip = "models/clip-vit" }')
         self.sampled = False
         self._load_s = time.perf_counter() - t0  # counted in generation["wall_s"]
         if sample:
@@ -199,9 +206,9 @@ class DekaPayload:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Item shape by representation (``"latent"``: the edge's latents; ``"image"``: what they decode to),
         known before :meth:`sample`."""
-        latent = tuple(int(v) for v in self.edge.latent_shape)
+        latent = self.latent_map_shape
         with torch.no_grad():
-            image = tuple(self.latent_map.decode(torch.zeros(1, *latent)).shape[1:])
+            image = tuple(_decode(self.latent_map, torch.zeros(1, *latent)).shape[1:])
         return {"latent": latent, "image": image}
 
     def sample(self) -> None:
@@ -225,10 +232,14 @@ class DekaPayload:
         cloud_latents = generate_latents(self.cloud, self.prompts, self.seeds,
                                          group=SampleGroup(model_fingerprint(self.cloud), None, steps, guidance),
                                          **kw)
-        with torch.no_grad():
-            self.images = {k: self.latent_map.decode(v).float() for k, v in self.latents.items()}
-            self.cloud_images = self.cloud.latents.decode(cloud_latents).float()
-        self.scorer = ReferenceScorer(self.cloud_images, extra_encoders=self._encoders)
+        self.images = {k: _decode(self.latent_map, v) for k, v in self.latents.items()}
+        self.cloud_images = _decode(self.cloud.latents, cloud_latents)
+        if self.world:
+            self.scorer = ReferenceScorer(self.cloud_images, extra_encoders=self._encoders)
+        else:
+            from dekasim.metrics.consistency import EncoderReferences
+
+            self.scorer = EncoderReferences(self.cloud_images, self._encoders, "payload.image_encoders")
         self.generation = {**self.cache.stats(), "wall_s": round(self._load_s + time.perf_counter() - t0, 3)}
         self.sampled = True
 
@@ -253,21 +264,22 @@ class DekaPayload:
         from dekasim.codecs import build_codec
 
         if spec.codec != PREINSTALLED:
-            return build_codec(spec.codec, shape, bandwidth_ratio, **spec.options)
+            return build_codec(spec.codec, shape, self.equal_budget_ratio(shape, bandwidth_ratio), **spec.options)
         from dekasim.codecs.jscc import Arch, read_checkpoint
 
         base_manifest, _ = read_checkpoint(self.base_checkpoint, field="payload.base")
         arch = Arch.from_json(base_manifest["arch"])
         n_source = math.prod(arch.payload_shape)
         n = bandwidth_ratio * n_source
-        if arch.payload_shape != tuple(shape) or abs(n - round(n)) > 1e-6 or not arch.serves(round(n)):
+        if arch.payload_shape != tuple(shape):
+            raise ConfigError("payload.base", self.base_checkpoint.name, f"a pre-installed JSCC for the edge's latents "
+                              f"{tuple(shape)}, not {arch.payload_shape}", "give the pack made for this edge "
+                              "(`dekasim build-pack` trains its generic JSCC), or set payload.base to one")
+        if not arch.serves(round(n)):  # as every codec: round(ratio x values) symbols
             ratios = ", ".join(str(Fraction(k, n_source)) for k in arch.served)
-            symbols = ", ".join(str(k) for k in arch.served)
-            exact = ", ".join(repr(k / n_source) for k in arch.served)
             raise ConfigError("sweep.bandwidth_ratio", bandwidth_ratio,
                               f"a rate the pre-installed JSCC {self.base_checkpoint.name} serves for payload "
-                              f"{arch.payload_shape}: {ratios} ({symbols} symbols per image)",
-                              f"set sweep.bandwidth_ratio to one of them, written in full: {exact}")
+                              f"{arch.payload_shape}: {ratios}", "set sweep.bandwidth_ratio to one of them")
         if spec.bank == "pack":
             from dekasim.deka.pack_codec import cala_codec_from_pack
 
@@ -283,6 +295,23 @@ class DekaPayload:
                                 **spec.options)
         return codec
 
+    def equal_budget_ratio(self, shape: tuple[int, ...], bandwidth_ratio: float) -> float:
+        """The bandwidth ratio at which a codec of items ``shape`` spends the channel uses per image of the
+        sweep's ratio on the edge's latents: the sweep's ratio is per latent value, and a codec of the
+        *image* (the digital chain, the ideal bound) gets ``round(ratio x latent values)`` channel uses too.
+        For the embedded world (48 x 8 x 8 latents of 3 x 32 x 32 images) both counts are equal and the
+        ratio is returned unchanged."""
+        n_latent = math.prod(self.latent_map_shape)
+        n_items = math.prod(shape)
+        if n_items == n_latent:
+            return bandwidth_ratio
+        return round(bandwidth_ratio * n_latent) / n_items
+
+    @property
+    def latent_map_shape(self) -> tuple[int, ...]:
+        """The edge's latent shape (that of every sampled latent; known before :meth:`sample`)."""
+        return tuple(int(v) for v in self.edge.latent_shape)
+
     def no_channel_consistency(self) -> dict[str, Any]:
         """Each edge's own images against the cloud's (no channel): what alignment alone reaches, per split."""
         from dekasim.metrics.consistency import summarise
@@ -294,7 +323,8 @@ class DekaPayload:
             out[edge] = {}
             for split, mask in (("subject", self.is_subject), ("control", ~self.is_subject)):
                 if mask.any():
-                    out[edge][split] = {m: summarise(scores[m][mask.numpy()], binary=m == "all_attributes_agree")
+                    out[edge][split] = {m: summarise(scores[m][mask.numpy()], binary=m == "all_attributes_agree",
+                                                     name=m)
                                         .as_dict() for m in self.scorer.metrics}
         return out
 
@@ -303,7 +333,7 @@ class DekaPayload:
 CONSISTENCY_METRICS = ReferenceScorer.METRICS
 
 
-def _image_encoders(spec: dict[str, str]) -> dict[str, Any]:
+def _image_encoders(spec: dict[str, str], device: str = "cpu") -> dict[str, Any]:
     """``{name: local model directory}`` -> ``{name: encoder}`` (DINO/CLIP from local weights only:
     :func:`~dekasim.metrics.consistency.local_image_encoder`); rows get ``<name>_cosine``."""
     from dekasim.metrics.consistency import local_image_encoder
@@ -311,10 +341,72 @@ def _image_encoders(spec: dict[str, str]) -> dict[str, Any]:
     out = {}
     for name, path in spec.items():
         try:
-            out[name] = local_image_encoder(path)
+            out[name] = local_image_encoder(path, device=device)
         except ConfigError as err:
             raise ConfigError(f"payload.image_encoders.{name}", err.value, err.expected, err.fix) from None
     return out
+
+
+def _decode(latent_map, latents: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Images ``[N, 3, R, R]`` float32 on the CPU from latents (decoded where the latent map lives)."""
+    device = next(latent_map.parameters(), torch.empty(0)).device
+    with torch.no_grad():
+        return torch.cat([latent_map.decode(latents[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(latents), batch_size)])
+
+
+def held_out_prompts(pack, edge, opts: dict[str, Any], pack_dir: Path) -> tuple[list[str], list[str]]:
+    """The scenario's subject prompts (holding the pack's subject, never used to align it) and control prompts.
+
+    Without ``payload.prompts``: the embedded world's test and control prompts of the pack's alignment
+    (recomputed from the alignment settings its manifest records). With ``payload.prompts = FILE``: the
+    file's prompts, less those the pack trained or validated on (recorded in its manifest: packs of
+    ``dekasim align --prompts``; for a world pack, recomputed); ``payload.control_prompts = FILE`` gives the
+    control prompts. ``n_subject_prompts`` / ``n_control_prompts`` take the first ones (with files: at most).
+    """
+    from dekasim.generative.prompts import check_subject, read_prompt_file
+
+    info = pack.info or {}
+    record = info.get("prompts") or {"source": "world"}
+    n_s, n_c = int(opts["n_subject_prompts"]), int(opts["n_control_prompts"])
+    world_prompts = None
+    if record.get("source", "world") == "world":
+        cfg = info.get("config")
+        if not isinstance(cfg, dict) or not edge.config.world:
+            raise ConfigError("payload.pack", str(pack_dir), "a pack written by `dekasim align` (its manifest records "
+                              "the alignment's prompts, hence which prompts it never saw)")
+        from dekasim.generative.align_config import AlignConfig, alignment_prompts
+        from dekasim.generative.models import model_world
+
+        world_prompts = alignment_prompts(model_world(edge), AlignConfig(**cfg))
+    if opts["prompts"] is None:
+        if world_prompts is None:
+            raise ConfigError("payload.prompts", None, "a prompt file (one prompt per line, each holding the pack's "
+                              f"subject '{pack.subject}'): the pack was aligned on your prompts, not the world's",
+                              "set payload.prompts to your prompt file (its test prompts are used)")
+        if not 1 <= n_s <= len(world_prompts.test):
+            raise ConfigError("payload.n_subject_prompts", n_s, f"1 .. {len(world_prompts.test)} (the held-out "
+                              f"prompts with '{pack.subject}' the pack's alignment never used)")
+        if not 0 <= n_c <= len(world_prompts.control):
+            raise ConfigError("payload.n_control_prompts", n_c, f"0 .. {len(world_prompts.control)}")
+        if opts["control_prompts"] is None:
+            return world_prompts.test[:n_s], world_prompts.control[:n_c]
+        subject = world_prompts.test[:n_s]
+    else:
+        prompts = read_prompt_file(opts["prompts"], "payload.prompts")
+        check_subject(prompts, pack.subject or "", "payload.prompts")
+        seen = set(world_prompts.train + world_prompts.val) if world_prompts is not None else \
+            set(record.get("train", [])) | set(record.get("val", []))
+        held = [p for p in prompts if p not in seen]
+        if not held:
+            raise ConfigError("payload.prompts", opts["prompts"], "prompts the pack's alignment never trained or "
+                              f"validated on ({len(prompts)} of the file's prompts were)", "add held-out prompts")
+        subject = held[:n_s]
+    control: list[str] = []
+    if opts["control_prompts"] is not None:
+        control = read_prompt_file(opts["control_prompts"], "payload.control_prompts")[:n_c]
+        check_subject(control, pack.subject or "", "payload.control_prompts", want=False)
+    return subject, control
 
 
 def _load(spec: str, field: str):

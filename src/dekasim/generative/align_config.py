@@ -90,6 +90,10 @@ class AlignConfig:
 # Prompts
 
 
+#: Image ``i`` of split ``k`` is drawn with seed ``SEED_BASE[k] + 1000 * seed + i``.
+SEED_BASE = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000, "control": 4_000_000}
+
+
 @dataclass
 class AlignmentPrompts:
     """The prompt sets of one alignment (captions, and the seed of each image)."""
@@ -148,6 +152,5 @@ def alignment_prompts(world: World, config: AlignConfig) -> AlignmentPrompts:
     out = AlignmentPrompts(train=[align[i].caption() for i in tr_idx], val=pick(val or align, config.n_val_prompts, 0x7A1),
                            test=pick(test, config.n_test_prompts, 0x7E57),
                            control=pick(control, config.n_control_prompts, 0xC0))
-    base = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000, "control": 4_000_000}
-    out.seeds = {k: [base[k] + 1000 * config.seed + i for i in range(len(getattr(out, k)))] for k in base}
+    out.seeds = {k: [SEED_BASE[k] + 1000 * config.seed + i for i in range(len(getattr(out, k)))] for k in SEED_BASE}
     return out

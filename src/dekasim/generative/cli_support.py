@@ -21,9 +21,11 @@ def world_train(args: argparse.Namespace, command: str | None) -> int:
     from dekasim.generative.quality import generation_quality
     from dekasim.generative.train import TrainConfig, train
 
+    from dekasim.devices import resolve_device
+
     seed = DEFAULT_SEEDS[args.preset] if args.seed is None else args.seed
     cfg = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, seed=seed,
-                      threads=args.threads, time_budget_s=args.time_budget_s, checkpoint_every=args.checkpoint_every,
+                      threads=args.threads, device=resolve_device(args.device), time_budget_s=args.time_budget_s, checkpoint_every=args.checkpoint_every,
                       log_every=250, save_unet_dtype="float32" if args.float32 else "float16")
     out = Path(args.out)
     res = train(cfg, out, progress=True)
@@ -55,7 +57,9 @@ def world_check(args: argparse.Namespace, command: str | None) -> int:
     from dekasim.generative.models import load_model
     from dekasim.generative.quality import generation_quality
 
-    model = load_model(args.model)
+    from dekasim.devices import resolve_device
+
+    model = load_model(args.model).to(resolve_device(args.device))
     q = generation_quality(model, n=args.n, split=args.split, seed=args.seed, dialect=args.dialect)
     lo, hi = q.fully_correct_ci95
     print(f"{args.model}: {q.split} prompts, judged by the '{q.dialect}' convention: fully correct "
@@ -74,8 +78,10 @@ def world_sample(args: argparse.Namespace, command: str | None) -> int:
 
     from dekasim.generative.models import load_model
 
-    model = load_model(args.model)
-    imgs = model.sample(args.prompt, seeds=args.seed)
+    from dekasim.devices import resolve_device
+
+    model = load_model(args.model).to(resolve_device(args.device))
+    imgs = model.sample(args.prompt, seeds=args.seed).cpu()
     tiles = [(im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for im in imgs]
     Image.fromarray(np.concatenate(tiles, axis=1)).save(args.out)
     print(f"{len(tiles)} image(s) -> {args.out}")

@@ -15,7 +15,8 @@ from dekasim.errors import ConfigError
 from dekasim.generative.checker import Checker
 from dekasim.generative.features import WorldFeatureEncoder, load_encoder
 from dekasim.generative.world import ATTRIBUTE_NAMES, WorldSpec
-from dekasim.metrics.consistency import METRICS, ConsistencyReport, as_images, cosine_per_pair
+from dekasim.metrics.consistency import (METRICS, ConsistencyReport, EncoderReferences, as_images, check_encoders,
+                                         cosine_per_pair)
 from dekasim.metrics.image import psnr_db, ssim
 
 
@@ -52,11 +53,7 @@ def consistency(edge_images, cloud_images, *, checker: Checker | None = None,
         raise ConfigError("pair_ids", len(pair_ids), f"one identifier per pair ({n})")
     if batch_size < 1:
         raise ConfigError("batch_size", batch_size, "a positive number of images per call")
-    extra = dict(extra_encoders or {})
-    for name, fn in extra.items():
-        if not isinstance(name, str) or not name.isidentifier() or f"{name}_cosine" in METRICS or not callable(fn):
-            raise ConfigError("extra_encoders", name, "names that are Python identifiers (metric '<name>_cosine') "
-                              "mapped to callables images -> [N, D] embeddings")
+    extra = check_encoders(extra_encoders)
     checker = checker or Checker(WorldSpec(resolution_px=edge.shape[-1]))
     encoder = encoder if encoder is not None else load_encoder()
 
@@ -114,27 +111,14 @@ class ReferenceScorer:
         self.cloud = as_images(cloud_images, "cloud_images")
         self.checker = checker or Checker(WorldSpec(resolution_px=self.cloud.shape[-1]))
         self.encoder = encoder if encoder is not None else load_encoder()
-        self.extra = dict(extra_encoders or {})
-        for name, fn in self.extra.items():
-            if not isinstance(name, str) or not name.isidentifier() or f"{name}_cosine" in METRICS or not callable(fn):
-                raise ConfigError("extra_encoders", name, "names that are Python identifiers mapped to callables "
-                                  "images -> [N, D] embeddings")
+        self.extra = EncoderReferences(self.cloud, extra_encoders, "extra_encoders", reserved=METRICS)
         self.readings = self.checker.check(self.cloud).recovered
         self.embeddings = self._embed(self.cloud)
-        self.extra_embeddings = {name: self._embed_with(fn, self.cloud, name) for name, fn in self.extra.items()}
 
     @property
     def metrics(self) -> tuple[str, ...]:
         """The keys of :meth:`score`: :data:`METRICS` and ``<name>_cosine`` per extra encoder."""
-        return self.METRICS + tuple(f"{name}_cosine" for name in self.extra)
-
-    @staticmethod
-    def _embed_with(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, name: str) -> torch.Tensor:
-        with torch.no_grad():
-            z = torch.as_tensor(fn(images)).detach().to("cpu", torch.float32)
-        if z.dim() != 2 or z.shape[0] != len(images):
-            raise ConfigError(f"extra_encoders.{name}", tuple(z.shape), f"[{len(images)}, D] embeddings")
-        return z
+        return self.METRICS + self.extra.metrics
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         was_training = self.encoder.training
@@ -159,8 +143,5 @@ class ReferenceScorer:
         cos = F.cosine_similarity(self._embed(user), self.embeddings[idx], dim=1).clamp(-1.0, 1.0)
         out = {"attribute_agreement": stacked.mean(axis=1), "all_attributes_agree": stacked.min(axis=1),
                "feature_cosine": cos.double().numpy()}
-        for name, fn in self.extra.items():
-            z = self._embed_with(fn, user, name)
-            out[f"{name}_cosine"] = F.cosine_similarity(z, self.extra_embeddings[name][idx], dim=1).clamp(
-                -1.0, 1.0).double().numpy()
+        out.update(self.extra.score(user, idx))
         return out

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from dekasim.checksums import sha256_file
 from dekasim.errors import ConfigError
+from dekasim.progress import quiet_libraries
 
 FORMAT_VERSION = 1
 LDM_CONFIG_NAME = "dekasim_ldm.json"
@@ -236,30 +237,8 @@ def ddim_for_sampling(scheduler_config: Any):
         return DDIMScheduler.from_config(cfg)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence transformers/diffusers progress bars and info logs inside library calls."""
-    try:
-        import transformers.utils.logging as tlog
-    except ImportError:  # pragma: no cover
-        tlog = None
-    import diffusers.utils.logging as dlog
-
-    t_bar = tlog.is_progress_bar_enabled() if tlog else False
-    t_level = tlog.get_verbosity() if tlog else None
-    d_level = dlog.get_verbosity()
-    if tlog:
-        tlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-    dlog.set_verbosity_error()
-    try:
-        yield
-    finally:
-        if tlog:
-            tlog.set_verbosity(t_level)
-            if t_bar:
-                tlog.enable_progress_bar()
-        dlog.set_verbosity(d_level)
+#: Silences transformers' and diffusers' own bars and logs inside library calls (kept under its old name).
+_quiet = quiet_libraries
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,7 +359,14 @@ class TextToImageLDM(torch.nn.Module):
         return {"input_ids": tok["input_ids"].to(self.device), "attention_mask": tok["attention_mask"].to(self.device)}
 
     def encode_tokens(self, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self.text_encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        """Token states ``[B, L, D]`` and the UNet's cross-attention mask. The embedded models pass the padding
+        mask to the text encoder and the UNet; a Stable-Diffusion-layout model follows diffusers' pipelines:
+        the text encoder sees the mask only when its config sets ``use_attention_mask``, the UNet never (so
+        dekasim and a diffusers pipeline draw the same images from one folder)."""
+        if self.config.text_attention_mask or getattr(self.text_encoder.config, "use_attention_mask", False):
+            out = self.text_encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        else:
+            out = self.text_encoder(input_ids=tokens["input_ids"])
         mask = tokens["attention_mask"] if self.config.text_attention_mask else None
         return out.last_hidden_state, mask
 
@@ -409,13 +395,14 @@ class TextToImageLDM(torch.nn.Module):
         sched = ddim_for_sampling(self.scheduler.config)
         sched.set_timesteps(steps)
         guided = guidance != 1.0
+        clip = bool(sched.config.clip_sample)
         uncond = self.encode_prompts([""]) if guided else None
         out = []
         for start in range(0, len(prompts), batch_size):
             chunk, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
             b = len(chunk)
             x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in chunk_seeds])
-            x = x.to(dev) * sched.init_noise_sigma
+            x = x.to(dev, dtype=self.unet.dtype) * sched.init_noise_sigma
             states, mask = self.encode_prompts(chunk)
             if guided:
                 states = torch.cat([uncond[0].expand(b, -1, -1), states])
@@ -426,7 +413,9 @@ class TextToImageLDM(torch.nn.Module):
                 if guided:
                     p_u, p_c = pred.chunk(2)
                     pred = p_u + guidance * (p_c - p_u)
-                x = sched.step(pred, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
+                # with x0 clipping, CFG needs the epsilon of the clipped x0 (else colours invert); without it the
+                # flag changes nothing but rounding, and diffusers' pipelines leave it off
+                x = sched.step(pred, t, x, eta=0.0, use_clipped_model_output=clip).prev_sample
             out.append(x)
         return torch.cat(out)
 
@@ -570,6 +559,10 @@ class TextToImageLDM(torch.nn.Module):
                     raise ConfigError("model_dir", str(d), "a vae/ sub-folder, or dekasim_ldm.json with a "
                                       "pixel_unshuffle latent")
                 latents = PixelUnshuffleLatents(cfg.latent.get("factor", 4))
+        if isinstance(latents, VaeLatents) and latents.vae.config.latent_channels != unet.config.in_channels:
+            raise ConfigError("vae.latent_channels", latents.vae.config.latent_channels,
+                              f"the UNet's in_channels ({unet.config.in_channels}) of {d / 'unet'}",
+                              "give the VAE the UNet was trained with")
         if cfg is None:  # a foreign (Stable Diffusion) directory
             res = int(unet.config.sample_size) * latents.downscale
             max_len = int(min(getattr(tokenizer, "model_max_length", 77), 77))

@@ -138,8 +138,8 @@ def _train_phase(model: TextToImageLDM, phase: str, latents: torch.Tensor, promp
     for step in range(steps):
         idx = torch.randint(0, n, (config.batch_size,), generator=g)
         x0 = latents[idx]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)  # drawn on the CPU: the same on every device
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g).to(x0.device)
         xt = sched.add_noise(x0, noise, t)
         target = sched.get_velocity(x0, noise, t) if model.prediction_type == "v_prediction" else (
             noise if model.prediction_type == "epsilon" else x0)

@@ -111,3 +111,55 @@ def load_model(spec: str | Path):
         return model_from_checkpoint(d)
     raise ConfigError("model", text, "a pipeline directory (unet/, text_encoder/, ...) or a `dekasim world train` "
                       "output directory")
+
+
+def model_dir(spec: str | Path) -> Path:
+    """The pipeline directory a model spec names (shipped name, pipeline folder, or a run's finished
+    ``model/``); checkpoints of an unfinished run have none."""
+    check_model_spec(spec)
+    text = str(spec)
+    if text in SHIPPED_NAMES and not Path(text).exists():
+        return shipped_dir(text)
+    d = Path(text)
+    return d / "model" if not (d / "unet").is_dir() and (d / "model" / "unet").is_dir() else d
+
+
+def resolution_of(spec: str | Path) -> int:
+    """The image side [px] a model spec's pipeline draws, from its config files only: ``dekasim_ldm.json``'s
+    ``resolution_px``, else the UNet's ``sample_size`` times the VAE's downscale (512 for SD 1.5)."""
+    from dekasim.generative.ldm import LDM_CONFIG_NAME
+
+    d = model_dir(spec)
+    try:
+        if (d / LDM_CONFIG_NAME).is_file():
+            return int(json.loads((d / LDM_CONFIG_NAME).read_text())["resolution_px"])
+        vae = json.loads((d / "vae" / "config.json").read_text())
+        scale = 2 ** (len(vae["block_out_channels"]) - 1) if "encoder_block_out_channels" not in vae else \
+            int(vae.get("upsampling_scaling_factor", 2)) ** (len(vae["encoder_block_out_channels"]) - 1)
+        return latent_shape_of(spec)[1] * scale
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError("model", str(spec), f"a pipeline directory with dekasim_ldm.json or vae/config.json "
+                          f"({type(exc).__name__}: {exc})") from None
+
+
+def latent_shape_of(spec: str | Path) -> tuple[int, int, int]:
+    """The latent shape ``(C, h, w)`` a model spec's pipeline samples, read from its config files only (no
+    weights are loaded): ``dekasim_ldm.json``'s latent map for the embedded world's models, else the UNet's
+    ``in_channels`` and ``sample_size`` (a Stable-Diffusion-layout folder: 4 x 64 x 64 for SD 1.5)."""
+    from dekasim.generative.ldm import LDM_CONFIG_NAME
+
+    d = model_dir(spec)
+    unet_cfg = d / "unet" / "config.json"
+    try:
+        cfg = json.loads((d / LDM_CONFIG_NAME).read_text()) if (d / LDM_CONFIG_NAME).is_file() else {}
+        latent = cfg.get("latent") or {}
+        if latent.get("kind") == "pixel_unshuffle":
+            f, r = int(latent.get("factor", 4)), int(cfg["resolution_px"])
+            return 3 * f * f, r // f, r // f
+        unet = json.loads(unet_cfg.read_text())
+        size = unet["sample_size"]
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return int(unet["in_channels"]), int(h), int(w)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError("model", str(spec), f"a pipeline directory whose unet/config.json gives in_channels and "
+                          f"sample_size ({type(exc).__name__}: {exc})") from None

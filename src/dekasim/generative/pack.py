@@ -29,17 +29,20 @@ in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
                                           per row (one row per adapter component) and the gate in float16
                                           (manifest: ``"stored": "quantised"`` / ``"float16"``)
 
-LoRA keys are those diffusers 0.42 writes with ``unet.save_lora_adapter``: no ``unet.`` prefix and no
-adapter name, e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight``
-(``[r, in]``) and ``....to_q.lora_B.weight`` (``[out, r]``). The unquantised file also carries the LoRA
-config in its safetensors header (``lora_adapter_metadata``), as diffusers writes it, so the pack
-directory itself loads with diffusers::
+LoRA keys are those diffusers 0.42 writes with ``unet.save_lora_adapter`` (no adapter name), e.g.
+``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight`` (``[r, in]``) and
+``....to_q.lora_B.weight`` (``[out, r]``). The unquantised file is a *pipeline* LoRA file, as
+``StableDiffusionPipeline.save_lora_weights`` writes one: every key prefixed ``unet.``, and the LoRA config
+in its safetensors header (``lora_adapter_metadata``, keys prefixed ``unet.`` as well). So a plain
+diffusers pipeline of the edge folder takes a pack directory as it is::
 
-    unet.load_lora_adapter(pack_dir, weight_name="pytorch_lora_weights.safetensors",
-                           adapter_name="g_lora", prefix=None)
+    pipe.load_textual_inversion(pack_dir)          # learned_embeds.safetensors: the metaword
+    pipe.load_lora_weights(pack_dir)               # pytorch_lora_weights.safetensors: the G-LoRA
 
-``prefix=None`` matters: the default ``prefix="transformer"`` filters every key out and loads nothing.
-:func:`load_lora_into_unet` does this from a state dict and checks that every tensor landed.
+(or, on the UNet alone, ``unet.load_lora_adapter(pack_dir, weight_name="pytorch_lora_weights.safetensors",
+prefix="unet")``). Packs written before the prefix (the manifest lists each file's tensor names) load
+alike; in memory (:attr:`KnowledgePack.lora`) the keys are always the UNet's own.
+:func:`load_lora_into_unet` loads a state dict and checks that every tensor landed.
 
 Quantisation (``bits`` in {8, 4, 2}) is per output row (first dimension), asymmetric and uniform:
 ``x[i, j] ~= codes[i, j] * scale[i] + zero[i]`` with ``codes`` in ``[0, 2**bits - 1]``, ``scale`` and
@@ -84,7 +87,7 @@ from dekasim.generative.quantise import (BITS, QUANT_SCHEME, _check_bits, _n_pac
 
 #: The LoRA helpers (:mod:`dekasim.generative.lora`) and the quantisation (:mod:`dekasim.generative.quantise`)
 #: live beside the pack; their names stay importable from here.
-__all__ = ["BITS", "CALA_NAME", "EMBEDS_NAME", "FORMAT_VERSION", "KIND", "LORA_METADATA_KEY", "LORA_NAME",
+__all__ = ["BITS", "CALA_NAME", "EMBEDS_NAME", "FORMAT_VERSION", "KIND", "LORA_METADATA_KEY", "LORA_NAME", "LORA_PREFIX",
            "MANIFEST_NAME", "PLACEMENTS", "QUANT_SCHEME", "CALABankPart", "KnowledgePack", "cala_file_name",
            "dequantise_tensor", "load_lora_into_unet", "load_pack", "lora_config_dict", "lora_state_dict",
            "model_fingerprint", "pack_codes", "pack_size_bytes", "quantise_tensor", "quantised_cala_name",
@@ -98,6 +101,9 @@ LORA_NAME = "pytorch_lora_weights.safetensors"
 PLACEMENTS = ("before_subject", "prefix")
 #: the unquantised CALA bank + gate (float32); quantised: :func:`quantised_cala_name`.
 CALA_NAME = "cala_bank.safetensors"
+#: Key prefix of the unquantised LoRA file (a pipeline-level LoRA file: ``pipe.load_lora_weights`` takes the
+#: keys under ``unet.``); packs written before it carry the UNet's own keys and load alike.
+LORA_PREFIX = "unet."
 #: Inputs of the CALA gate (the condition features of :func:`dekasim.codecs.jscc.condition_features`).
 CALA_GATE_INPUTS = 10
 
@@ -457,13 +463,15 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
     if pack.lora is not None:
         lora = {k: v.detach().to("cpu").contiguous() for k, v in sorted(pack.lora.items())}
         listed = {k: {"shape": list(v.shape), "dtype": _dtype_name(v)} for k, v in lora.items()}
-        if bits is None:
+        if bits is None:  # the layout of StableDiffusionPipeline.save_lora_weights: pipe.load_lora_weights reads it
             header = {"format": "pt"}
             kwargs = peft_kwargs(pack.lora_config)
-            if kwargs:  # as diffusers writes it: the pack directory loads with unet.load_lora_adapter
-                header[LORA_METADATA_KEY] = json.dumps(kwargs, sort_keys=True)
-            save_file(lora, str(d / LORA_NAME), metadata=header)
-            files.append({"name": LORA_NAME, "quantisation": None, "tensors": listed})
+            if kwargs:
+                header[LORA_METADATA_KEY] = json.dumps({f"{LORA_PREFIX}{k}": v for k, v in kwargs.items()},
+                                                       sort_keys=True)
+            save_file({f"{LORA_PREFIX}{k}": v for k, v in lora.items()}, str(d / LORA_NAME), metadata=header)
+            files.append({"name": LORA_NAME, "quantisation": None,
+                          "tensors": {f"{LORA_PREFIX}{k}": v for k, v in listed.items()}})
             payload += sum(v.numel() * v.element_size() for v in lora.values())
         else:
             out: dict[str, torch.Tensor] = {}
@@ -673,8 +681,8 @@ def load_pack(directory: str | Path, base_model_hash: str | None = None) -> Know
             embedding = tensors[metaword]
         elif entry["name"] == cala_file_name(bits):
             cala = CALABankPart.from_settings(manifest["cala"], tensors)
-        else:
-            lora = tensors
+        else:  # in memory the keys are the UNet's own (the unquantised file prefixes them with "unet.")
+            lora = {k.removeprefix(LORA_PREFIX): v for k, v in tensors.items()}
     if "cala" in manifest and cala is None:
         raise ConfigError("pack.cala", cala_file_name(bits), "the CALA bank file listed in manifest.json's files",
                           "save the pack again")

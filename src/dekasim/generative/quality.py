@@ -62,7 +62,7 @@ def generation_quality(model, n: int = 256, split: str = "heldout", seed: int = 
     prompts = batch.captions
     t0 = time.perf_counter()
     images = model.sample(prompts, seeds=[seed * 100_003 + i for i in range(n)], steps=steps, guidance=guidance,
-                          batch_size=batch_size)
+                          batch_size=batch_size).cpu()
     dt = time.perf_counter() - t0
     checker = Checker(world.spec)
     intended = [s.rendered for s in batch.scenes]

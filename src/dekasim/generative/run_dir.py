@@ -15,7 +15,7 @@ from dekasim.generative.ldm import TextToImageLDM, build_ldm
 from dekasim.generative.train_config import TrainConfig
 
 #: Run settings that may change between the calls of one run (they are not part of its identity).
-RESUME_FREE = ("steps_this_call", "time_budget_s", "log_every", "checkpoint_every", "threads")
+RESUME_FREE = ("steps_this_call", "time_budget_s", "log_every", "checkpoint_every", "threads", "device")
 
 
 def trainable_parameters(model: TextToImageLDM, config: TrainConfig) -> tuple[list[torch.nn.Parameter], bool]:

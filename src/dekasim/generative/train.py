@@ -129,7 +129,8 @@ def _diffusion_batch(model: TextToImageLDM, world: World, captions_attrs: list, 
     cond = torch.as_tensor(idx)
     drop = torch.as_tensor(rng.random(batch_size) < dropout)
     cond = torch.where(drop, torch.full_like(cond, empty), cond)
-    return {"xt": xt, "t": t, "target": target, "cond": cond}
+    dev = model.device
+    return {"xt": xt.to(dev), "t": t.to(dev), "target": target.to(dev), "cond": cond}
 
 
 def _loss(model: TextToImageLDM, conditioning: _Conditioning, b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -209,6 +210,7 @@ def train(config: TrainConfig, out_dir: str | Path | None, model: TextToImageLDM
     world = config.world()
     if model is None:
         model = build_ldm(config.preset, world=world, unet=config.unet, tiny_clip=config.tiny_clip, seed=config.seed)
+    model.to(config.device)
     params, trainable_te = _trainable(model, config)
     old_threads = torch.get_num_threads()
     if config.threads:
@@ -316,6 +318,7 @@ def train(config: TrainConfig, out_dir: str | Path | None, model: TextToImageLDM
             "steps_done": result.steps, "wall_s": round(wall_before + result.wall_s, 2),
             "cpu_s": round(cpu_before + result.cpu_s, 2), "eval_loss_end_ema": result.eval_loss_ema_end,
             "world_fingerprint": world.fingerprint(), "weights": "ema"})
+        model.to("cpu")
         if trainable_te and model.config.text_encoder_source.startswith("package:"):
             model.config.text_encoder_source = "trained"
         if out is not None and result.steps == config.steps:

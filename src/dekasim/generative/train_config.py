@@ -24,6 +24,8 @@ class TrainConfig:
     :param train_text_encoder: None = train it iff it is not the pretrained MiniLM.
     :param seed: seeds initialisation, caption draws, renders, noise and timesteps.
     :param threads: torch intra-op threads during training (None = leave as is).
+    :param device: where the UNet trains (``"cpu"``, ``"cuda"``); batches are drawn on the CPU, so a run's
+        data do not depend on it, and the model comes back on the CPU. Not part of a run's identity.
     :param time_budget_s: stop this call after this much wall time (None = no limit); resume later.
     :param steps_this_call: stop this call after this many steps (None = no limit); resume later.
     :param checkpoint_every: steps between checkpoints (besides the one written when a call stops).
@@ -47,6 +49,7 @@ class TrainConfig:
     train_text_encoder: bool | None = None
     seed: int = 0
     threads: int | None = 1
+    device: str = "cpu"
     time_budget_s: float | None = None
     steps_this_call: int | None = None
     checkpoint_every: int | None = 500

@@ -13,7 +13,7 @@ image for one prompt and one seed, and each pair gets five scores (plus one per 
     misreads is not counted against the edge. The checker knows the dialect-only values
     (``triangle_down``, ``magenta``), so an unaligned edge's point-down triangle disagrees.
 ``all_attributes_agree``
-    1 if all five agree, else 0 (reported with a Clopper-Pearson interval as well).
+    1 if all five agree, else 0 (its interval over pairs is Wilson).
 ``feature_cosine``
     cosine of the two images' embeddings by the project's own
     :class:`~dekasim.generative.features.WorldFeatureEncoder` (trained on the world's standard and
@@ -32,10 +32,12 @@ seeds, so the nuisances differ): pairs whose caption names neither ``triangle`` 
 attribute agreement 1.000, feature cosine 0.954, 25.4 dB, SSIM 0.873; pairs the dialect redraws score
 0.789, 0.528, 23.1 dB, 0.800 -- the pixel metrics barely see the misalignment, the other two do.
 
-Every metric is summarised by its mean and the half-width of a 95 % Student-t interval
-(:func:`~dekasim.metrics.mean_ci95`); the raw per-pair arrays are kept so that two methods scored
-on the same pairs can be compared with a paired interval (:func:`paired_difference`), which is much
-tighter than comparing two unpaired means.
+Every metric is summarised by its mean and a 95 % interval over the pairs (the independent units) that
+stays inside the metric's range (:func:`metric_interval`): Wilson for ``all_attributes_agree``, Wilson at
+the effective sample size for the bounded means (agreement in [0, 1], cosines and SSIM in [-1, 1]),
+Student-t for PSNR; fewer than three pairs get no interval and a note. The raw per-pair arrays are kept
+so that two methods scored on the same pairs can be compared with a paired interval
+(:func:`paired_difference`), which is much tighter than comparing two unpaired means.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ import torch
 import torch.nn.functional as F
 
 from dekasim.errors import ConfigError
-from dekasim.metrics.stats import binomial_ci95, mean_ci95
+from dekasim.metrics.stats import (Interval, bounded_mean_interval, mean_ci95, proportion_interval,
+                                   student_t_interval, unit_stats)
 
 
 #: The built-in per-pair metrics, in report order.
@@ -61,34 +64,71 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: Bounds of the bounded per-pair metrics (``<name>_cosine`` of any encoder: [-1, 1] too).
+METRIC_RANGES = {"attribute_agreement": (0.0, 1.0), "feature_cosine": (-1.0, 1.0), "ssim": (-1.0, 1.0)}
+#: Per-pair metrics that are 0/1 (a proportion of pairs).
+BINARY_METRICS = ("all_attributes_agree",)
+
+
+def metric_range(name: str) -> tuple[float, float] | None:
+    """The bounds of per-unit metric ``name`` (None: unbounded, e.g. ``psnr_db``)."""
+    if name in METRIC_RANGES:
+        return METRIC_RANGES[name]
+    return (-1.0, 1.0) if name.endswith("_cosine") else None
+
+
+def metric_interval(name: str, values: np.ndarray | Sequence[float], unit: str = "prompt") -> Interval:
+    """The 95 % interval of the mean of per-unit metric ``name`` over independent units (``unit``), inside the
+    metric's range: Wilson for a 0/1 metric (:data:`BINARY_METRICS`), Wilson at the effective sample
+    size for a bounded one (:func:`metric_range`), Student-t otherwise (PSNR [dB]).
+
+    :param values: ``[n]`` per-unit values.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if name in BINARY_METRICS:
+        return proportion_interval(int(round(float(v.sum()))), len(v), unit, "wilson")
+    bounds = metric_range(name)
+    if bounds is not None:
+        return bounded_mean_interval(unit_stats(v), unit, bounds)
+    return student_t_interval(unit_stats(v), unit)
+
+
 @dataclass(frozen=True)
 class MetricSummary:
     """Mean of one per-pair metric over ``n`` pairs.
 
-    :param ci95_halfwidth: half-width of the 95 % Student-t interval of the mean (NaN for n < 2).
-    :param ci95_interval: for a 0/1 metric, the exact Clopper-Pearson 95 % interval ``(lo, hi)`` of
-        the proportion; None otherwise.
+    :param ci95_halfwidth: half-width of a symmetric (Student-t, PSNR) 95 % interval; None for bounded
+        metrics, whose intervals are not symmetric, and when there is no interval.
+    :param ci95_interval: the 95 % interval ``(lo, hi)`` (inside the metric's range), or None when there
+        is none (fewer than three pairs, or no spread; see ``note``).
+    :param method: how the interval was made (a key of :data:`dekasim.metrics.stats.METHODS`).
+    :param note: why there is no interval, or what limits it.
     """
 
     mean: float
-    ci95_halfwidth: float
+    ci95_halfwidth: float | None
     n: int
     ci95_interval: tuple[float, float] | None = None
+    method: str = "student-t"
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"mean": self.mean, "ci95_halfwidth": self.ci95_halfwidth, "n": self.n}
-        if self.ci95_interval is not None:
-            d["ci95_interval"] = list(self.ci95_interval)
+        d: dict[str, Any] = {"mean": self.mean, "ci95_halfwidth": self.ci95_halfwidth, "n": self.n,
+                             "ci95_interval": None if self.ci95_interval is None else list(self.ci95_interval),
+                             "method": self.method}
+        if self.note:
+            d["note"] = self.note
         return d
 
 
-def summarise(values: np.ndarray, binary: bool = False) -> MetricSummary:
-    """Mean and 95 % Student-t half-width of per-pair ``values`` (and, ``binary``, the Clopper-Pearson interval)."""
-    mean, half = mean_ci95(values.astype(np.float64).tolist())
-    interval = None
-    if binary:
-        interval = binomial_ci95(int(values.sum()), len(values))
-    return MetricSummary(float(mean), float(half), int(len(values)), interval)
+def summarise(values: np.ndarray, binary: bool = False, name: str | None = None) -> MetricSummary:
+    """Mean and 95 % interval of per-pair ``values`` (:func:`metric_interval` of ``name``; ``binary``: a 0/1
+    metric, Wilson; neither: Student-t)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    iv = metric_interval("all_attributes_agree" if binary else (name or "psnr_db"), v, "pair")
+    mean = math.fsum(v.tolist()) / len(v) if len(v) else math.nan
+    return MetricSummary(float(mean), iv.halfwidth, int(len(v)), None if iv.ci is None else tuple(iv.ci),
+                         iv.method, iv.note)
 
 
 @dataclass
@@ -97,31 +137,32 @@ class ConsistencyReport:
 
     :param per_pair: metric name -> ``[n]`` float64 scores, pair ``i`` at index ``i`` (names:
         :data:`METRICS` plus ``<name>_cosine`` per extra encoder).
-    :param attribute_agree: attribute -> ``[n]`` bool, the checker read it equally from both images.
+    :param attribute_agree: attribute -> ``[n]`` bool, the checker read it equally from both images (empty
+        where no attribute checker scored the pairs: a user's own models, :func:`encoder_consistency`).
     :param recovered_edge, recovered_cloud: the checker's readings
         (:class:`~dekasim.generative.world.Attributes`, rendered vocabulary, ``"none"`` for an image with
-        no object).
+        no object); empty without a checker.
     :param pair_ids: optional identifiers of the pairs (e.g. ``(prompt, seed)``), checked by
         :func:`paired_difference`.
     :param settings: what produced the scores (encoder sha256, extra encoders, checker settings).
     """
 
     per_pair: dict[str, np.ndarray]
-    attribute_agree: dict[str, np.ndarray]
-    recovered_edge: list[Any]
-    recovered_cloud: list[Any]
+    attribute_agree: dict[str, np.ndarray] = field(default_factory=dict)
+    recovered_edge: list[Any] = field(default_factory=list)
+    recovered_cloud: list[Any] = field(default_factory=list)
     pair_ids: list[Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     summaries: dict[str, MetricSummary] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.summaries = {name: summarise(v, binary=name == "all_attributes_agree")
+        self.summaries = {name: summarise(v, binary=name in BINARY_METRICS, name=name)
                           for name, v in self.per_pair.items()}
 
     @property
     def n(self) -> int:
         """Number of pairs."""
-        return len(self.recovered_edge)
+        return len(next(iter(self.per_pair.values()))) if self.per_pair else len(self.recovered_edge)
 
     @property
     def metrics(self) -> list[str]:
@@ -134,7 +175,7 @@ class ConsistencyReport:
         return self.summaries[metric]
 
     def attribute_agreement_rates(self) -> dict[str, MetricSummary]:
-        """Per attribute, the fraction of pairs whose two images read the same (Clopper-Pearson interval)."""
+        """Per attribute, the fraction of pairs whose two images read the same (Wilson interval)."""
         return {name: summarise(v.astype(np.float64), binary=True) for name, v in self.attribute_agree.items()}
 
     def as_dict(self, per_pair: bool = False) -> dict[str, Any]:
@@ -146,8 +187,9 @@ class ConsistencyReport:
                              "settings": self.settings}
         if per_pair:
             d["per_pair"] = {k: v.tolist() for k, v in self.per_pair.items()}
-            d["recovered_edge"] = [a.as_dict() for a in self.recovered_edge]
-            d["recovered_cloud"] = [a.as_dict() for a in self.recovered_cloud]
+            if self.recovered_edge:
+                d["recovered_edge"] = [a.as_dict() for a in self.recovered_edge]
+                d["recovered_cloud"] = [a.as_dict() for a in self.recovered_cloud]
             if self.pair_ids is not None:
                 d["pair_ids"] = list(self.pair_ids)
         return d
@@ -179,6 +221,91 @@ def cosine_per_pair(fn: Callable[[torch.Tensor], Any], a: torch.Tensor, b: torch
                                   tuple(za.shape), f"[{n}, D] embeddings for {n} images")
             out.append(F.cosine_similarity(za, zb, dim=1).clamp(-1.0, 1.0))
     return torch.cat(out).double().numpy()
+
+
+def check_encoders(encoders: Mapping[str, Callable[[torch.Tensor], Any]] | None, field_name: str = "extra_encoders",
+                   reserved: Sequence[str] = METRICS) -> dict[str, Callable[[torch.Tensor], Any]]:
+    """``encoders`` as a dict, each name a Python identifier whose metric ``<name>_cosine`` is not in
+    ``reserved``, each value a callable images -> ``[N, D]`` embeddings."""
+    out = dict(encoders or {})
+    for name, fn in out.items():
+        if not isinstance(name, str) or not name.isidentifier() or f"{name}_cosine" in reserved or not callable(fn):
+            raise ConfigError(field_name, name, "names that are Python identifiers (metric '<name>_cosine') mapped to "
+                              "callables images -> [N, D] embeddings")
+    return out
+
+
+def encoder_consistency(edge_images, cloud_images, encoders: Mapping[str, Callable[[torch.Tensor], Any]], *,
+                        pair_ids: Sequence[Any] | None = None, batch_size: int = 256) -> ConsistencyReport:
+    """Consistency of aligned (edge, cloud) image pairs from image encoders alone -- a user's DINO/CLIP
+    (:func:`local_image_encoder`), or any callable images -> embeddings: no attribute checker.
+
+    Per pair: ``<name>_cosine`` for each encoder (DINO-score: cosine of DINO's CLS embedding; CLIP-I: cosine
+    of CLIP's projected image embeddings, as DreamBooth reports them), and the pixel similarity ``psnr_db``
+    and ``ssim`` of the edge image against the cloud image (SSIM needs sides of at least 11 pixels).
+
+    :param edge_images, cloud_images: ``[N, 3, R, R]`` in [0, 1], pair ``i`` the same prompt and seed.
+    :param encoders: name -> encoder.
+    :return: a :class:`ConsistencyReport` without attribute readings.
+    """
+    edge, cloud = as_images(edge_images, "edge_images"), as_images(cloud_images, "cloud_images")
+    if edge.shape != cloud.shape:
+        raise ConfigError("cloud_images", tuple(cloud.shape), f"the shape of edge_images {tuple(edge.shape)}",
+                          "pair each edge image with the cloud image of the same prompt and seed")
+    if pair_ids is not None and len(pair_ids) != len(edge):
+        raise ConfigError("pair_ids", len(pair_ids), f"one identifier per pair ({len(edge)})")
+    enc = check_encoders(encoders, "image_encoders", reserved=("psnr_db", "ssim"))
+    per_pair: dict[str, np.ndarray] = {f"{name}_cosine": cosine_per_pair(fn, edge, cloud, name, batch_size)
+                                       for name, fn in enc.items()}
+    from dekasim.metrics.image import psnr_db, ssim
+
+    per_pair["psnr_db"] = psnr_db(cloud, edge).double().numpy()
+    if min(edge.shape[-2:]) >= 11:
+        per_pair["ssim"] = ssim(cloud, edge).double().numpy()
+    settings = {"image_encoders": {name: getattr(fn, "info", type(fn).__name__) for name, fn in enc.items()},
+                "psnr_reference": "cloud image", "psnr_cap_db": 100.0}
+    return ConsistencyReport(per_pair, pair_ids=list(pair_ids) if pair_ids is not None else None, settings=settings)
+
+
+class EncoderReferences:
+    """The reference side of :func:`encoder_consistency` done once: the cloud's images embedded by each
+    encoder, so that many batches of user images are scored against them at the cost of their own side.
+
+    :param cloud_images: ``[N, 3, R, R]`` in [0, 1], the references.
+    :param encoders: name -> encoder (images -> ``[N, D]``); :meth:`score` gives ``<name>_cosine``.
+    """
+
+    def __init__(self, cloud_images, encoders: Mapping[str, Callable[[torch.Tensor], Any]] | None,
+                 field_name: str = "image_encoders", reserved: Sequence[str] = ()) -> None:
+        self.cloud = as_images(cloud_images, "cloud_images")
+        self.encoders = check_encoders(encoders, field_name, reserved)
+        self.references = {name: self.embed(name, self.cloud) for name in self.encoders}
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(f"{name}_cosine" for name in self.encoders)
+
+    def embed(self, name: str, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """``[N, D]`` float32 CPU embeddings of ``images`` by encoder ``name``."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                part = images[start:start + batch_size]
+                z = torch.as_tensor(self.encoders[name](part)).detach().to("cpu", torch.float32)
+                if z.dim() != 2 or z.shape[0] != len(part):
+                    raise ConfigError(f"image_encoders.{name}", tuple(z.shape), f"[{len(part)}, D] embeddings")
+                out.append(z)
+        return torch.cat(out)
+
+    def score(self, user_images, index) -> dict[str, np.ndarray]:
+        """``<name>_cosine`` -> ``[n]`` float64 of ``user_images[i]`` against reference ``index[i]``."""
+        user = as_images(user_images, "user_images")
+        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        if len(idx) != len(user) or user.shape[1:] != self.cloud.shape[1:]:
+            raise ConfigError("user_images", tuple(user.shape), f"one [3, R, R] image per reference index "
+                              f"({len(idx)}) of shape {tuple(self.cloud.shape[1:])}")
+        return {f"{name}_cosine": F.cosine_similarity(self.embed(name, user), self.references[name][idx], dim=1)
+                .clamp(-1.0, 1.0).double().numpy() for name in self.encoders}
 
 
 def paired_difference(report_a: ConsistencyReport, report_b: ConsistencyReport, metric: str) -> tuple[float, float]:
@@ -273,7 +400,7 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
     :raises ConfigError: (field ``image_encoder.path``) if ``path`` is not a directory or holds no
         loadable safetensors vision model.
     """
-    from transformers import AutoConfig, AutoModel, CLIPVisionModel, CLIPVisionModelWithProjection
+    from dekasim.progress import quiet_libraries
 
     p = Path(path).expanduser()
     fix = ("copy the model directory (config.json, model.safetensors, preprocessor_config.json) to this machine; "
@@ -281,6 +408,20 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
     if not p.is_dir():
         raise ConfigError("image_encoder.path", str(path), "an existing local directory holding a transformers "
                           "vision model (DINO, DINOv2, CLIP)", fix)
+    try:
+        with quiet_libraries():
+            return _load_local_image_encoder(p, path, device, fix)
+    except (OSError, ValueError, KeyError, EnvironmentError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError("image_encoder.path", str(path), f"a transformers vision model saved with save_pretrained "
+                          f"as safetensors ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                          fix) from None
+
+
+def _load_local_image_encoder(p: Path, path: str | Path, device: str | torch.device, fix: str) -> LocalImageEncoder:
+    from transformers import AutoConfig, AutoModel, CLIPVisionModel, CLIPVisionModelWithProjection
+
     try:
         config = AutoConfig.from_pretrained(p, local_files_only=True)
         model_type = config.model_type
@@ -292,6 +433,10 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
         elif model_type == "clip_vision_model":
             model, output = CLIPVisionModel.from_pretrained(p, **kwargs), "pooler_output"
         else:
+            vision = getattr(config, "vision_config", None) or config
+            if getattr(vision, "image_size", None) is None or getattr(vision, "num_channels", 3) != 3:
+                raise ConfigError("image_encoder.path", str(path), f"an image model (its config.json, model_type "
+                                  f"{model_type!r}, has no image_size: it reads no images)", fix)
             model = AutoModel.from_pretrained(p, **kwargs)
             output = "get_image_features" if getattr(config, "vision_config", None) is not None \
                 and hasattr(model, "get_image_features") else "pooler_output"
@@ -316,6 +461,6 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
             mean, std = tuple(proc.get("image_mean", mean)), tuple(proc.get("image_std", std))
     if len(mean) != 3 or len(std) != 3 or not all(s > 0 and math.isfinite(s) for s in std):
         raise ConfigError("image_encoder.path", str(pre), "image_mean and image_std of three channels, std > 0", fix)
-    info = {"path": str(p), "model_type": model_type, "class": type(model).__name__, "output": output,
+    info = {"path": str(p.resolve()), "model_type": model_type, "class": type(model).__name__, "output": output,
             "image_size": int(image_size), "mean": list(mean), "std": list(std)}
     return LocalImageEncoder(model, image_size, mean, std, info)

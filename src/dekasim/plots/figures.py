@@ -7,7 +7,9 @@ Conventions (STYLE.md, "Conventions engineers expect in figures"):
 - one panel per (TDL profile, delay spread); panel titles name the profile and the delay spread.
   Several profiles with the same delay spreads are laid out as rows (profile) x columns (spread).
 - one line per codec label (``row["codec"]``), and per variant when the rows of a figure differ in
-  run (``run_label``), CSI, bandwidth ratio or speed. A field that is the same for every row of the
+  run (``run_label``), CSI, bandwidth ratio, speed or carrier. Over Eb/N0 a line is also one MCS: a codec
+  whose rows used several MCSs (link adaptation) gets one line per MCS, with a warning naming it; a row
+  whose point mixed MCSs is left out (warned); one MCS for every line is named in the title. A field that is the same for every row of the
   figure is named once in the figure title (e.g. "LMMSE CSI · bandwidth ratio 1/12"); a field that
   varies is named in each legend entry. So legend + titles always name the CSI, the delay spread,
   the profile and the bandwidth ratio.
@@ -16,8 +18,12 @@ Conventions (STYLE.md, "Conventions engineers expect in figures"):
   second variant with open markers so that overlaid curves with equal values stay visible.
 - line style by ``kind``: analog and learned solid, digital dashed, bound dotted.
 - PSNR on a linear axis with ``grid(True)``; BER/BLER on a log axis with ``grid(which="both")``.
-- error bars from the stored 95 % intervals (``psnr_db_ci95`` half-width; ``ber_ci95`` /
-  ``bler_ci95`` as asymmetric ``[lo, hi]``).
+- error bars from the stored 95 % intervals (``psnr_db_ci95`` half-width; ``ssim_ci95``,
+  ``ber_ci95``, ``bler_ci95`` and the consistency ``*_ci95`` as asymmetric ``[lo, hi]``); the legend's
+  title says what they are, from the rows' ``intervals`` entries: "error bars: 95 % CI over 64 images
+  (Student-t)" (:func:`interval_caption`).
+- the legend sits outside the axes, below them; its columns are chosen from the measured width of
+  the labels, and the figure widens when one column does not fit, so no label is clipped.
 - saved as PNG and PDF at 300 dpi; built on :class:`matplotlib.figure.Figure` objects, so pyplot's
   global state is never touched, ``plt.show()`` is never called and nothing needs closing.
 """
@@ -36,7 +42,9 @@ from typing import Any
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
+from matplotlib.textpath import TextToPath
 
 from dekasim.conditions import FLAT_PROFILES
 from dekasim.errors import ConfigError
@@ -87,10 +95,59 @@ def _fmt_run(v: Any) -> str:
     return str(v)
 
 
+def _fmt_carrier(v: Any) -> str:
+    return f"{float(v) / 1e9:g} GHz"
+
+
 #: Row fields that split lines (when they vary) or go into the figure title (when constant).
 _VARIANT_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     (RUN_LABEL_KEY, _fmt_run), ("csi", _fmt_csi), ("bandwidth_ratio", _fmt_bw),
-    ("speed_mps", _fmt_speed))
+    ("speed_mps", _fmt_speed), ("carrier_frequency_hz", _fmt_carrier))
+#: Fields named only where they vary (a constant carrier is in the manifest, not in every title).
+_NOT_IN_TITLE = ("carrier_frequency_hz",)
+#: Over Eb/N0, the MCS of a row's codec when that codec's rows use several: one curve per MCS.
+_MCS_KEY = "_mcs"
+_MIXED = "mixed"
+
+
+def row_mcs(row: Mapping[str, Any]) -> str | None:
+    """The MCS a row was sent at, ``"MCS 9"`` (``"MCS 9 (qam256)"`` for the 256QAM table), from
+    ``row["info"]["mcs_index"]`` (the mean over the point's batches) and ``["mcs_table"]``; None for a codec
+    without an MCS; ``"mixed"`` when the point's batches used several."""
+    info = row.get("info")
+    if not isinstance(info, Mapping):
+        return None
+    index = number(info.get("mcs_index"))
+    if index is None:
+        return None
+    table = info.get("mcs_table")
+    tables = [k for k, v in table.items() if v] if isinstance(table, Mapping) else [table] if table else []
+    if index != int(index) or len(tables) > 1:
+        return _MIXED
+    suffix = f" ({tables[0]})" if tables and tables[0] != "qam64" else ""
+    return f"MCS {int(index)}{suffix}"
+
+
+def _split_by_mcs(kept: list, where: str) -> list:
+    """Over Eb/N0, rows of one codec at several MCSs are one curve per MCS (``_mcs`` set on copies of those
+    rows, warned once naming the codec and its MCSs); a row whose point mixed MCSs has no Eb/N0 of one MCS
+    and is left out (warned)."""
+    out, per_codec = [], {}
+    for row, xv, yv in kept:
+        m = row_mcs(row)
+        if m == _MIXED:
+            warnings.warn(f"{_codec_label(row)!r} at {row.get('tdl_profile')} {row.get('snr_db')} dB mixed MCSs "
+                          f"within the point ({(row.get('info') or {}).get('mcs_index')}): left out of the Eb/N0 "
+                          f"figure {where}", ResultsWarning, stacklevel=5)
+            continue
+        per_codec.setdefault(_codec_label(row), set()).add(m)
+        out.append((row, xv, yv))
+    split = {c: ms for c, ms in per_codec.items() if len(ms) > 1}
+    for codec, ms in split.items():
+        warnings.warn(f"{codec!r} used {', '.join(sorted(str(m) for m in ms))} across its points: over Eb/N0 "
+                      f"each MCS is drawn as its own curve ({where})", ResultsWarning, stacklevel=5)
+    return [({**row, _MCS_KEY: row_mcs(row) if _codec_label(row) in split else None}, xv, yv)
+            for row, xv, yv in out]
 
 
 def _profile_name(p: str | None) -> str | None:
@@ -167,7 +224,7 @@ class _Plan:
 
 def _plan(rows: Sequence[Mapping[str, Any]], x: str,
           y_of: Callable[[Mapping[str, Any]], tuple[float, float | None, float | None] | None],
-          colors: Mapping[str, str] | None) -> _Plan | None:
+          colors: Mapping[str, str] | None, where: str = "") -> _Plan | None:
     if x not in X_LABELS:
         raise ConfigError("x", x, f"one of {sorted(X_LABELS)}",
                           "use 'snr_db' (Es/N0 per data RE) or 'ebno_db' (Eb/N0)")
@@ -181,17 +238,25 @@ def _plan(rows: Sequence[Mapping[str, Any]], x: str,
         yv = y_of(row) if xv is not None else None
         if yv is not None:
             kept.append((row, xv, yv))
+    fields = _VARIANT_FIELDS
+    if x == "ebno_db":  # an Eb/N0 curve is one MCS's: never mix MCSs in one line
+        kept = _split_by_mcs(kept, where)
+        fields = _VARIANT_FIELDS + ((_MCS_KEY, str),)
     if not kept:
         return None
 
     # Fields that are the same for every plotted row go into the title, the others into labels.
-    values = {f: {_key(r.get(f)) for r, _, _ in kept} for f, _ in _VARIANT_FIELDS}
-    varying = [(f, fmt) for f, fmt in _VARIANT_FIELDS if len(values[f]) > 1]
+    values = {f: {_key(r.get(f)) for r, _, _ in kept} for f, _ in fields}
+    varying = [(f, fmt) for f, fmt in fields if len(values[f]) > 1]
     title_parts = []
-    for f, fmt in _VARIANT_FIELDS:
+    for f, fmt in fields:
         (v,) = values[f] if len(values[f]) == 1 else (None,)
-        if v is not None:
+        if v is not None and f not in _NOT_IN_TITLE:
             title_parts.append(fmt(v))
+    if x == "ebno_db" and not any(f == _MCS_KEY for f, _ in varying):
+        mcs = {row_mcs(r) for r, _, _ in kept}
+        if len(mcs) == 1 and None not in mcs:  # one MCS for every curve: say which
+            title_parts.append(mcs.pop())
 
     curves: dict[tuple[Any, ...], _Curve] = {}
     variants: list[tuple[Any, ...]] = []
@@ -230,12 +295,33 @@ def _plan(rows: Sequence[Mapping[str, Any]], x: str,
 
 
 # ------------------------------------------------------------------------------------- drawing
-def _layout(panels: Sequence[tuple[str | None, float | None]], n_legend: int,
+#: Legend font size [pt] ("small" at matplotlib's default 10 pt).
+_LEGEND_PT = 8.33
+_TEXT = TextToPath()
+
+
+def _text_width_in(text: str, size_pt: float = _LEGEND_PT) -> float:
+    """Width [in] of ``text`` in the default font at ``size_pt`` (no renderer needed)."""
+    w, _, _ = _TEXT.get_text_width_height_descent(text, FontProperties(size=size_pt), ismath=False)
+    return w / 72.0
+
+
+def _legend_columns(labels: Sequence[str], width_in: float) -> tuple[int, float]:
+    """(columns, entry width [in]) of a legend of ``labels`` across a figure ``width_in`` wide: as many
+    columns as fit (an entry is handle + padding + its label + column spacing)."""
+    em = _LEGEND_PT / 72.0
+    entry = max((_text_width_in(t) for t in labels), default=0.0) + (2.0 + 0.8 + 2.0) * em
+    return max(1, min(len(labels), int((width_in - 0.2) // entry))), entry
+
+
+def _layout(panels: Sequence[tuple[str | None, float | None]], labels: Sequence[str], caption: str,
             has_title: bool) -> tuple[int, int, tuple[float, float], int]:
     """Grid shape, figure size [in] and legend columns.
 
     Several profiles that share the same delay spreads give a profile x delay-spread grid;
-    otherwise panels fill rows of at most 3 (2 x 2 for four).
+    otherwise panels fill rows of at most 3 (2 x 2 for four). The legend goes below the panels, in as
+    many columns as its measured labels allow; a figure too narrow for one column (or for the
+    caption) is widened.
     """
     n = len(panels)
     profiles = list(dict.fromkeys(p for p, _ in panels))
@@ -247,17 +333,18 @@ def _layout(panels: Sequence[tuple[str | None, float | None]], n_legend: int,
         ncols = 2 if n == 4 else min(n, 3)
         nrows = math.ceil(n / ncols)
     width = max(5.0, 0.7 + 3.3 * ncols)
-    legend_cols = max(1, min(n_legend, int(width // 2.4)))
-    legend_rows = math.ceil(n_legend / legend_cols)
+    legend_cols, entry = _legend_columns(labels, width)
+    width = max(width, entry + 0.3, _text_width_in(caption) + 0.4 if caption else 0.0)
+    legend_rows = math.ceil(len(labels) / legend_cols) + (1 if caption else 0)
     height = 0.6 + 2.7 * nrows + 0.22 * legend_rows + (0.3 if has_title else 0.0)
     return nrows, ncols, (width, height), legend_cols
 
 
-def _draw(plan: _Plan, x: str, ylabel: str, log_y: bool, zero_note: bool) -> Figure:
-    n_legend = len({c.label for c in plan.curves}) + (1 if zero_note else 0)
-    nrows, ncols, size, legend_cols = _layout(plan.panels, n_legend, bool(plan.title))
+def _draw(plan: _Plan, x: str, ylabel: str, log_y: bool, zero_note: bool, caption: str = "") -> Figure:
+    labels = list(dict.fromkeys(c.label for c in plan.curves)) + (["0 errors: 95 % upper bound"] if zero_note else [])
+    nrows, ncols, size, legend_cols = _layout(plan.panels, labels, caption, bool(plan.title))
     fig = Figure(figsize=size, layout="constrained")
-    grid = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    grid = fig.subplots(nrows, ncols, sharex=_share_x(plan), sharey=True, squeeze=False)
     axes = {p: grid[i // ncols][i % ncols] for i, p in enumerate(plan.panels)}
     for i in range(len(plan.panels), nrows * ncols):
         fig.delaxes(grid[i // ncols][i % ncols])
@@ -323,10 +410,22 @@ def _draw(plan: _Plan, x: str, ylabel: str, log_y: bool, zero_note: bool) -> Fig
         next(iter(axes.values())).set_ylim(bottom, top)
 
     fig.legend(handles=list(handles.values()), loc="outside lower center", ncols=legend_cols,
-               frameon=False, fontsize="small")
+               frameon=False, fontsize=_LEGEND_PT, title=caption or None, title_fontsize=_LEGEND_PT)
     if plan.title:
         fig.suptitle(plan.title, fontsize="medium")
     return fig
+
+
+def _share_x(plan: _Plan) -> bool:
+    """Panels share the x axis unless one panel's x values span less than half of all panels' span (e.g. an
+    AWGN waterfall over 0-7 dB beside fading curves over 0-35 dB, swept by groups of their own)."""
+    spans = {}
+    for c in plan.curves:
+        xs = list(c.points)
+        lo, hi = spans.get(c.panel, (min(xs), max(xs)))
+        spans[c.panel] = (min(lo, *xs), max(hi, *xs))
+    lo, hi = min(v[0] for v in spans.values()), max(v[1] for v in spans.values())
+    return hi <= lo or all(b - a >= 0.5 * (hi - lo) for a, b in spans.values())
 
 
 def _log_limits(curves: Sequence[_Curve]) -> tuple[float | None, float | None]:
@@ -370,8 +469,9 @@ CONSISTENCY_LABELS = {"attribute_agreement": "attribute agreement with the cloud
 
 def metric_figure(rows: Sequence[Mapping[str, Any]], key: str, ylabel: str, *, x: str = "snr_db",
                   colors: Mapping[str, str] | None = None) -> Figure | None:
-    """Build (not save) a figure of ``row[key]`` (linear axis, error bars from ``row[key + "_ci95"]``, a
-    95 % half-width) against ``x``, one panel per profile and delay spread, as :func:`psnr_figure`.
+    """Build (not save) a figure of ``row[key]`` (linear axis) against ``x``, one panel per profile and
+    delay spread, as :func:`psnr_figure`. Error bars from ``row[key + "_ci95"]``: ``[lo, hi]`` (bounded
+    metrics) or a 95 % half-width (``psnr_db_ci95``); none where the row has no interval.
 
     :return: the figure, or ``None`` when no row has a finite ``key``.
     """
@@ -379,20 +479,31 @@ def metric_figure(rows: Sequence[Mapping[str, Any]], key: str, ylabel: str, *, x
         y = number(row.get(key))
         if y is None:
             return None
-        ci = number(row.get(f"{key}_ci95"))
-        return (y, None, None) if ci is None else (y, y - abs(ci), y + abs(ci))
+        ci = row.get(f"{key}_ci95")
+        if isinstance(ci, (list, tuple)):
+            return (y, number(ci[0]), number(ci[1])) if len(ci) == 2 else (y, None, None)
+        half = number(ci)
+        return (y, None, None) if half is None else (y, y - abs(half), y + abs(half))
 
-    plan = _plan(rows, x, y_of, colors)
-    return None if plan is None else _draw(plan, x, ylabel, log_y=False, zero_note=False)
+    plan = _plan(rows, x, y_of, colors, key)
+    return None if plan is None else _draw(plan, x, ylabel, log_y=False, zero_note=False,
+                                           caption=interval_caption(_plotted(rows, x, y_of), key))
 
 
 def plot_consistency(rows: Sequence[Mapping[str, Any]], out_dir: PathLike, *, x: str = "snr_db",
                      colors: Mapping[str, str] | None = None) -> list[Path]:
-    """End-to-end consistency vs SNR of DeKA-g rows: ``consistency_vs_snr`` (attribute agreement) and
-    ``feature_cosine_vs_snr`` (PNG + PDF each). :return: the written paths; empty for rows without them."""
+    """End-to-end consistency vs SNR of DeKA-g rows: ``consistency_vs_snr`` (attribute agreement),
+    ``feature_cosine_vs_snr`` and, per image encoder of the scenario (DINO, CLIP, ...), ``<name>_cosine_vs_snr``
+    (PNG + PDF each). :return: the written paths; empty for rows without them."""
     paths: list[Path] = []
-    for key, stem in (("attribute_agreement", "consistency"), ("feature_cosine", "feature_cosine")):
-        fig = metric_figure(rows, key, CONSISTENCY_LABELS[key], x=x, colors=colors)
+    encoders = sorted({k for r in rows for k, v in r.items() if k.endswith("_cosine") and k != "feature_cosine"
+                       and isinstance(v, (int, float))})
+    keys = [("attribute_agreement", "consistency"), ("feature_cosine", "feature_cosine")] + \
+        [(k, k) for k in encoders]
+    for key, stem in keys:
+        label = CONSISTENCY_LABELS.get(key) or (f"{key.removesuffix('_cosine')} cosine with the cloud's image\n"
+                                                "(prompts with the pack's subject)")
+        fig = metric_figure(rows, key, label, x=x, colors=colors)
         if fig is not None:
             paths += save_figure(fig, out_dir, f"{stem}_vs_{_X_TAGS[x]}")
     return paths
@@ -409,9 +520,11 @@ def error_rate_figure(rows: Sequence[Mapping[str, Any]], metric: str = "ber", *,
 
     Zero-error points cannot sit on a log axis: they are not joined to the curve; instead their
     95 % upper bound is drawn as an open downward triangle ("v", legend "0 errors: 95 % upper
-    bound"). The bound is the stored ``hi``, or, without a stored interval, the exact
-    Clopper-Pearson bound ``1 - 0.025**(1/n)`` for ``n`` trials. A lower interval end of 0 is
-    drawn down to the bottom of the axis.
+    bound"). The bound is the stored ``hi``, or, without a stored interval, the Clopper-Pearson
+    bound ``1 - 0.025**(1/n)`` over the ``n`` independent units (``intervals[metric]["n_units"]``,
+    else ``blocks``): bit errors cluster inside a block, so zero errors in ``n`` blocks bound the BER
+    no lower than the BLER. Rows whose counts are exact by construction (the ``ideal`` bound, method
+    ``"exact"``) draw no zero point. A lower interval end of 0 is drawn down to the bottom of the axis.
 
     :param metric: ``"ber"`` or ``"bler"``.
     :return: the figure, or ``None`` when no row has the counts.
@@ -435,11 +548,54 @@ def error_rate_figure(rows: Sequence[Mapping[str, Any]], metric: str = "ber", *,
         if isinstance(ci, (list, tuple)) and len(ci) == 2:
             lo, hi = number(ci[0]), number(ci[1])
         if y <= 0 and (hi is None or hi <= 0):
-            hi = 1.0 - 0.025 ** (1.0 / n)
+            entry = _interval_entry(row, metric)
+            if entry.get("method") == "exact":
+                return None
+            units = number(entry.get("n_units")) or number(row.get("blocks")) or n
+            hi = 1.0 - 0.025 ** (1.0 / units)
         return y, lo, hi
 
-    plan = _plan(rows, x, y_of, colors)
-    return None if plan is None else _draw(plan, x, ylabel, log_y=True, zero_note=True)
+    plan = _plan(rows, x, y_of, colors, metric.upper())
+    return None if plan is None else _draw(plan, x, ylabel, log_y=True, zero_note=True,
+                                           caption=interval_caption(_plotted(rows, x, y_of), metric))
+
+
+# ----------------------------------------------------------------------------------- captions
+#: Short names of the interval methods (:data:`dekasim.metrics.stats.METHODS`) for captions.
+_METHOD_SHORT = {"student-t": "Student-t", "korn-graubard": "Korn-Graubard, cluster-robust",
+                 "wilson-neff": "Wilson at the effective n", "wilson": "Wilson", "clopper-pearson": "Clopper-Pearson",
+                 "unit-bound": "no errors or spread: bound over units", "exact": "exact: none"}
+
+
+def _interval_entry(row: Mapping[str, Any], metric: str) -> Mapping[str, Any]:
+    entries = row.get("intervals")
+    entry = entries.get(metric) if isinstance(entries, Mapping) else None
+    return entry if isinstance(entry, Mapping) else {}
+
+
+def _plotted(rows: Sequence[Mapping[str, Any]], x: str,
+             y_of: Callable[[Mapping[str, Any]], Any]) -> list[Mapping[str, Any]]:
+    """The rows a figure draws (an x value and a y value)."""
+    return [r for r in rows if number(r.get(x)) is not None and y_of(r) is not None]
+
+
+def interval_caption(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
+    """What the error bars of ``metric`` are, from the rows' ``intervals[metric]`` entries, e.g.
+    ``"error bars: 95 % CI over 64 images (Student-t)"`` or ``"... over 16-64 transport blocks
+    (Korn-Graubard, cluster-robust; no errors or spread: bound over units)"``. Rows without entries
+    (older result files) give ``"error bars: 95 % CI as stored in the rows"``; no rows, ``""``."""
+    entries = [e for e in (_interval_entry(r, metric) for r in rows) if e]
+    if not rows:
+        return ""
+    if not entries:
+        return "error bars: 95 % CI as stored in the rows"
+    counts = sorted({int(e["n_units"]) for e in entries if number(e.get("n_units")) is not None})
+    units = list(dict.fromkeys(str(e.get("unit", "unit")) for e in entries))
+    methods = list(dict.fromkeys(str(e.get("method")) for e in entries))
+    n = "" if not counts else (f"{counts[0]} " if len(counts) == 1 else f"{counts[0]}-{counts[-1]} ")
+    unit = " or ".join(f"{u}s" for u in units) if n != "1 " else " or ".join(units)
+    how = "; ".join(_METHOD_SHORT.get(m, m) for m in methods)
+    return f"error bars: 95 % CI over {n}{unit} ({how})"
 
 
 # ------------------------------------------------------------------------------------- saving

@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import tomllib
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -22,8 +23,10 @@ from dekasim.channels.link import CSI_MODES, DOMAINS
 from dekasim.conditions import ALL_PROFILES, FIXED_TDL_PROFILES, FLAT_PROFILES, Condition
 from dekasim.errors import ConfigError
 from dekasim.scenarios.presets import DELAY_SPREAD_PRESETS_NS
+from dekasim.scenarios.sweep import (AXIS_DEFAULTS, SWEEP_AXES, ConditionPoint, expand_points, ignored_delay_spreads,
+                                     parse_sweep)
 
-PAYLOAD_KINDS = ("photos", "generated", "deka")
+PAYLOAD_KINDS = ("photos", "generated", "deka", "bits")
 EXECUTORS = ("local", "ray")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -85,23 +88,39 @@ class Scenario:
     downlink: tuple[tuple[str, Any], ...] = ()
     #: ``[channel] domain``: "frequency", "time" or "auto" (see :class:`~dekasim.channels.link.OFDMLink`)
     channel_domain: str = "frequency"
+    #: ``sweep.ebno_db``: Eb/N0 per information bit [dB] (bit payloads; then ``snr_db`` is empty)
+    ebno_db: tuple[float, ...] = ()
+    #: the sweep's structure when it is not a plain product of the axis fields above (``[sweep.zip]``,
+    #: ``[[sweep.groups]]``, several speeds or carriers): factors of rows of (axis, value), outermost first
+    #: (:mod:`dekasim.scenarios.sweep`); then the axis fields hold every value each axis takes. Empty for a
+    #: plain sweep, so plain scenarios keep their hashes.
+    sweep_factors: tuple = ()
+
+    def _factors(self) -> tuple:
+        if self.sweep_factors:
+            return self.sweep_factors
+        snr_axis = ("ebno_db", self.ebno_db) if self.ebno_db else ("snr_db", self.snr_db)
+        axes = (("tdl_profile", self.tdl_profile), ("bandwidth_ratio", self.bandwidth_ratio),
+                ("delay_spread_ns", self.delay_spread_ns), snr_axis, ("csi", self.csi))
+        return tuple(tuple(((name, v),) for v in values) for name, values in axes)
+
+    def points(self) -> list[ConditionPoint]:
+        """Every (condition, receiver, carrier) of the sweep, in nesting order: profile, bandwidth ratio, delay
+        spread, carrier, speed, SNR, receiver (innermost). A fixed-delay profile (``"C300"``…) contributes its
+        own delay spread once; AWGN one receiver (the first). In an Eb/N0 sweep each condition's ``snr_db``
+        holds the Eb/N0 value (see :class:`~dekasim.scenarios.sweep.ConditionPoint`)."""
+        defaults = {**AXIS_DEFAULTS, "speed_mps": self.speed_mps, "carrier_frequency_hz": self.carrier_frequency_hz,
+                    "bandwidth_ratio": self.bandwidth_ratio[0]}
+        return [p for _, p in expand_points(self._factors(), defaults)]
 
     def conditions(self) -> list[Condition]:
-        """Unique channel conditions of the sweep, delay spread outermost and SNR innermost.
+        """Unique channel conditions of the sweep, in the order of :meth:`points`."""
+        return list(dict.fromkeys(p.cond for p in self.points()))
 
-        A fixed-delay profile (``"C300"``…) contributes its own delay spread once."""
-        out: list[Condition] = []
-        seen = set()
-        for profile in self.tdl_profile:
-            for ratio in self.bandwidth_ratio:
-                for ds in self.delay_spread_ns:
-                    for snr in self.snr_db:
-                        c = Condition(snr_db=snr, delay_spread_ns=ds if profile not in FLAT_PROFILES else 300.0,
-                                      tdl_profile=profile, speed_mps=self.speed_mps, bandwidth_ratio=ratio)
-                        if c not in seen:
-                            seen.add(c)
-                            out.append(c)
-        return out
+    @property
+    def carriers_hz(self) -> tuple[float, ...]:
+        """Every carrier frequency [Hz] of the sweep (one unless ``carrier_frequency_hz`` is swept)."""
+        return tuple(dict.fromkeys(p.carrier_frequency_hz for p in self.points()))
 
     @property
     def payload_representation(self) -> str:
@@ -122,6 +141,9 @@ class Scenario:
             d.pop("downlink")
         if self.channel_domain == "frequency":  # scenarios from before the time domain keep their hash
             d.pop("channel_domain")
+        for key in ("ebno_db", "sweep_factors"):  # plain Es/N0 sweeps keep the hash they had before these
+            if not d[key]:
+                d.pop(key)
         return json.loads(json.dumps(d))
 
     def hash(self) -> str:
@@ -149,13 +171,22 @@ _DOWNLINK = {"simulate": (bool,), "snr_db": (list,) + (int, float), "delay_sprea
 _PAYLOAD = {"kind": (str,), "resolution_px": (int,), "model": (str,), "pack": (str,), "prompts": (str,),
             "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM, "representation": (str,),
             "cloud": (str,), "edge": (str,), "base": (str,), "n_subject_prompts": (int,), "n_control_prompts": (int,),
-            "cache_dir": (str,), "image_encoders": (dict,)}
+            "cache_dir": (str,), "image_encoders": (dict,), "control_prompts": (str,), "block_bits": (int,)}
 #: keys of [payload] that only kind = "deka" takes (see :data:`dekasim.deka.system.DEKA_DEFAULTS`)
-DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_prompts", "cache_dir", "image_encoders")
+DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_prompts", "cache_dir", "image_encoders",
+                  "control_prompts")
 #: keys of [payload] that only kind = "generated" takes, with their defaults
 GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
                       "guidance": 1.5, "representation": "image"}
+#: keys of [payload] that only kind = "bits" takes, with their defaults
+BITS_DEFAULTS = {"block_bits": 1024}
 _CHANNEL = {"carrier_frequency_hz": _NUM, "speed_mps": _NUM, "domain": (str,)}
+
+
+#: fixes for a condition value outside its physical range (dekasim.conditions names the range)
+_CONDITION_FIXES = {"speed_mps": "speeds are in m/s (30 m/s is 108 km/h)", "snr_db": "SNRs are in dB",
+                    "delay_spread_ns": "delay spreads are in ns (TR 38.901: 10 very short ... 1000 very long)",
+                    "bandwidth_ratio": 'e.g. "1/12" or "1/6"'}
 
 
 def _toml_types(cls: type) -> dict[str, tuple[type, ...]]:
@@ -188,8 +219,8 @@ def _toml_types(cls: type) -> dict[str, tuple[type, ...]]:
 
 
 _OFDM = _toml_types(GridConfig)
-_SWEEP = {"snr_db": (list,) + _NUM, "delay_spread_ns": (list,) + _NUM + (str,), "tdl_profile": (list, str),
-          "bandwidth_ratio": (list,) + _NUM, "csi": (list, str)}
+#: [sweep]: every axis takes a value, a list or a range table (values are checked by dekasim.scenarios.sweep)
+_SWEEP = {**{axis: (list, dict, str) + _NUM for axis in SWEEP_AXES}, "zip": (dict,), "groups": (list,)}
 _CODEC = _toml_types(CodecSpec)
 _SYSTEM = {"label": (str,), "edge": (str,), "codec": (str,), "bank": (str,), "options": (dict,)}
 _MC = _toml_types(MonteCarlo)
@@ -198,7 +229,7 @@ _REQUIRED_TOP = ("name", "sweep")
 
 def _deka_payload(payload: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """The resolved ``[payload]`` options of ``kind = "deka"`` (defaults from :data:`~dekasim.deka.system.DEKA_DEFAULTS`)."""
-    from dekasim.deka.system import DEKA_DEFAULTS
+    from dekasim.deka.system import DEKA_DEFAULTS, DEKA_OPTIONAL_KEYS
 
     wrong = sorted(k for k in payload if k not in DEKA_DEFAULTS and k not in ("kind", "resolution_px"))
     if wrong:
@@ -216,8 +247,13 @@ def _deka_payload(payload: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
             raise ConfigError(f"payload.image_encoders.{name}", path, "a local model directory (DINO, CLIP: "
                               "from_pretrained layout, safetensors), under a name that is an identifier",
                               "nothing is downloaded: save the model locally first")
-    if not encoders:  # scenarios without local encoders keep the hash they had before the key existed
-        opts.pop("image_encoders")
+    for key in ("prompts", "control_prompts"):
+        if opts[key] is not None and not Path(opts[key]).is_file():
+            raise ConfigError(f"payload.{key}", opts[key], "a local text file, one prompt per line",
+                              "give the path of your prompt file")
+    for key in DEKA_OPTIONAL_KEYS:  # unset, they leave the hash of scenarios written before they existed
+        if not opts[key]:
+            opts.pop(key)
     return tuple(sorted(opts.items()))
 
 
@@ -236,7 +272,7 @@ def _downlink(table: dict[str, Any] | None, kind: str, spreads: tuple[float, ...
     if opts["delay_spread_ns"] is None:
         ordered = sorted(spreads)
         opts["delay_spread_ns"] = ordered[len(ordered) // 2]
-    opts["delay_spread_ns"] = _delay_spreads([opts["delay_spread_ns"]])[0]
+    opts["delay_spread_ns"] = _delay_spreads([opts["delay_spread_ns"]], "downlink.delay_spread_ns")[0]
     m = opts["mcs"]
     if not (m == "calibrated" or (isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= 28)):
         raise ConfigError("downlink.mcs", m, "'calibrated' (the MCS of highest goodput in a short calibration) or an "
@@ -244,7 +280,7 @@ def _downlink(table: dict[str, Any] | None, kind: str, spreads: tuple[float, ...
     return tuple(sorted(opts.items()))
 
 
-def _codec_specs(raw: dict[str, Any], kind: str) -> list[CodecSpec]:
+def _codec_specs(raw: dict[str, Any], kind: str, search_dirs: tuple[str, ...] = ()) -> list[CodecSpec]:
     from dekasim.codecs.base import resolve_codec
 
     if "codecs" not in raw:
@@ -259,14 +295,34 @@ def _codec_specs(raw: dict[str, Any], kind: str) -> list[CodecSpec]:
         if "codec" not in entry:
             raise ConfigError(f"codecs[{i}].codec", None, "a registered codec name", "run `dekasim list`")
         try:
-            resolve_codec(entry["codec"])
+            cls = resolve_codec(entry["codec"], search_dirs)
         except ConfigError as err:
             raise ConfigError(f"codecs[{i}].codec", entry["codec"], err.expected, err.fix) from None
-        specs.append(CodecSpec(entry["codec"], entry.get("label", entry["codec"]), dict(entry.get("options", {}))))
+        if kind == "bits" and "bits" not in cls.payload_kinds:
+            raise ConfigError(f"codecs[{i}].codec", entry["codec"], 'a codec that carries bits with [payload] kind = '
+                              '"bits" (random information bits): "digital_bits", or a plug-in whose payload_kinds '
+                              'hold "bits"', 'write codec = "digital_bits" with options = { mcs = 9 }')
+        if kind != "bits" and tuple(cls.payload_kinds) == ("bits",):
+            raise ConfigError(f"codecs[{i}].codec", entry["codec"], f"a codec for [payload] kind = {kind!r}: "
+                              f"{entry['codec']} carries only random information bits", 'set [payload] kind = "bits"')
+        label, options = entry.get("label", entry["codec"]), dict(entry.get("options", {}))
+        specs.extend(CodecSpec(entry["codec"], lbl, opts) for lbl, opts in _mcs_curves(label, options, i))
     return specs
 
 
-def _systems(entries: Any, kind: str) -> list:
+def _mcs_curves(label: str, options: dict[str, Any], i: int) -> list[tuple[str, dict[str, Any]]]:
+    """``options.mcs = [4, 9, 16]``: one codec entry per MCS, labelled ``"<label>, MCS 9"`` (one curve each,
+    so a plot over Eb/N0 never mixes MCSs); any other ``mcs`` leaves the entry as it is."""
+    mcs = options.get("mcs")
+    if not isinstance(mcs, list):
+        return [(label, options)]
+    if not mcs or len(set(map(repr, mcs))) != len(mcs):
+        raise ConfigError(f"codecs[{i}].options.mcs", mcs, "one MCS index, or a non-empty list of distinct indices "
+                          "(one curve each)", "e.g. mcs = [4, 9, 16]")
+    return [(f"{label}, MCS {m}", {**options, "mcs": m}) for m in mcs]
+
+
+def _systems(entries: Any, kind: str, search_dirs: tuple[str, ...] = ()) -> list:
     """``[[systems]]`` of a DeKA-g scenario as :class:`~dekasim.deka.system.SystemSpec` entries."""
     from dekasim.codecs import available_codecs
     from dekasim.deka.system import BANKS, EDGES, PREINSTALLED, SystemSpec
@@ -288,7 +344,7 @@ def _systems(entries: Any, kind: str) -> list:
         codec = entry.get("codec")
         if isinstance(codec, str) and ":" in codec:
             try:
-                resolve_codec(codec)
+                resolve_codec(codec, search_dirs)
             except ConfigError as err:
                 raise ConfigError(f"systems[{i}].codec", codec, err.expected, err.fix) from None
         elif codec not in names:
@@ -335,18 +391,17 @@ def _numbers(field_name: str, values: list, unit_hint: str) -> tuple[float, ...]
     return tuple(out)
 
 
-def _delay_spreads(values: list) -> tuple[float, ...]:
+def _delay_spreads(values: list, key: str = "sweep.delay_spread_ns") -> tuple[float, ...]:
     out = []
     for v in values:
         if isinstance(v, str):
             if v not in DELAY_SPREAD_PRESETS_NS:
-                raise ConfigError("sweep.delay_spread_ns", v,
-                                  f"a number in ns or a preset among {list(DELAY_SPREAD_PRESETS_NS)}")
+                raise ConfigError(key, v, f"a number in ns or a preset among {list(DELAY_SPREAD_PRESETS_NS)}")
             out.append(DELAY_SPREAD_PRESETS_NS[v])
         else:
-            out.extend(_numbers("sweep.delay_spread_ns", [v], "in nanoseconds"))
+            out.extend(_numbers(key, [v], "in nanoseconds"))
     if not out:
-        raise ConfigError("sweep.delay_spread_ns", values, "a non-empty list", "an empty sweep axis has no points")
+        raise ConfigError(key, values, "a non-empty list", "an empty sweep axis has no points")
     return tuple(out)
 
 
@@ -355,7 +410,35 @@ def scenario_from_dict(raw: dict[str, Any], source: str | None = None) -> Scenar
     try:
         return _build(copy.deepcopy(raw), source)
     except ConfigError as err:
+        err = full_key_error(err, raw)
         raise (err.with_source(source) if source and not err.source else err) from None
+
+
+#: The table of the scenario file each key of a table lives in, for errors raised below the scenario layer
+#: with a bare field name (a :class:`~dekasim.conditions.Condition` names ``speed_mps``, not ``channel.speed_mps``).
+_TABLES = (("sweep", _SWEEP), ("channel", _CHANNEL), ("ofdm", _OFDM), ("monte_carlo", _MC), ("payload", _PAYLOAD),
+           ("downlink", _DOWNLINK))
+
+
+def full_key_error(err: ConfigError, raw: dict[str, Any]) -> ConfigError:
+    """``err`` naming the key as the scenario file writes it (``channel.speed_mps``, not ``speed_mps``).
+
+    A field that is already dotted or indexed, or a top-level key, is kept. A bare one is looked up in the
+    tables of ``raw``: the table holding that key (and, when several do, the one whose value holds
+    ``err.value``), else the table the key belongs to by the schema (a default that was not written)."""
+    name = err.field
+    if not isinstance(name, str) or not name or "." in name or "[" in name or name in _TOP or name.startswith("-"):
+        return err
+    holders = [t for t, _ in _TABLES if isinstance(raw.get(t), dict) and name in raw[t]]
+    if len(holders) > 1:
+        holding = [t for t in holders if raw[t][name] == err.value
+                   or (isinstance(raw[t][name], list) and err.value in raw[t][name])]
+        holders = holding or holders
+    if not holders:  # a default that was not written: [channel] holds the defaults of what a sweep may vary
+        holders = sorted((t for t, keys in _TABLES if name in keys), key=lambda t: t != "channel")
+    if not holders:
+        return err
+    return ConfigError(f"{holders[0]}.{name}", err.value, err.expected, err.fix, err.source)
 
 
 def _build(raw: dict[str, Any], source: str | None) -> Scenario:
@@ -395,6 +478,18 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
                               "the edge's latents)")
         if opts["representation"] == "image":  # the default leaves the hash of earlier generated scenarios alone
             payload_options = tuple((k, v) for k, v in payload_options if k != "representation")
+    elif kind == "bits":
+        payload_options = tuple(sorted({**BITS_DEFAULTS, **{k: v for k, v in payload.items()
+                                                             if k in BITS_DEFAULTS}}.items()))
+        if dict(payload_options)["block_bits"] < 1:
+            raise ConfigError("payload.block_bits", payload["block_bits"], "information bits per block, an integer >= 1",
+                              "e.g. block_bits = 1024")
+        if "resolution_px" in payload:
+            raise ConfigError("payload.resolution_px", payload["resolution_px"], 'no such key for kind = "bits" '
+                              "(random information bits have no image)", "remove it; payload.block_bits sets the block")
+    if kind != "bits" and "block_bits" in payload:
+        raise ConfigError("payload.block_bits", payload["block_bits"], f"no such key for kind = {kind!r}",
+                          'it belongs to kind = "bits" (random information bits)')
     if kind != "deka":
         extra = sorted(k for k in payload if k in GENERATED_DEFAULTS or k in DEKA_ONLY_KEYS) if kind != "generated" \
             else sorted(k for k in payload if k in DEKA_ONLY_KEYS)
@@ -430,33 +525,21 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
             grid_kwargs[key] = tuple(grid_kwargs[key])
     grid = GridConfig(**grid_kwargs)
 
-    profiles = tuple(_as_list(sweep.get("tdl_profile", ["C"])))
-    if not profiles:
-        raise ConfigError("sweep.tdl_profile", [], "a non-empty list", "an empty sweep axis has no points")
-    for p in profiles:
-        if p not in ALL_PROFILES:
-            raise ConfigError("sweep.tdl_profile", p, f"one of {list(ALL_PROFILES)}")
-    snrs = _numbers("sweep.snr_db", _as_list(sweep.get("snr_db", [])), "(Es/N0 in dB)")
-    ds_given = "delay_spread_ns" in sweep
-    spreads = _delay_spreads(_as_list(sweep.get("delay_spread_ns", [300.0])))
-    ratios = _numbers("sweep.bandwidth_ratio", _as_list(sweep.get("bandwidth_ratio", [1 / 12])),
-                      "(channel uses per real source sample)")
-    csis = tuple(_as_list(sweep.get("csi", ["ls"])))
-    if not csis:
-        raise ConfigError("sweep.csi", [], "a non-empty list", "an empty sweep axis has no points")
-    for c in csis:
-        if c not in CSI_MODES:
-            raise ConfigError("sweep.csi", c, f"one of {list(CSI_MODES)}")
-    for p in profiles:
-        if p in FIXED_TDL_PROFILES and ds_given and any(d != FIXED_TDL_PROFILES[p] for d in spreads):
-            warnings.warn(f"{source or 'scenario'}: tdl_profile '{p}' has a fixed {FIXED_TDL_PROFILES[p]:g} ns "
-                          f"delay spread (TS 38.101-4); sweep.delay_spread_ns = {list(spreads)} is ignored for it. "
-                          "Use the scalable profile letter to sweep the delay spread.", UserWarning, stacklevel=3)
-
+    parsed = parse_sweep(sweep, channel, kind)
+    for axis in ("speed_mps", "carrier_frequency_hz"):
+        if axis in channel:
+            value = channel[axis]
+            parsed.where.setdefault((axis, float(value) if isinstance(value, (int, float)) else value), f"channel.{axis}")
+    axis_values = {axis: parsed.values(axis) for axis in SWEEP_AXES}
+    swept_scalars = {axis: axis_values[axis] for axis in ("speed_mps", "carrier_frequency_hz")}
+    plain = not parsed.structured and all(len(v) <= 1 for v in swept_scalars.values())
+    spreads = axis_values["delay_spread_ns"] or (300.0,)
     if kind == "deka" and "codecs" in raw:
         raise ConfigError("codecs", "[[codecs]]", 'no [[codecs]] with kind = "deka": it compares [[systems]]',
                           'write each as [[systems]] with edge = "aligned" and the same codec and options')
-    specs = _systems(raw.get("systems"), kind) if kind == "deka" or "systems" in raw else _codec_specs(raw, kind)
+    here = (str(Path(source).resolve().parent),) if source else ()  # "module:Class" codecs beside the file
+    specs = _systems(raw.get("systems"), kind, here) if kind == "deka" or "systems" in raw \
+        else _codec_specs(raw, kind, here)
     labels = [s.label for s in specs]
     dup = {lbl for lbl in labels if labels.count(lbl) > 1}
     if dup:
@@ -485,46 +568,130 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
                           "'time' simulates ISI beyond the cyclic prefix and ICI at speed; 'auto' uses it where "
                           "the frequency-domain model is optimistic")
     downlink = _downlink(raw.get("downlink"), kind, spreads)
+    scalars = {}  # speed and carrier: the [channel] value, a plain axis's one value, else the default
+    for axis in ("speed_mps", "carrier_frequency_hz"):
+        swept = swept_scalars[axis]
+        one = len(swept) == 1 and parsed.explicit.get(axis) == "plain"
+        scalars[axis] = float(channel.get(axis, swept[0] if one else AXIS_DEFAULTS[axis]))
     scenario = Scenario(channel_domain=domain,
         downlink=downlink, name=raw["name"], seed=seed, payload_kind=kind,
         resolution_px=payload.get("resolution_px", 64 if kind == "photos" else 32), payload_options=payload_options,
-        carrier_frequency_hz=float(channel.get("carrier_frequency_hz", 3.5e9)),
-        speed_mps=float(channel.get("speed_mps", 0.0)), grid=grid, snr_db=snrs, delay_spread_ns=spreads,
-        tdl_profile=profiles, bandwidth_ratio=ratios, csi=csis, codecs=tuple(specs), monte_carlo=mc_obj,
-        output_dir=raw.get("output_dir"), executor=executor, ray_address=raw.get("ray_address"), device=device,
-        source=source)
+        carrier_frequency_hz=scalars["carrier_frequency_hz"], speed_mps=scalars["speed_mps"], grid=grid,
+        snr_db=axis_values["snr_db"], ebno_db=axis_values["ebno_db"], delay_spread_ns=spreads,
+        tdl_profile=axis_values["tdl_profile"] or ("C",),
+        bandwidth_ratio=axis_values["bandwidth_ratio"] or ((1.0,) if kind == "bits" else (1 / 12,)),
+        csi=axis_values["csi"] or ("ls",), sweep_factors=() if plain else parsed.factors, codecs=tuple(specs),
+        monte_carlo=mc_obj, output_dir=raw.get("output_dir"), executor=executor, ray_address=raw.get("ray_address"),
+        device=device, source=source)
     if not 16 <= scenario.resolution_px <= 512:
         raise ConfigError("payload.resolution_px", scenario.resolution_px, "an image side in pixels within [16, 512]")
     if not 0.4e9 <= scenario.carrier_frequency_hz <= 100e9:
         raise ConfigError("channel.carrier_frequency_hz", scenario.carrier_frequency_hz,
                           "a carrier in Hz within [0.4e9, 100e9] (TR 38.901 validity)", "the key is in Hz: write 3.5e9")
-    scenario.conditions()  # validates every (snr, delay spread, profile, speed, ratio) combination
+    defaults = {**AXIS_DEFAULTS, "speed_mps": scenario.speed_mps, "bandwidth_ratio": scenario.bandwidth_ratio[0],
+                "carrier_frequency_hz": scenario.carrier_frequency_hz}
+    try:  # every (snr, delay spread, profile, speed, ratio) combination is a valid condition
+        written = expand_points(parsed.factors, defaults)
+        scenario.points()
+    except ConfigError as err:
+        key = parsed.where.get((err.field, err.value), f"sweep.{err.field}" if err.field in SWEEP_AXES else err.field)
+        raise ConfigError(key, err.value, err.expected, err.fix or _CONDITION_FIXES.get(err.field)) from None
+    for profile, ignored in ignored_delay_spreads(written).items():
+        key = parsed.where.get(("delay_spread_ns", ignored[0]), "sweep.delay_spread_ns")
+        warnings.warn(f"{source or 'scenario'}: tdl_profile '{profile}' has a fixed {FIXED_TDL_PROFILES[profile]:g} ns "
+                      f"delay spread (TS 38.101-4); {key} = {ignored} is ignored for it. "
+                      "Use the scalable profile letter to sweep the delay spread.", UserWarning, stacklevel=3)
     return scenario
 
 
+def _split_key(key: str) -> list[str]:
+    """``'codecs[0].options.mcs'`` -> ``['codecs[0]', 'options', 'mcs']`` (no split inside ``[...]``)."""
+    parts, buf, depth = [], "", 0
+    for ch in key:
+        depth += (ch == "[") - (ch == "]" and depth > 0)
+        if ch == "." and depth == 0:
+            parts.append(buf.strip())
+            buf = ""
+        else:
+            buf += ch
+    return [*parts, buf.strip()]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"sweep.snr_db=[0, 10]"`` -> (["sweep", "snr_db"], [0, 10]); the value is parsed as TOML."""
+    """``"sweep.snr_db=[0, 10]"`` -> (["sweep", "snr_db"], [0, 10]); the value is parsed as TOML.
+
+    A part may select one table of an array of tables: ``codecs[1].options.mcs=9`` (by index) or
+    ``codecs[digital].options.mcs=9`` (by label; see :func:`apply_overrides`)."""
     if "=" not in text:
         raise ConfigError("--set", text, "KEY=VALUE, e.g. sweep.snr_db=[0,10] or monte_carlo.images_per_point=8")
     key, value = text.split("=", 1)
+    path = _split_key(key.strip())
+    if not all(path):
+        raise ConfigError("--set", text, "KEY=VALUE with a dotted KEY, e.g. codecs[0].options.mcs=9")
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()  # bare word, e.g. name=my-run
-    return key.strip().split("."), parsed
+    return path, parsed
+
+
+def _select_entry(entries: list, name: str, selector: str, text: str) -> int:
+    """Index of the table of ``[[name]]`` that ``selector`` names: an index, or a label (an entry without a
+    label is named by its codec), quoted or not."""
+    sel = selector.strip()
+    if len(sel) >= 2 and sel[0] == sel[-1] and sel[0] in "'\"":
+        sel = sel[1:-1]
+    labels = [e.get("label", e.get("codec")) if isinstance(e, dict) else None for e in entries]
+    if sel.lstrip("-").isdigit():
+        i = int(sel)
+        if not 0 <= i < len(entries):
+            raise ConfigError("--set", text, f"an index in [0, {len(entries)}) of the {len(entries)} [[{name}]] "
+                              f"tables", f"or name one by its label: {labels}")
+        return i
+    hits = [i for i, lbl in enumerate(labels) if lbl == sel]
+    if len(hits) != 1:
+        what = "no" if not hits else "more than one"
+        raise ConfigError("--set", text, f"the index or label of one [[{name}]] table ({what} table is labelled "
+                          f"{sel!r})", f"labels: {labels}; or use its index, e.g. {name}[0]")
+    return hits[0]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of ``raw`` with each ``KEY=VALUE`` override set (dotted keys into tables)."""
+    """A copy of ``raw`` with each ``KEY=VALUE`` override set (dotted keys into tables).
+
+    ``NAME[i]`` or ``NAME[LABEL]`` selects one table of an array of tables (``[[codecs]]``, ``[[systems]]``):
+    ``codecs[0].options.mcs=9`` sets option ``mcs`` of the first codec; ``codecs[digital].options.mcs=9`` that
+    of the codec labelled ``digital`` (or, without a label, named so)."""
     out = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError("--set", text, f"a key inside a table; '{part}' is not a table")
-        node[path[-1]] = value
+        node: Any = out
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            m = re.fullmatch(r"([^\[\]]+)\[(.*)\]", part)
+            if m is None:
+                if "[" in part or "]" in part:
+                    raise ConfigError("--set", text, "KEY=VALUE where a key part is NAME or NAME[INDEX or LABEL]",
+                                      "e.g. codecs[0].options.mcs=9")
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+                    if not isinstance(node, dict):
+                        raise ConfigError("--set", text, f"a key inside a table; '{part}' is not a table")
+                continue
+            name, selector = m.group(1).strip(), m.group(2)
+            entries = node.get(name)
+            if not isinstance(entries, list) or not entries:
+                raise ConfigError("--set", text, f"a key of an existing array of tables; the scenario has no "
+                                  f"[[{name}]] tables", f"add [[{name}]] to the file, or set {name} = [...] whole")
+            i = _select_entry(entries, name, selector, text)
+            if last:
+                entries[i] = value
+            else:
+                node = entries[i]
+                if not isinstance(node, dict):
+                    raise ConfigError("--set", text, f"a key inside a table; {part} is not a table")
     return out
 
 

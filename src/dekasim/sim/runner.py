@@ -17,14 +17,17 @@ from typing import Any, Callable
 import torch
 
 from dekasim.channels.link import OFDMLink
-from dekasim.channels.snr import overhead_factor
+from dekasim.channels.snr import overhead_factor, snr_db_from_ebno_db
 from dekasim.codecs.base import Codec, LinkCounts, build_codec, resolve_codec
 from dekasim.conditions import Condition
 from dekasim.deka.system import PREINSTALLED, SystemSpec
 from dekasim.errors import ConfigError
-from dekasim.metrics import binomial_ci95, mean_ci95, psnr_db, ssim
+from dekasim.metrics import (Interval, bounded_mean_interval, clustered_rate_interval, metric_interval,
+                             proportion_interval, psnr_db, ssim, student_t_interval, unit_stats)
+from dekasim.metrics.consistency import METRIC_RANGES
+from dekasim.metrics.stats import exact_interval, totals_only_interval
 from dekasim.scenarios.schema import CodecSpec, Scenario, load_scenario
-from dekasim.sim.payloads import GeneratedSource, PhotoSource
+from dekasim.sim.payloads import BitsSource, GeneratedSource, PhotoSource
 from dekasim.sim.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -32,17 +35,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One codec at one condition with one receiver."""
+    """One codec at one condition with one receiver.
+
+    :param carrier_frequency_hz: the point's carrier [Hz] when the scenario sweeps it, else None (the
+        scenario's one carrier).
+    :param ebno_db: the Eb/N0 [dB] of a point of an Eb/N0 sweep (``cond.snr_db`` is then the Es/N0 that the
+        codec's MCS and block length give it), else None.
+    """
 
     spec: CodecSpec
     cond: Condition
     csi: str
+    carrier_frequency_hz: float | None = None
+    ebno_db: float | None = None
+
+    def _extra(self) -> dict[str, float]:
+        """What only swept carriers and Eb/N0 sweeps add to the identity (none for other points: their ids stay)."""
+        return {k: v for k, v in (("carrier_frequency_hz", self.carrier_frequency_hz), ("ebno_db", self.ebno_db))
+                if v is not None}
 
     def key(self) -> str:
-        """Canonical identity (codec label/name/options, condition, CSI; a DeKA-g system's edge and bank):
-        what the point's id derives from."""
+        """Canonical identity (codec label/name/options, condition, CSI; a DeKA-g system's edge and bank; a swept
+        carrier; the Eb/N0 of an Eb/N0 sweep): what the point's id derives from."""
         d = {"codec": self.spec.label, "codec_name": self.spec.codec, "options": self.spec.options,
-             "cond": self.cond.as_row(), "csi": self.csi}
+             "cond": self.cond.as_row(), "csi": self.csi, **self._extra()}
         if isinstance(self.spec, SystemSpec):
             d.update(edge=self.spec.edge, bank=self.spec.bank)
         return json.dumps(d, sort_keys=True)
@@ -52,7 +68,8 @@ class SweepPoint:
         condition and receiver only for a DeKA-g system, so that every system of a condition sees the same
         prompts, seeds and channel draws (paired differences)."""
         if isinstance(self.spec, SystemSpec):
-            return json.dumps({"cond": self.cond.as_row(), "csi": self.csi, "systems": "paired"}, sort_keys=True)
+            return json.dumps({"cond": self.cond.as_row(), "csi": self.csi, "systems": "paired", **self._extra()},
+                              sort_keys=True)
         return self.key()
 
     @property
@@ -68,13 +85,39 @@ def point_seed(scenario_seed: int, point: SweepPoint) -> int:
 
 
 def sweep_points(scenario: Scenario) -> list[SweepPoint]:
-    """All points: conditions (delay spread outer, SNR inner) x CSI x codecs."""
+    """All points: the scenario's conditions with their receivers (:meth:`Scenario.points`: profile outer, SNR
+    and receiver inner; AWGN with one receiver) x codecs.
+
+    In an Eb/N0 sweep each codec gets the Es/N0 its Eb/N0 means: ``snr_db = ebno_db - 10 log10(overhead *
+    n_channel_uses / info_bits_per_item)`` (:func:`dekasim.channels.snr.snr_db_from_ebno_db`; overhead = pilots
+    and cyclic prefix of the grid, 1 over AWGN)."""
+    several_carriers = len(scenario.carriers_hz) > 1
+    rate: dict[str, float] = {}  # codec label -> information bits per channel use
     points = []
-    for cond in scenario.conditions():
-        # AWGN has no channel to estimate: one receiver suffices
-        for csi in scenario.csi[:1] if cond.tdl_profile == "awgn" else scenario.csi:
-            points.extend(SweepPoint(spec, cond, csi) for spec in scenario.codecs)
+    for p in scenario.points():
+        fc = p.carrier_frequency_hz if several_carriers else None
+        for spec in scenario.codecs:
+            cond = p.cond
+            if p.ebno_db is not None:
+                if spec.label not in rate:
+                    rate[spec.label] = _bits_per_channel_use(scenario, spec)
+                grid = None if cond.tdl_profile == "awgn" else scenario.grid
+                cond = cond.replace(snr_db=snr_db_from_ebno_db(p.ebno_db, rate[spec.label], 1.0, grid))
+            points.append(SweepPoint(spec, cond, p.csi, fc, p.ebno_db))
     return points
+
+
+def _bits_per_channel_use(scenario: Scenario, spec: CodecSpec) -> float:
+    """Information bits per channel use of a codec of a bit payload (its ``info_bits_per_item`` over its
+    ``n_channel_uses``): what converts its Eb/N0 to Es/N0."""
+    shape = (dict(scenario.payload_options)["block_bits"],)
+    codec = _build(scenario, spec, shape, scenario.bandwidth_ratio[0])
+    bits = getattr(codec, "info_bits_per_item", None)
+    if not bits:
+        raise ConfigError(f"codecs[{spec.label}].codec", spec.codec, "a codec with a fixed number of information "
+                          "bits per block (attribute info_bits_per_item) for an Eb/N0 sweep", "sweep snr_db instead",
+                          scenario.source)
+    return bits / codec.n_channel_uses
 
 
 def make_payload_source(scenario: Scenario, sample: bool = True):
@@ -88,11 +131,13 @@ def make_payload_source(scenario: Scenario, sample: bool = True):
         from dekasim.deka.system import DekaPayload
 
         try:
-            return DekaPayload(dict(scenario.payload_options), scenario.seed, sample=sample)
+            return DekaPayload(dict(scenario.payload_options), scenario.seed, device=scenario.device, sample=sample)
         except ConfigError as err:
             raise err.with_source(scenario.source) if scenario.source else err from None
     if scenario.payload_kind == "photos":
         return PhotoSource(scenario.resolution_px)
+    if scenario.payload_kind == "bits":
+        return BitsSource(dict(scenario.payload_options)["block_bits"], scenario.seed)
     if scenario.payload_kind == "generated":
         try:
             return GeneratedSource(**dict(scenario.payload_options), seed=scenario.seed,
@@ -104,10 +149,12 @@ def make_payload_source(scenario: Scenario, sample: bool = True):
 
 
 def payload_shapes(scenario: Scenario, source) -> dict[str, tuple[int, ...]]:
-    """Item shape by representation of ``source`` (sampled or not): ``"image"``, and ``"latent"`` where the
-    scenario sends latents."""
+    """Item shape by representation of ``source`` (sampled or not): ``"bits"`` for a bit payload, else
+    ``"image"``, and ``"latent"`` where the scenario sends latents."""
     if scenario.payload_kind == "deka":
         return source.shapes()
+    if scenario.payload_kind == "bits":
+        return {"bits": tuple(source.shape("bits"))}
     shapes = {"image": tuple(source.shape("image"))}
     if scenario.payload_representation == "latent":
         shapes["latent"] = tuple(source.shape("latent"))
@@ -115,8 +162,11 @@ def payload_shapes(scenario: Scenario, source) -> dict[str, tuple[int, ...]]:
 
 
 def codec_representation(scenario: Scenario, codec_name: str) -> str:
-    """What codec ``codec_name`` carries in ``scenario``: ``"latent"`` when the payload is sent as latents
-    (``[payload] representation = "latent"``) and the codec takes latents, else ``"image"``."""
+    """What codec ``codec_name`` carries in ``scenario``: ``"bits"`` for a bit payload, ``"latent"`` when the
+    payload is sent as latents (``[payload] representation = "latent"``) and the codec takes latents, else
+    ``"image"``."""
+    if scenario.payload_kind == "bits":
+        return "bits"
     cls = resolve_codec("jscc" if codec_name == PREINSTALLED else codec_name)  # also "module:Class" on a worker
     takes_latents = "latent" in cls.payload_kinds
     return "latent" if scenario.payload_representation == "latent" and takes_latents else "image"
@@ -134,15 +184,33 @@ def build_codecs(scenario: Scenario, shapes: dict[str, tuple[int, ...]],
     for spec in scenario.codecs:
         shape = shapes[codec_representation(scenario, spec.codec)]
         for ratio in scenario.bandwidth_ratio:
-            try:
-                out[(spec.label, ratio)] = (deka.build_codec(spec, shape, ratio) if deka is not None
-                                            else build_codec(spec.codec, shape, ratio, **spec.options))
-            except ConfigError as err:
-                table = "systems" if isinstance(spec, SystemSpec) else "codecs"
-                field = err.field if err.field.startswith(("codecs", "systems", "sweep", "payload")) \
-                    else f"{table}[{spec.label}].options.{err.field}"
-                raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
+            out[(spec.label, ratio)] = _build(scenario, spec, shape, ratio, deka)
     return out
+
+
+def _build(scenario: Scenario, spec: CodecSpec, shape: tuple[int, ...], ratio: float, deka=None) -> Codec:
+    """One codec of ``scenario`` (a DeKA-g system's through ``deka``); errors name its options' keys."""
+    try:
+        return (deka.build_codec(spec, shape, ratio) if deka is not None
+                else build_codec(spec.codec, shape, ratio, **spec.options))
+    except ConfigError as err:
+        table = "systems" if isinstance(spec, SystemSpec) else "codecs"
+        field = codec_error_key(err.field, f"{table}[{spec.label}]")
+        raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
+
+
+#: Tables of a scenario file: a codec's error naming one of them already names the full key.
+_SCENARIO_TABLES = ("codecs", "systems", "sweep", "payload", "channel", "ofdm", "monte_carlo", "downlink")
+
+
+def codec_error_key(field: str, entry: str) -> str:
+    """The scenario key a codec's :class:`ConfigError` field stands for, in the codec table ``entry`` (e.g.
+    ``codecs[digital]``): its ratio is ``sweep.bandwidth_ratio``; anything else is one of its options."""
+    if field.startswith(_SCENARIO_TABLES):
+        return field
+    if field == "bandwidth_ratio":
+        return "sweep.bandwidth_ratio"
+    return f"{entry}.{field}" if field.startswith("options") else f"{entry}.options.{field}"
 
 
 @dataclass
@@ -165,7 +233,7 @@ def check_scenario(scenario: Scenario) -> CheckedScenario:
       (:func:`build_codecs`): its options, the payload shape it takes, and the rates it serves (the
       pre-installed JSCC and the pack's CALA bank included);
     - a DeKA-g scenario's ``[downlink]``: a fixed MCS the chain can send, the link at its condition;
-    - link physics (pilot density against the delay spread) at every condition and receiver.
+    - link physics (pilot density against the delay spread) at every point and receiver.
 
     :raises ConfigError: naming the full key (``sweep.bandwidth_ratio``, ``systems[LABEL].options.KEY``, ...).
     """
@@ -175,13 +243,13 @@ def check_scenario(scenario: Scenario) -> CheckedScenario:
     from dekasim.channels.link import resolve_domain
     from dekasim.channels.profiles import check_link_physics
 
-    checks = [(cond, csi) for cond in scenario.conditions() for csi in scenario.csi]
+    checks = [(p.cond, p.csi, p.carrier_frequency_hz) for p in scenario.points()]
     if scenario.payload_kind == "deka":
-        checks += _downlink_checks(scenario)
-    for cond, csi in checks:
-        domain = resolve_domain(scenario.channel_domain, cond, scenario.grid, scenario.carrier_frequency_hz)
+        checks += [(cond, csi, scenario.carrier_frequency_hz) for cond, csi in _downlink_checks(scenario)]
+    for cond, csi, fc in checks:
+        domain = resolve_domain(scenario.channel_domain, cond, scenario.grid, fc)
         try:
-            check_link_physics(cond, scenario.grid, csi, scenario.carrier_frequency_hz, domain=domain)
+            check_link_physics(cond, scenario.grid, csi, fc, domain=domain)
         except ConfigError as err:
             raise err.with_source(scenario.source) if scenario.source else err from None
     return CheckedScenario(source, shapes, codecs)
@@ -267,13 +335,14 @@ def _transmit(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
             t3 = time.perf_counter()
         tally.timing["codec"] += (t1 - t0) + (t3 - t2)
         tally.timing["channel"] += t2 - t1
-        images = source.to_image(items, representation)
-        images_hat = source.to_image(decoded.payload, representation)
-        tally.psnrs.extend(psnr_db(images, images_hat).tolist())
-        if tally.user_images is not None:
-            tally.user_images.append(images_hat.detach().float().clamp(0, 1).cpu())
-        if with_ssim:
-            tally.ssims.extend(ssim(images, images_hat).tolist())
+        if representation != "bits":  # random bits have no image: BER/BLER only
+            images = source.to_image(items, representation)
+            images_hat = source.to_image(decoded.payload, representation)
+            tally.psnrs.extend(psnr_db(images, images_hat).tolist())
+            if tally.user_images is not None:
+                tally.user_images.append(images_hat.detach().float().clamp(0, 1).cpu())
+            if with_ssim:
+                tally.ssims.extend(ssim(images, images_hat).tolist())
         tally.timing["metrics"] += time.perf_counter() - t3
         if decoded.counts is not None:
             tally.counts = tally.counts or LinkCounts()
@@ -336,24 +405,30 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     runtime = time.perf_counter() - t0
     n = codec.n_channel_uses
     counts, info = tally.counts, tally.info
-    psnr_mean, psnr_ci = mean_ci95(tally.psnrs)
-    ssim_mean, ssim_ci = mean_ci95(tally.ssims)
+    psnr = student_t_interval(unit_stats(tally.psnrs), "image")
+    ssim_iv = bounded_mean_interval(unit_stats(tally.ssims), "image", METRIC_RANGES["ssim"])
+    intervals = {"psnr_db": psnr.as_entry(), "ssim": ssim_iv.as_entry()}
     row: dict[str, Any] = {
         "point_id": point.point_id, "codec": point.spec.label, "codec_name": point.spec.codec, "kind": codec.kind,
         **point.cond.as_row(), "csi": point.csi,
         "channel_uses": n, "slots_per_image": link.num_slots(n) if point.cond.tdl_profile != "awgn" else 0,
-        "n_images": tally.sent, "psnr_db": psnr_mean, "psnr_db_ci95": psnr_ci, "ssim": ssim_mean,
-        "ssim_ci95": ssim_ci, "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
+        "n_images": tally.sent, "psnr_db": _nan_none(psnr.estimate), "psnr_db_ci95": psnr.halfwidth,
+        "ssim": _nan_none(ssim_iv.estimate), "ssim_ci95": ssim_iv.ci,
+        "ber": None, "ber_ci95": None, "bler": None, "bler_ci95": None, "ebno_db": None,
         "bit_errors": None, "bits": None, "block_errors": None, "blocks": None,
         "status": tally.status, "runtime_s": round(runtime, 4), "seed": seed,
     }
     if counts is not None and counts.bits > 0:
         grid = None if point.cond.tdl_profile == "awgn" else scenario.grid
         bits_per_item = counts.bits / max(counts.blocks, 1)
+        ber_iv, bler_iv = link_intervals(counts)
+        intervals["ber"] = ber_iv.as_entry()
+        if bler_iv is not None:
+            intervals["bler"] = bler_iv.as_entry()
         row.update(
-            ber=counts.bit_errors / counts.bits, ber_ci95=list(binomial_ci95(counts.bit_errors, counts.bits)),
+            ber=counts.bit_errors / counts.bits, ber_ci95=ber_iv.ci,
             bler=counts.block_errors / counts.blocks if counts.blocks else None,
-            bler_ci95=list(binomial_ci95(counts.block_errors, counts.blocks)) if counts.blocks else None,
+            bler_ci95=bler_iv.ci if bler_iv is not None else None,
             bit_errors=counts.bit_errors, bits=counts.bits, block_errors=counts.block_errors, blocks=counts.blocks,
             ebno_db=point.cond.snr_db + 10 * math.log10(overhead_factor(grid) * n / bits_per_item))
     notes = link.physics_notes.get(link._key(point.cond)) if point.cond.tdl_profile != "awgn" else None
@@ -370,8 +445,11 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
         row["info"]["variant_calibration_psnr_db"] = selection
     if tally.user_images is not None:
         t = time.perf_counter()
-        row.update(end_to_end_metrics(source, torch.cat(tally.user_images)))
+        e2e = end_to_end_metrics(source, torch.cat(tally.user_images))
+        intervals.update(e2e.pop("intervals", {}))
+        row.update(e2e)
         tally.timing["metrics"] += time.perf_counter() - t
+    row["intervals"] = intervals
     row["timing_s"] = {k: round(v, 4) for k, v in tally.timing.items()}  # of the reported run (not calibration)
     row["runtime_s"] = round(time.perf_counter() - t0, 4)
     return row
@@ -380,9 +458,11 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
 def end_to_end_metrics(source, user_images: torch.Tensor) -> dict[str, Any]:
     """Consistency of the user's images (items ``0 .. N-1`` of ``source``) with the cloud's images for the
     same prompts and seeds: ``attribute_agreement``, ``all_attributes_agree``, ``feature_cosine`` (means and
-    ``*_ci95`` 95 % half-widths, as ``psnr_db_ci95``) on the prompts with the pack's subject, and the same
-    on the control prompts under ``consistency_control``; with ``payload.image_encoders`` also
-    ``<name>_cosine`` (DINO/CLIP from local weights)."""
+    ``*_ci95`` 95 % intervals ``[lo, hi]`` over prompts, inside the metric's range:
+    :func:`~dekasim.metrics.metric_interval`) on the prompts with the pack's subject, and the same on the
+    control prompts under ``consistency_control`` (with its own ``intervals``); with
+    ``payload.image_encoders`` also ``<name>_cosine`` (DINO/CLIP from local weights). ``intervals`` maps
+    each subject metric to its unit, number of prompts, method and sufficient statistics."""
     from dekasim.deka.system import CONSISTENCY_METRICS
 
     n = len(user_images)
@@ -390,14 +470,39 @@ def end_to_end_metrics(source, user_images: torch.Tensor) -> dict[str, Any]:
     out: dict[str, Any] = {"n_subject_images": int(subject.sum()), "consistency_control": None}
     for split, mask in (("subject", subject), ("control", ~subject)):
         vals: dict[str, Any] = {}
+        intervals: dict[str, Any] = {}
         if mask.any():
             for m in scores:  # CONSISTENCY_METRICS, then <name>_cosine of local DINO/CLIP encoders
-                vals[m], vals[f"{m}_ci95"] = mean_ci95(scores[m][mask].tolist())
+                iv = metric_interval(m, scores[m][mask], "prompt")
+                vals[m], vals[f"{m}_ci95"], intervals[m] = iv.estimate, iv.ci, iv.as_entry()
         if split == "subject":
             out.update(vals or {m: None for m in CONSISTENCY_METRICS})
+            out["intervals"] = intervals
         elif vals:
-            out["consistency_control"] = vals
+            out["consistency_control"] = {**vals, "intervals": intervals}
     return out
+
+
+def link_intervals(counts: LinkCounts) -> tuple[Interval, Interval | None]:
+    """The BER and BLER intervals of a point's :class:`~dekasim.codecs.base.LinkCounts`: BER over the
+    counts' independent units (Korn-Graubard; the conservative bound over blocks when the codec gave
+    totals only; none when ``exact``), BLER Clopper-Pearson over blocks (None without blocks)."""
+    if counts.exact:
+        ber = exact_interval({"n_units": counts.blocks, "sum_x": counts.bit_errors, "sum_n": counts.bits}, counts.unit)
+        bler = exact_interval({"n_units": counts.blocks, "sum_x": counts.block_errors, "sum_n": counts.blocks},
+                              counts.unit) if counts.blocks else None
+        return ber, bler
+    if counts.unit_stats is None:
+        ber = totals_only_interval(counts.bit_errors, counts.bits, counts.blocks, counts.unit)
+    else:
+        ber = clustered_rate_interval(counts.unit_stats, counts.unit)
+    bler = proportion_interval(counts.block_errors, counts.blocks, counts.unit, "clopper-pearson") \
+        if counts.blocks else None
+    return ber, bler
+
+
+def _nan_none(v: float | None) -> float:
+    return math.nan if v is None else v
 
 
 def _summarise_info(info: dict[str, list]) -> dict[str, Any]:
@@ -447,7 +552,7 @@ class _PointContext:
         self.deka = self.source if scenario.payload_kind == "deka" else None
         self.shapes = checked.shapes
         self.codecs = checked.codecs
-        self.links: dict[str, OFDMLink] = {}
+        self.links: dict[tuple[str, float], OFDMLink] = {}
         self._variants: dict[tuple, Codec] = {}
 
     def variant(self, spec: CodecSpec, ratio: float, overrides: dict[str, Any]) -> Codec:
@@ -455,14 +560,18 @@ class _PointContext:
         key = (spec.label, ratio, json.dumps(overrides, sort_keys=True))
         if key not in self._variants:
             shape = self.shapes[codec_representation(self.scenario, spec.codec)]
+            if self.deka is not None:  # a DeKA-g sweep's ratio is per latent value: equal channel uses per image
+                ratio = self.deka.equal_budget_ratio(shape, ratio)
             self._variants[key] = build_codec(spec.codec, shape, ratio, **{**spec.options, **overrides})
         return self._variants[key]
 
-    def link(self, csi: str) -> OFDMLink:
-        if csi not in self.links:
-            s = self.scenario
-            self.links[csi] = OFDMLink(s.grid, csi, s.carrier_frequency_hz, device=s.device, domain=s.channel_domain)
-        return self.links[csi]
+    def link(self, csi: str, carrier_frequency_hz: float | None = None) -> OFDMLink:
+        """The link of receiver ``csi`` at ``carrier_frequency_hz`` (default: the scenario's carrier)."""
+        s = self.scenario
+        key = (csi, float(carrier_frequency_hz or s.carrier_frequency_hz))
+        if key not in self.links:
+            self.links[key] = OFDMLink(s.grid, csi, key[1], device=s.device, domain=s.channel_domain)
+        return self.links[key]
 
 
 _CONTEXTS: dict[str, _PointContext] = {}
@@ -475,9 +584,15 @@ def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
     ratio = point.cond.bandwidth_ratio
     codec = ctx.codecs[(point.spec.label, ratio)]
     source = ctx.deka.view(point.spec.edge) if ctx.deka is not None else ctx.source
-    row = run_point(point, scenario, source, ctx.link(point.csi), codec, point_seed(scenario.seed, point),
+    link = ctx.link(point.csi, point.carrier_frequency_hz)
+    row = run_point(point, scenario, source, link, codec, point_seed(scenario.seed, point),
                     variant=lambda overrides: ctx.variant(point.spec, ratio, overrides),
                     representation=codec_representation(scenario, point.spec.codec))
+    row["carrier_frequency_hz"] = link.carrier_frequency_hz
+    if point.ebno_db is not None:  # the swept value itself (the row's formula gives it back up to rounding)
+        row["ebno_db"] = point.ebno_db
+    if scenario.payload_kind == "bits":  # the MCS and the block length set the channel uses, not a ratio
+        row["bandwidth_ratio"] = None
     if ctx.deka is not None:
         row["system"] = ctx.deka.facts(point.spec, codec).as_row()
     row["scenario_hash"] = scenario.hash()
@@ -557,11 +672,11 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
             deka = deka_payload(scenario, checked)
             timing["generation"] = deka.generation["wall_s"]
         t_points = time.perf_counter()
-        from tqdm.auto import tqdm
+        from dekasim.progress import progress_bar
 
         runner = make_executor(executor or scenario.executor, address or scenario.ray_address, num_cpus)
-        bar = tqdm(total=len(points), initial=len(points) - len(pending), disable=not progress, unit="point",
-                   desc=scenario.name, file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(len(points), scenario.name, initial=len(points) - len(pending), enabled=progress,
+                           unit="point")
         try:
             for row in runner.map_unordered(evaluate_point, ((scenario, p) for p in pending)):
                 store.append(row)
@@ -595,7 +710,7 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
     figures: list[Path] = []
     if plots:
         t = time.perf_counter()
-        figures = draw_figures(store.dir)
+        figures = draw_figures(store.dir, x="ebno_db" if scenario.ebno_db else "snr_db")
         timing["plots"] = time.perf_counter() - t
     rows = store.rows()
     new_ids = {p.point_id for p in pending}
@@ -606,14 +721,15 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
                      {k: round(v, 3) for k, v in timing.items()})
 
 
-def draw_figures(run_dir: Path) -> list[Path]:
-    """Figures of one run directory; a plotting failure is logged, never loses the results."""
+def draw_figures(run_dir: Path, x: str = "snr_db") -> list[Path]:
+    """Figures of one run directory over ``x`` (``"snr_db"`` or, for an Eb/N0 sweep, ``"ebno_db"``); a plotting
+    failure is logged, never loses the results."""
     try:
         from dekasim.plots import plot_run
     except ImportError:  # plots module not available
         return []
     try:
-        return list(plot_run([run_dir], run_dir))
+        return list(plot_run([run_dir], run_dir, x=x))
     except Exception as exc:  # noqa: BLE001 - results are safe on disk; report and go on
         log.error("drawing figures into %s failed: %s (results are intact; retry with `dekasim plot %s`)",
                   run_dir, exc, run_dir)

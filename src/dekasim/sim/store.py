@@ -35,7 +35,9 @@ RESULTS_CSV = "results.csv"
 MANIFEST_JSON = "manifest.json"
 LOCK_FILE = ".dekasim.lock"
 
-#: Columns of the CSV view, in order (the JSONL row may hold more, e.g. ``info``).
+#: The leading columns of the CSV view, in this order. The view holds every field of the rows (see
+#: :func:`csv_table`): the fields named here first, then every other one, sorted (plain fields before nested
+#: ones). A field named here that is nested or an interval expands in place (``ber_ci95_lo``, ``ber_ci95_hi``).
 CSV_COLUMNS = ("codec", "codec_name", "kind", "snr_db", "ebno_db", "delay_spread_ns", "tdl_profile", "speed_mps",
                "csi", "channel_domain", "bandwidth_ratio", "channel_uses", "n_images", "psnr_db", "psnr_db_ci95",
                "ssim", "ssim_ci95",
@@ -44,6 +46,89 @@ CSV_COLUMNS = ("codec", "codec_name", "kind", "snr_db", "ebno_db", "delay_spread
                # DeKA-g rows: end-to-end consistency with the cloud's image (prompts with the pack's subject)
                "attribute_agreement", "attribute_agreement_ci95", "all_attributes_agree", "all_attributes_agree_ci95",
                "feature_cosine", "feature_cosine_ci95")
+
+
+def _leaves(value: Any, path: str, out: dict[str, Any]) -> None:
+    """``value`` as leaves ``path -> scalar or list``: a table's fields under dotted names (``system.edge``)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _leaves(v, f"{path}.{k}" if path else str(k), out)
+    else:
+        out[path] = value
+
+
+def flatten_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A result row as one level: nested tables under dotted names (``info.mcs_index``,
+    ``consistency_control.feature_cosine``); lists stay lists (:func:`csv_table` decides how to write them)."""
+    out: dict[str, Any] = {}
+    _leaves(row, "", out)
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_interval(v: Any) -> bool:
+    """``[lo, hi]``: two numbers (either may be missing), lo <= hi."""
+    return isinstance(v, list) and len(v) == 2 and all(x is None or _is_number(x) for x in v) \
+        and (None in v or v[0] <= v[1])
+
+
+def csv_cell(value: Any) -> str:
+    """The CSV text of one value: empty for a missing one, ``true``/``false``, numbers exactly (``repr`` of a
+    float reads back to the same float), strings as they are, other lists as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def csv_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The flat table of ``rows``: (column names, one list of cells per row).
+
+    Every field of every row is a column (the union over the rows, in a stable order: :data:`CSV_COLUMNS`
+    first, then the rest sorted, plain before nested), so every value of ``results.jsonl`` can be read back:
+
+    - a nested table's fields are columns with dotted names (``system.edge``, ``info.mcs_index``);
+    - a field that is, in every row holding it, a two-number interval ``[lo, hi]`` is two columns,
+      ``<name>_lo`` and ``<name>_hi``;
+    - any other list is one cell of JSON; a missing value is an empty cell.
+    """
+    flat = [flatten_row(r) for r in rows]
+    paths: dict[str, None] = {}
+    for f in flat:
+        paths.update(dict.fromkeys(f))
+    # a field that is a table in some rows and missing (None) in others: its sub-columns cover it
+    paths = {p: None for p in paths
+             if not (any(q.startswith(p + ".") for q in paths) and all(f.get(p) is None for f in flat))}
+    intervals = {p for p in paths if any(isinstance(f.get(p), list) for f in flat)
+                 and all(f.get(p) is None or _is_interval(f.get(p)) for f in flat)}
+    lead = {name: i for i, name in enumerate(CSV_COLUMNS)}
+
+    def order(p: str) -> tuple:
+        top = p.split(".", 1)[0]
+        return (0, lead[top], p) if top in lead else (1, "." in p, p)
+
+    ordered = sorted(paths, key=order)
+    columns = [c for p in ordered for c in ((f"{p}_lo", f"{p}_hi") if p in intervals else (p,))]
+    table = []
+    for f in flat:
+        cells: list[str] = []
+        for p in ordered:
+            v = f.get(p)
+            if p in intervals:
+                lo, hi = v if v is not None else (None, None)
+                cells += [csv_cell(lo), csv_cell(hi)]
+            else:
+                cells.append(csv_cell(v))
+        table.append(cells)
+    return columns, table
 
 
 def _clean(value: Any) -> Any:
@@ -330,12 +415,11 @@ class ResultStore:
         self.write_csv()
 
     def write_csv(self) -> None:
-        rows = self.rows()
+        """Rewrite ``results.csv``, the flat view of every row (:func:`csv_table`)."""
+        columns, table = csv_table(self.rows())
         tmp = self.dir / (RESULTS_CSV + ".tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(CSV_COLUMNS)
-            for r in rows:
-                w.writerow(["" if r.get(c) is None else (json.dumps(r[c]) if isinstance(r.get(c), list) else r[c])
-                            for c in CSV_COLUMNS])
+            w.writerow(columns)
+            w.writerows(table)
         os.replace(tmp, self.dir / RESULTS_CSV)

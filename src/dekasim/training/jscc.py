@@ -32,6 +32,22 @@ the photo family's CALA and oracle, so that base + adapters train for the same n
 baseline. The CALA defaults are the shipped banks' layout: K = 2 on the eight convolutions every network of
 the family has, SNR-anchored gate.)
 
+**Any model's latents.** The generic pre-installed JSCC of *any* text-to-image model and the CALA bank
+of its aligned edge (``SD``: a Stable-Diffusion-layout folder whose VAE gives ``4 x 64 x 64`` latents at
+512 px; ``--latent-model edge`` gives the world's ``48 x 8 x 8``; ``PACK``: its knowledge pack from
+``dekasim align --prompts``)::
+
+    R="--rates 1/24 1/12 1/6 --payload-shape 4 64 64"
+    python -m dekasim.training.jscc train --codec jscc_generic $R --latent-model SD [--photos DIR] --steps N --out DIR
+    python -m dekasim.training.jscc train --codec cala $R --base DIR/jscc_generic-4x64x64-bw1_6.json \
+        --data generated --data-model SD --data-pack PACK [--data-prompts FILE] --steps N --out DIR
+
+``--device cuda`` (or ``auto``) puts the codec, the link (Sionna's configured device, restored after the
+run) and the batches on the GPU, and encodes or generates the training set there; ``cpu`` is the default
+and gives the same numbers as before the option existed. A checkpoint trained with ``--latent-model``
+records the model (spec, fingerprint, latent map, shape, resolution) under ``latent_model``, and every
+manifest records the ``loss_space`` and ``device`` under ``training``.
+
 **Fine-tunes.** A whole-network codec given ``--base`` starts from that checkpoint (a full fine-tune);
 ``--train-layers dec.inp dec.res1 …`` trains only the named layers and keeps every other tensor of the
 base bit-identical (a partial fine-tune: which half of the network an alignment needs).
@@ -50,8 +66,25 @@ are never training samples; the six other evaluation photos' content is seen at 
 ``--data generated``: a fixed set of ``--data-items`` images the ``--data-model`` (default the shipped
 edge) generates for captions of the world's *training* split, with horizontal flips, served as latents
 (``--representation latent``, default) or images (:class:`~dekasim.training.data.GeneratedSampler`;
-the scenario payload's held-out captions are never generated for training). The loss is always the
-MSE of the *images* (a latent is decoded by the model's exact latent map first).
+the scenario payload's held-out captions are never generated for training). ``--data-prompts FILE``
+generates from a prompt file instead (image ``i``: prompt ``i mod n``, seed ``data_seed * 1_000_003 + i``);
+without it a ``--data-pack`` aligned on prompt files (``dekasim align --prompts``) gives its recorded
+training prompts, any other pack or none the world's captions (sets of the world's captions keep their
+cache key; others add the prompts' sha256 to it). A VAE model's latents are served as sampled, without flips.
+``--data photos --latent-model SPEC`` (:class:`~dekasim.training.data.PhotoLatentSampler`): natural-photo
+latents of that model's own latent map at its resolution, for whatever ``C x h x w`` it gives (pass it as
+``--payload-shape``; a mismatch is refused before anything is encoded): ``--data-items`` random crops of the
+training photos, or of ``--photos DIR`` (your .png/.jpg/.jpeg/.webp), each of side 0.3-1.0 of the photo's
+short side at a random position, flipped with probability 1/2, resized with Lanczos; encoded once (cached
+under ``--data-cache``, keyed by the model's fingerprint, its latent map's weights, the photos and these
+settings) and drawn uniformly; ``--data-seed`` seeds the crops. A new network on VAE latents normalises
+its input by the set's per-channel mean and std.
+
+**Loss space.** ``--loss-space image`` (the default for images and for the world's exact latent map:
+the loss of every shipped checkpoint) measures the MSE of the *images* (a latent is decoded by the
+model's latent map first); ``--loss-space latent`` (the default for VAE latents: decoding through a VAE
+every step costs more than the JSCC at SD scale) the MSE of the latents. The PSNR a scenario reports is
+in image space either way.
 
 **Channel.** :class:`~dekasim.channels.OFDMLink` with ``GridConfig(pilot_subcarrier_spacing=1)`` and
 LS channel estimation (``csi="ls"``; the default comb-2 grid rejects LS at 3000 ns), one condition per
@@ -86,13 +119,11 @@ import torch.nn.functional as F
 from dekasim.codecs.base import build_codec
 from dekasim.codecs.cala import CALACodec, LoRAOracleCodec
 from dekasim.codecs.jscc import JSCCCodec, JSCCNet, checkpoint_stem, read_checkpoint, save_checkpoint
-from dekasim.training.data import GeneratedSampler
+from dekasim.training.data import (LOSS_SPACES, TRAIN_PHOTOS, GeneratedSampler, PhotoLatentSampler,
+                                   load_training_photo)
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 
-#: Photographs the shipped checkpoints were trained on (scikit-image names + matplotlib's sample).
-TRAIN_PHOTOS = ("chelsea", "hubble_deep_field", "immunohistochemistry", "motorcycle_left", "motorcycle_right",
-                "retina", "grace_hopper")
 #: PhotoSource photographs never used in training.
 HELD_OUT_PHOTOS = ("astronaut", "coffee", "rocket")
 #: Largest training crop, as a fraction of the photo's short side (the evaluation images are whole).
@@ -105,19 +136,6 @@ CODECS = ("jscc", "jscc_mixed", "jscc_generic", "adjscc", "cala", "lora_oracle")
 SINGLE_CONDITION = Condition(snr_db=10.0, delay_spread_ns=300.0, tdl_profile="C")
 EVAL_SNR_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
 EVAL_DELAY_SPREADS_NS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
-
-
-def load_training_photo(name: str) -> np.ndarray:
-    """``[H, W, 3]`` uint8 photo: a PhotoSource name or ``"grace_hopper"`` (matplotlib sample data)."""
-    if name == "grace_hopper":
-        import matplotlib
-        from PIL import Image
-
-        path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-        return np.asarray(Image.open(path).convert("RGB"))
-    from dekasim.photos import load_photo
-
-    return np.ascontiguousarray(load_photo(name)[..., :3])
 
 
 class CropSampler:
@@ -166,6 +184,17 @@ class CropSampler:
     def to_image(self, items: torch.Tensor) -> torch.Tensor:
         """Items as images for the loss: crops already are."""
         return items
+
+    #: the space the loss is measured in by default (see :data:`~dekasim.training.data.LOSS_SPACES`)
+    default_loss_space = "image"
+
+    def channel_stats(self) -> None:
+        """No data-driven input normalisation (images and the world's exact latents have fixed ranges)."""
+        return None
+
+    def to(self, device: str) -> "CropSampler":
+        """Nothing to move: crops are made on the CPU and :meth:`to_image` has no weights."""
+        return self
 
 
 #: Unshuffle factor of the world's exact latent map (32x32x3 images <-> 8x8x48 latents).
@@ -235,9 +264,18 @@ class TrainConfig:
     representation: str = "latent"          # generated data: "latent" (what the edge sends) or "image"
     data_model: str = "edge"                # generated data: the text-to-image model
     data_pack: str | None = None            # generated data: a knowledge pack applied first (the aligned edge)
-    data_items: int = 4096                  # generated data: images in the fixed training set
-    data_seed: int = 7                      # generated data: captions and sampling noise
-    data_cache: str | None = "runs/cache"   # generated data: where the set is cached
+    data_items: int = 4096                  # generated data: images in the fixed set; latent_model: encoded crops
+    data_seed: int = 7                      # generated data: captions and sampling noise; latent_model: crops
+    data_cache: str | None = "runs/cache"   # generated data / photo latents: where the set is cached
+    data_prompts: str | None = None         # generated data: a prompt file to generate from (default: the
+    #                                         training prompts --data-pack records, else the world's captions)
+    latent_model: str | None = None         # photos: encode the crops with this model's latent map (a model spec:
+    #                                         "edge", a Stable-Diffusion-layout folder with a VAE) at its resolution
+    photos_dir: str | None = None           # photos with latent_model: a folder of the user's photos (default:
+    #                                         the shipped train_photos)
+    loss_space: str | None = None           # "image" (MSE of the decoded images) or "latent" (MSE of the latents);
+    #                                         default: "latent" for VAE latents, else "image"
+    device: str = "cpu"                     # "cpu", "cuda" or "auto" (dekasim.devices.resolve_device)
     rates: tuple[float, ...] | None = None  # bandwidth ratios one rate-adaptive network serves (one per step)
     train_rates: tuple[float, ...] | None = None  # the rates drawn in training (default: all of ``rates``), e.g.
     #                                               one rate for a per-rate specialist of a rate-adaptive network
@@ -264,6 +302,20 @@ class TrainConfig:
         if self.data not in ("photos", "generated"):
             raise ConfigError("data", self.data, "'photos' (crops of training photographs) or 'generated' "
                               "(images/latents of a text-to-image model)")
+        if self.loss_space is not None and self.loss_space not in LOSS_SPACES:
+            raise ConfigError("--loss-space", self.loss_space, f"one of {list(LOSS_SPACES)}",
+                              "image: MSE of the images the items decode to; latent: MSE of the latents")
+        if self.latent_model is not None and self.data != "photos":
+            raise ConfigError("--latent-model", self.latent_model, "a latent map for --data photos only",
+                              "generated data are the latents of --data-model: leave --latent-model out")
+        if self.photos_dir is not None and self.latent_model is None:
+            raise ConfigError("--photos", self.photos_dir, "a folder of photos for --data photos with --latent-model",
+                              "add --latent-model SPEC (e.g. edge, or your model folder)")
+        if self.data_prompts is not None and self.data != "generated":
+            raise ConfigError("--data-prompts", self.data_prompts, "a prompt file for --data generated only")
+        from dekasim.devices import resolve_device
+
+        resolve_device(self.device, "--device")
         if self.lr is None:
             self.lr = 5e-3 if self.codec in ("cala", "lora_oracle") else 2e-3
         self.payload_shape = tuple(int(s) for s in self.payload_shape)  # type: ignore[assignment]
@@ -303,16 +355,20 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def make_link(csi: str = "ls", pilot_subcarrier_spacing: int = 1, domain: str = "frequency"):
+def make_link(csi: str = "ls", pilot_subcarrier_spacing: int = 1, domain: str = "frequency",
+              device: str | None = None):
+    """The training link: :class:`~dekasim.channels.OFDMLink` (``device``: Sionna's blocks on it; None: Sionna's
+    configured device)."""
     from dekasim.channels import GridConfig, OFDMLink
 
-    return OFDMLink(GridConfig(pilot_subcarrier_spacing=pilot_subcarrier_spacing), csi=csi, domain=domain)
+    return OFDMLink(GridConfig(pilot_subcarrier_spacing=pilot_subcarrier_spacing), csi=csi, domain=domain,
+                    device=device)
 
 
 def forward_through_link(codec: JSCCCodec, x: torch.Tensor, cond: Condition, link: torch.nn.Module,
                          adapt_override: Any = None) -> torch.Tensor:
     """Differentiable encode -> link -> decode of ``x`` at ``cond`` (the gate sees ``cond`` exactly)."""
-    snr = torch.full((x.shape[0],), float(cond.snr_db))
+    snr = torch.full((x.shape[0],), float(cond.snr_db), device=x.device)
     adapt, s = codec._adapt(snr, cond) if codec.condition_aware else (None, None)
     if adapt_override is not None:
         adapt = adapt_override
@@ -343,12 +399,53 @@ def _sample_condition(cfg: TrainConfig, rng: random.Random, snr_range: tuple[flo
 def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None = None,
           log: Callable[[str], None] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run ``cfg``; write the checkpoint(s) into ``out`` (if given). Returns losses, times and paths.
-    ``progress``: a bar with ETA and the running loss (on a terminal only)."""
+    ``progress``: a bar with ETA and the running loss (on a terminal only).
+
+    The codec, the link and the batches live on ``cfg.device``; Sionna's configured device is set to it for
+    the run and restored afterwards. Returns ``{"paths", "losses", "wall_s", "cpu_s", "codec", "loss_space",
+    "device"}`` (the codec on ``cfg.device``)."""
     import sionna.phy
+
+    from dekasim.devices import resolve_device
 
     log = log or (lambda msg: None)
     torch.set_num_threads(cfg.threads)
-    sampler = make_sampler(cfg, log)
+    device = resolve_device(cfg.device, "--device")
+    base = read_checkpoint(cfg.base, field="base") if cfg.base else None  # refused before a set is made
+    if base is not None and list(base[0]["arch"]["payload_shape"]) != list(cfg.payload_shape):
+        raise ConfigError("base", cfg.base, f"a base for payload {list(cfg.payload_shape)}, got one for "
+                          f"{base[0]['arch']['payload_shape']}", "pass the --payload-shape the base was trained for")
+    sampler = make_sampler(cfg, log, device)
+    loss_space = resolve_loss_space(cfg, sampler)
+    previous = sionna.phy.config.device
+    sionna.phy.config.device = "cuda:0" if device == "cuda" else device   # Sionna names devices cuda:N
+    try:
+        return _train(cfg, sampler, loss_space, device, out, command, log, progress, base)
+    finally:
+        sionna.phy.config.device = previous
+
+
+def resolve_loss_space(cfg: TrainConfig, sampler: Any) -> str:
+    """``cfg.loss_space``, or the sampler's default (``"latent"`` for VAE latents, else ``"image"``); a
+    ConfigError naming ``--loss-space`` for ``"latent"`` on image items."""
+    space = cfg.loss_space or sampler.default_loss_space
+    if space == "latent" and not _items_are_latents(sampler):
+        raise ConfigError("--loss-space", space, "'image' for image items (photo crops, generated images)",
+                          "leave --loss-space out, or train on latents")
+    return space
+
+
+def _items_are_latents(sampler: Any) -> bool:
+    if isinstance(sampler, GeneratedSampler):
+        return sampler.representation == "latent"
+    return isinstance(sampler, (LatentCropSampler, PhotoLatentSampler))
+
+
+def _train(cfg: TrainConfig, sampler: Any, loss_space: str, device: str, out: str | Path | None,
+           command: str | None, log: Callable[[str], None], progress: bool,
+           base: tuple[dict[str, Any], dict[str, torch.Tensor]] | None) -> dict[str, Any]:
+    import sionna.phy
+
     sionna.phy.config.seed = cfg.seed          # also seeds torch's global generator
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -371,23 +468,39 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
         opts["layers"] = list(cfg.layers)
     if cfg.rates is not None:
         opts["rates"] = list(cfg.rates)
+    if cfg.payload_shape[0] == 3 and _items_are_latents(sampler):
+        opts["payload_kind"] = "latent"      # e.g. a VAE with 3 latent channels ("auto" would take them for images)
     codec: JSCCCodec = build_codec(cfg.codec, cfg.payload_shape, cfg.bandwidth_ratio, **opts)  # type: ignore[assignment]
     base_ref = None
-    if cfg.base:
-        base_manifest, base_tensors = read_checkpoint(cfg.base, field="base")
+    if base is not None:
+        base_manifest, base_tensors = base
         if base_manifest["arch"] != codec.arch.to_json():
             raise ConfigError("base", cfg.base, f"a base of architecture {codec.arch.to_json()}, "
                               f"got {base_manifest['arch']}")
         codec.net.load_state_dict({k[4:]: v for k, v in base_tensors.items() if k.startswith("net.")})
         base_ref = {"file": Path(cfg.base).with_suffix(".safetensors").name, "sha256": base_manifest["sha256"],
                     "codec": base_manifest["codec"]}
+    stats = sampler.channel_stats()
+    normalised = stats is not None and not cfg.base and codec.arch.payload_kind == "latent"
+    if normalised:  # a new network on VAE latents: per-channel input statistics of the training set
+        with torch.no_grad():
+            codec.net.in_mean.copy_(stats[0])
+            codec.net.in_std.copy_(stats[1])
+    if device != "cpu":
+        for module in codec.modules_to_save().values():
+            module.to(device)
+        if loss_space == "image":
+            sampler.to(device)
     codec.net.train()
-    link = make_link(cfg.csi, cfg.pilot_subcarrier_spacing, cfg.channel_domain)
+    link = make_link(cfg.csi, cfg.pilot_subcarrier_spacing, cfg.channel_domain, device=device)
     t0w, t0c = time.perf_counter(), time.process_time()
     losses: list[float] = []
     result: dict[str, Any] = {"paths": []}
-    to_image = sampler.to_image
+    to_loss = sampler.to_image if loss_space == "image" else (lambda v: v)
     data_facts = _data_facts(cfg, sampler)
+    if normalised:
+        data_facts["input_normalisation"] = "per-channel mean and std of the training set (net.in_mean, net.in_std)"
+    run_facts = {"loss_space": loss_space, "device": device}
 
     def step_on(params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, i: int, n: int, cond: Condition,
                 adapt: Any = None) -> float:
@@ -395,10 +508,10 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
             group["lr"] = cfg.lr * lr_factor(i, n, min(cfg.warmup_steps, max(1, n // 10)))  # type: ignore[operator]
         if cfg.rates is not None:  # one rate per step, uniform (the gate sees it in the condition features)
             codec.set_rate(rng.choice(cfg.train_rates or cfg.rates))
-        x = sampler.sample(cfg.batch, gen)
+        x = sampler.sample(cfg.batch, gen).to(device)
         a = adapt(cfg.batch) if adapt is not None else None
-        # MSE of the images (a latent's PSNR is that of the image it decodes to)
-        loss = F.mse_loss(to_image(forward_through_link(codec, x, cond, link, a)), to_image(x))
+        # MSE of the images (a latent's PSNR is that of the image it decodes to), or of VAE latents
+        loss = F.mse_loss(to_loss(forward_through_link(codec, x, cond, link, a)), to_loss(x))
         if cfg.loss == "psnr":  # -PSNR of the batch: every condition weighs alike (MSE lets 0 dB dominate)
             loss = 10.0 * torch.log10(loss + 1e-10)
         opt.zero_grad(set_to_none=True)
@@ -418,7 +531,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
         if cfg.log_every and (i + 1) % cfg.log_every == 0:
             recent = losses[-cfg.log_every:]
             m = sum(recent) / len(recent)
-            log(f"{cfg.codec} step {i + 1}/{cfg.steps} loss {m:.5f} ({_as_psnr(m, cfg.loss):.2f} dB) "
+            space = " of the latents" if loss_space == "latent" else ""
+            log(f"{cfg.codec} step {i + 1}/{cfg.steps} loss {m:.5f} ({_as_psnr(m, cfg.loss):.2f} dB{space}) "
                 f"wall {time.perf_counter() - t0w:.0f}s cpu {time.process_time() - t0c:.0f}s")
 
     with warnings.catch_warnings():
@@ -467,16 +581,17 @@ def train(cfg: TrainConfig, out: str | Path | None = None, command: str | None =
                 if out is not None and cfg.snapshot_at is not None and i + 1 == cfg.snapshot_at:
                     result["paths"].append(_save(codec, cfg, out, command, losses, t0w, t0c, base_ref,
                                                  stem_codec=f"{cfg.codec}_base", steps_done=i + 1,
-                                                 data_facts=data_facts))
+                                                 data_facts=data_facts, run_facts=run_facts))
                     log(f"snapshot after {i + 1} steps: {result['paths'][-1]}")
     bar.close()
     codec.set_rate(cfg.bandwidth_ratio)
     codec.eval()
-    result.update(losses=losses, wall_s=time.perf_counter() - t0w, cpu_s=time.process_time() - t0c, codec=codec)
+    result.update(losses=losses, wall_s=time.perf_counter() - t0w, cpu_s=time.process_time() - t0c, codec=codec,
+                  **run_facts)
     if out is not None:
         result["paths"].append(_save(codec, cfg, out, command, losses, t0w, t0c, base_ref,
                                      stem_codec=cfg.save_as or cfg.codec, steps_done=len(losses),
-                                     data_facts=data_facts))
+                                     data_facts=data_facts, run_facts=run_facts))
     return result
 
 
@@ -496,32 +611,79 @@ def _trained_net_params(net: JSCCNet, train_layers: tuple[str, ...] | None) -> l
     return params
 
 
-def make_sampler(cfg: TrainConfig, log: Callable[[str], None]) -> "CropSampler | GeneratedSampler":
-    """The training data of ``cfg``; raises a ConfigError when its items do not have ``cfg.payload_shape``."""
+def make_sampler(cfg: TrainConfig, log: Callable[[str], None],
+                 device: str = "cpu") -> "CropSampler | GeneratedSampler | PhotoLatentSampler":
+    """The training data of ``cfg`` (a generated set or photo latents made on ``device``); raises a ConfigError
+    when its items do not have ``cfg.payload_shape``, before any image is generated or encoded."""
     if cfg.data == "generated":
-        sampler: CropSampler | GeneratedSampler = GeneratedSampler(
+        prompts = None
+        if cfg.data_prompts is not None:
+            from dekasim.generative.prompts import read_prompt_file
+
+            prompts = read_prompt_file(cfg.data_prompts, "--data-prompts")
+        _check_model_shape(cfg, cfg.data_model, "--data-model", f"generated {cfg.representation}s")
+        sampler: CropSampler | GeneratedSampler | PhotoLatentSampler = GeneratedSampler(
             cfg.data_model, cfg.data_items, cfg.data_seed, representation=cfg.representation,
-            cache_dir=cfg.data_cache, log=log, pack=cfg.data_pack)
+            cache_dir=cfg.data_cache, log=log, pack=cfg.data_pack, prompts=prompts, device=device)
         if tuple(sampler.item_shape) != tuple(cfg.payload_shape):
             shape = " ".join(map(str, sampler.item_shape))
-            raise ConfigError("payload_shape", cfg.payload_shape,
+            raise ConfigError("--payload-shape", cfg.payload_shape,
                               f"the shape of the generated {cfg.representation}s, {tuple(sampler.item_shape)}",
+                              f"pass --payload-shape {shape}")
+        return sampler
+    if cfg.latent_model is not None:
+        _check_model_shape(cfg, cfg.latent_model, "--latent-model", "latents")
+        sampler = PhotoLatentSampler(cfg.latent_model, cfg.data_items, cfg.data_seed, photos=cfg.train_photos,
+                                     photos_dir=cfg.photos_dir, cache_dir=cfg.data_cache, device=device, log=log)
+        if tuple(sampler.item_shape) != tuple(cfg.payload_shape):
+            shape = " ".join(map(str, sampler.item_shape))
+            raise ConfigError("--payload-shape", cfg.payload_shape,
+                              f"the latent shape of --latent-model {cfg.latent_model}, {tuple(sampler.item_shape)}",
                               f"pass --payload-shape {shape}")
         return sampler
     c, h, w = cfg.payload_shape
     if c == 3 * LATENT_FACTOR ** 2 and h == w:  # natural-photo latents: the world's latent map on photo crops
         return LatentCropSampler(cfg.train_photos, latent_size=h)
     if c != 3 or h != w:
-        raise ConfigError("payload_shape", cfg.payload_shape, f"[3, S, S] photo crops, or [{3 * LATENT_FACTOR ** 2}, "
-                          "S, S] latents of photo crops", "or train on generated latents with --data generated")
+        raise ConfigError("--payload-shape", cfg.payload_shape, f"[3, S, S] photo crops, or [{3 * LATENT_FACTOR ** 2}, "
+                          "S, S] latents of photo crops", "or train on generated latents with --data generated, or on a "
+                          "model's photo latents with --latent-model SPEC")
     return CropSampler(cfg.train_photos, size=cfg.payload_shape[-1])
 
 
-def _data_facts(cfg: TrainConfig, sampler: "CropSampler | GeneratedSampler") -> dict[str, Any]:
+def _check_model_shape(cfg: TrainConfig, spec: str, field: str, what: str) -> None:
+    """Refuse a ``payload_shape`` that is not the latent shape of model ``spec`` from its config files alone
+    (nothing loaded, generated or encoded); images (``representation = "image"``) are checked after loading."""
+    if cfg.data == "generated" and cfg.representation != "latent":
+        return
+    from dekasim.generative.models import latent_shape_of
+
+    try:
+        shape = tuple(latent_shape_of(spec))
+    except ConfigError:  # e.g. an unfinished training run: the loader reports what is wrong, or the shape later
+        return
+    if shape != tuple(cfg.payload_shape):
+        raise ConfigError("--payload-shape", cfg.payload_shape, f"the shape of the {what} of {field} {spec}, {shape}",
+                          f"pass --payload-shape {' '.join(map(str, shape))}")
+
+
+def _data_facts(cfg: TrainConfig, sampler: "CropSampler | GeneratedSampler | PhotoLatentSampler") -> dict[str, Any]:
     """What a manifest says about the training data."""
+    if isinstance(sampler, PhotoLatentSampler):
+        return {**sampler.facts, "held_out_photos": list(HELD_OUT_PHOTOS) if cfg.photos_dir is None else None,
+                "representation": f"latent: the {sampler.facts['latent_map']['kind']} latent map of "
+                                  f"{cfg.latent_model} on each crop"}
     if isinstance(sampler, GeneratedSampler):
-        return {**sampler.facts, "representation": cfg.representation, "augmentation": "horizontal flips",
-                "held_out": "the world's held-out captions are never generated for training"}
+        facts = {**sampler.facts, "representation": cfg.representation,
+                 "augmentation": "horizontal flips" if sampler.images is not None else
+                 "none (VAE latents as sampled)",
+                 "held_out": "the world's held-out captions are never generated for training"}
+        if sampler.prompts is not None:
+            facts["held_out"] = ("the pack's recorded training prompts only" if facts["prompts_source"] == "pack"
+                                 else "only the prompts of the file are generated")
+            if cfg.data_prompts is not None:
+                facts["data_prompts"] = cfg.data_prompts
+        return facts
     size = sampler.size
     facts = {"train_photos": list(cfg.train_photos), "held_out_photos": list(HELD_OUT_PHOTOS),
              "crops": f"{size}px random crops of an image pyramid, crop <= {MAX_CROP_FRACTION} of the short side, "
@@ -533,8 +695,12 @@ def _data_facts(cfg: TrainConfig, sampler: "CropSampler | GeneratedSampler") -> 
 
 def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | None, losses: list[float],
           t0w: float, t0c: float, base_ref: dict[str, str] | None, stem_codec: str, steps_done: int,
-          data_facts: dict[str, Any]) -> Path:
+          data_facts: dict[str, Any], run_facts: dict[str, Any] | None = None) -> Path:
+    run_facts = run_facts or {}
     tail = losses[-100:]
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    if "loss_space" in run_facts:
+        config["loss_space"] = run_facts["loss_space"]      # as resolved
     manifest: dict[str, Any] = {
         "codec": cfg.codec, "arch": codec.arch.to_json(), "payload_shape": list(cfg.payload_shape),
         "bandwidth_ratio": cfg.bandwidth_ratio,
@@ -542,9 +708,10 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
         "n_channel_uses": codec.n_channel_uses, "params": codec.num_parameters(),
         "training": {
             "command": command or "(library call)", "seed": cfg.seed, "steps": steps_done,
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+            "config": config,
             "wall_s": round(time.perf_counter() - t0w, 1), "cpu_s": round(time.process_time() - t0c, 1),
             "threads": cfg.threads, "final_train_loss": sum(tail) / len(tail), "loss": cfg.loss,
+            **run_facts,
             "loss_every_100": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 6)
                                for i in range(0, len(losses), 100)],
             "channel": {"link": "OFDMLink", "csi": cfg.csi, "domain": cfg.channel_domain,
@@ -557,6 +724,10 @@ def _save(codec: JSCCCodec, cfg: TrainConfig, out: str | Path, command: str | No
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
         },
     }
+    if cfg.latent_model is not None:  # whose latents this network was made for
+        manifest["latent_model"] = {k: data_facts[k] for k in ("latent_model", "model_fingerprint", "latent_map",
+                                                               "latent_shape", "resolution_px") if k in data_facts}
+        manifest["latent_model"]["spec"] = manifest["latent_model"].pop("latent_model")
     if isinstance(codec, CALACodec):
         manifest["cala"] = codec.bank.settings()
     if isinstance(codec, LoRAOracleCodec):
@@ -686,9 +857,22 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--data-model", default="edge", help="generated data: model spec (edge, cloud, a directory)")
     t.add_argument("--data-pack", default=None,
                    help="generated data: a knowledge pack (dekasim align) applied to the model first (S_EG)")
-    t.add_argument("--data-items", type=int, default=4096, help="generated data: images in the set")
-    t.add_argument("--data-seed", type=int, default=7, help="generated data: seed of captions and noise")
-    t.add_argument("--data-cache", default="runs/cache", help="generated data: cache directory")
+    t.add_argument("--data-items", type=int, default=4096,
+                   help="generated data: images in the set; --latent-model: photo crops in the encoded set")
+    t.add_argument("--data-seed", type=int, default=7,
+                   help="generated data: seed of captions and noise; --latent-model: seed of the crops")
+    t.add_argument("--data-cache", default="runs/cache", help="generated data and photo latents: cache directory")
+    t.add_argument("--data-prompts", default=None, metavar="FILE",
+                   help="generated data: a prompt file (one per line) to generate from; default: the training prompts "
+                        "--data-pack records (dekasim align --prompts), else the world's training captions")
+    t.add_argument("--latent-model", default=None, metavar="SPEC",
+                   help="photos: encode photo crops with this model's latent map at its resolution (edge, or a "
+                        "Stable-Diffusion-layout folder with a VAE); --payload-shape is its latent shape")
+    t.add_argument("--photos", default=None, metavar="DIR",
+                   help="with --latent-model: a folder of your photos (.png .jpg .jpeg .webp) instead of the shipped ones")
+    t.add_argument("--loss-space", default=None, choices=list(LOSS_SPACES),
+                   help="MSE of the decoded images or of the latents (default: latent for VAE latents, else image)")
+    t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto: the codec, link and batches")
     t.add_argument("--out", required=True, help="directory for <codec>-<shape>-bw<p>_<q>.{safetensors,json}")
     e = sub.add_parser("evaluate", help="PSNR of codecs over an SNR x delay-spread grid (TDL-C, LS CSI)")
     e.add_argument("--codecs", nargs="+", default=["jscc", "jscc_mixed", "adjscc", "cala", "lora_oracle"],
@@ -715,6 +899,8 @@ def _main(argv: list[str] | None = None) -> int:
                           snr_db_range=(float(a.snr_db_range[0]), float(a.snr_db_range[1])),
                           data=a.data, representation=a.representation, data_model=a.data_model, data_pack=a.data_pack,
                           data_items=a.data_items, data_seed=a.data_seed, data_cache=a.data_cache,
+                          data_prompts=a.data_prompts, latent_model=a.latent_model, photos_dir=a.photos,
+                          loss_space=a.loss_space, device=a.device,
                           rates=None if a.rates is None else tuple(float(r) for r in a.rates),
                           train_rates=None if a.train_rates is None else tuple(float(r) for r in a.train_rates))
         command = "python -m dekasim.training.jscc " + " ".join(shlex.quote(s) for s in argv)
