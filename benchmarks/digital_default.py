@@ -113,9 +113,9 @@ def _summary(records: list[dict]) -> list[str]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["scenario"], r["entry"]), []).append(r)
-    lines = ["| scenario | entry | points | mean PSNR dB: default / best, 4 cand. / adaptive | default − best, 4 cand. "
-             "(min .. max) | default − adaptive (min .. max) | mean BLER: default / best, 4 / adaptive "
-             "| candidates per point (default) | CPU s per point: default / best, 4 / adaptive |",
+    lines = ["| scenario | entry | points | mean PSNR dB: default / best, 4 cand. / adaptive "
+             "| default − best, 4 cand. (min .. max) | default − adaptive (min .. max) "
+             "| mean BLER: default / best, 4 / adaptive | candidates per point (default) | CPU s per point: default / best, 4 / adaptive |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (scen, entry), rs in groups.items():
         by = {(r["tdl_profile"], r["delay_spread_ns"], r["snr_db"], r["csi"]): {} for r in rs}

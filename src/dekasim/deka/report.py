@@ -16,9 +16,10 @@
 - **pay-off**: the pack's channel uses against the images', per downlink Es/N0 and per bandwidth ratio
   of the sweep (an image costs what the pre-installed JSCC sends for it at that rate, ``n = round(ratio *
   latent values)``: 512 at 1/6, 256 at 1/12 of a 48x8x8 latent, the rows' ``channel_uses``): after how
-  many images the pack costs 100 %, 10 % and 1 % of what the images cost. (The no-alignment system never reaches DeKA-g's consistency at any number of channel uses --
-  its edge draws the subject its own way -- so "equal consistency" has no finite price without the pack;
-  the table beside it shows both systems' consistency per SNR from the rows.)
+  many images the pack costs 100 %, 10 % and 1 % of what the images cost. (The no-alignment system
+  never reaches DeKA-g's consistency at any number of channel uses -- its edge draws the subject its
+  own way -- so "equal consistency" has no finite price without the pack; the table beside it shows
+  both systems' consistency per SNR from the rows.)
 - **broadcast**: the pack to U = 1 ... 64 users whose Es/N0 is drawn from N(10 dB, 5 dB) clipped to
   [0, 25] dB: one transmission at the worst user's MCS against one unicast per user
   (:func:`~dekasim.deka.downlink.broadcast_sweep`, first-round channel uses).

@@ -265,8 +265,9 @@ class ResultStore:
     give each host its own ``--out``. A lock left by a killed process (even ``kill -9``) never blocks:
     the kernel drops a ``flock`` when its holder dies, so the stale ``.dekasim.lock`` file is simply
     taken over by the next run (its old contents are then overwritten). The file itself is never
-    deleted (deleting it would let two processes lock two different files of the same name); it is
-    emptied on :meth:`close`. Without ``fcntl`` (not POSIX) no lock is taken.
+    deleted (deleting it would let two processes lock two different files of the same name), except by
+    :meth:`abandon` when this store created it, while still holding it; it is emptied on :meth:`close`.
+    Without ``fcntl`` (not POSIX) no lock is taken.
 
     **Another scenario.** A directory whose manifest names another scenario is refused while it holds
     rows of that scenario; a manifest with no row beside it (a run stopped before its first point) is
