@@ -269,3 +269,144 @@ def test_local_image_encoders_add_their_cosine_to_every_row(world, tmp_path):
     assert "clip_cosine" in row["consistency_control"]
     with pytest.raises(ConfigError, match="image_encoders.dino"):
         scenario_from_dict(_raw(world, image_encoders={"dino": str(tmp_path / "no-such-model")}))
+
+
+def test_report_prices_images_at_each_rate_of_the_sweep(world, tmp_path):
+    """At 1/12 an image costs the pre-installed JSCC 256 symbols (the rows' channel_uses), at 1/6 512: the
+    report prices the pack's downlink at each, one pay-off row per (Es/N0, rate)."""
+    import math
+
+    from dekasim.sim import run_scenario
+
+    raw = _raw(world)
+    raw.update(systems=SYSTEMS[:1], sweep={**raw["sweep"], "snr_db": [10], "bandwidth_ratio": [1 / 12, 1 / 6]})
+    res = run_scenario(scenario_from_dict(raw), out_dir=tmp_path, progress=False, plots=False)
+    report = json.loads((tmp_path / "deka_report.json").read_text())
+    prices = {p["rate"]: p["channel_uses"] for p in report["image_channel_uses"]}
+    assert prices == {"1/12": 256, "1/6": 512}
+    by_ratio = {p["bandwidth_ratio"]: p["channel_uses"] for p in report["image_channel_uses"]}
+    assert sorted(r["channel_uses"] for r in res.rows) == [256, 512]
+    for row in res.rows:
+        assert by_ratio[row["bandwidth_ratio"]] == row["channel_uses"]
+    (dl,) = report["downlink"]
+    payoff = {(r["snr_db"], r["rate"]): r for r in report["payoff"]["by_snr_and_rate"]}
+    assert set(payoff) == {(30.0, "1/12"), (30.0, "1/6")}
+    for rate, n in prices.items():
+        r = payoff[(30.0, rate)]
+        assert r["image_channel_uses"] == n and r["pack_channel_uses"] == dl["channel_uses"]
+        assert r["images_for_100pct"] == math.ceil(dl["channel_uses"] / n)
+        assert r["images_for_1pct"] == math.ceil(dl["channel_uses"] / n * 100)
+        assert dl["images_equivalent"][rate] == pytest.approx(dl["channel_uses"] / n)
+    # an image at 1/12 costs half as much: the pack pays off after about twice as many images
+    assert payoff[(30.0, "1/12")]["images_for_1pct"] >= 2 * payoff[(30.0, "1/6")]["images_for_1pct"] - 1
+    md = (tmp_path / "deka_report.md").read_text()
+    assert "256 channel uses at 1/12, 512 channel uses at 1/6" in md and "| 30 | 1/12 | 256 |" in md
+    # a report of the old layout (one price for every rate) is not served to a rerun: it is written again
+    from dekasim.deka.report import read_deka_report
+
+    old = {k: v for k, v in report.items() if k != "report_version"}
+    (tmp_path / "deka_report.json").write_text(json.dumps(old))
+    assert read_deka_report(tmp_path, report["scenario_hash"]) is None
+    assert read_deka_report(tmp_path.parent, report["scenario_hash"]) is None
+
+
+def _toml(world, path: Path, ratios: str, cache: Path) -> Path:
+    path.write_text(f'''name = "tiny-deka-cli"
+seed = 5
+[payload]
+kind = "deka"
+cloud = "{world['cloud']}"
+edge = "{world['edge']}"
+pack = "{world['pack']}"
+n_subject_prompts = 4
+n_control_prompts = 2
+sample_steps = 2
+cache_dir = "{cache}"
+[sweep]
+snr_db = [10]
+delay_spread_ns = [300]
+bandwidth_ratio = {ratios}
+csi = ["perfect"]
+[[systems]]
+label = "DeKA-g"
+edge = "aligned"
+codec = "preinstalled"
+bank = "pack"
+[downlink]
+simulate = false
+[monte_carlo]
+images_per_point = 6
+batch_size = 6
+''')
+    return path
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_validate_refuses_a_rate_the_preinstalled_jscc_does_not_serve_before_sampling(world, tmp_path, capsys):
+    """validate runs run's checks: 0.5 (not served) is refused by both, in the same line, before any sampling
+    or writing; 0.0833333 (256 symbols of 3072, as every codec rounds it) is accepted by both."""
+    from dekasim.scenarios import load_scenario
+    from dekasim.sim.runner import check_scenario
+
+    cache = tmp_path / "cache"
+    toml = _toml(world, tmp_path / "s.toml", "[0.5]", cache)
+    capsys.readouterr()
+    assert main(["validate", str(toml)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "sweep.bandwidth_ratio = 0.5" in line and "1/24, 1/12, 1/6" in line and str(toml) in line
+    out = tmp_path / "out"
+    assert main(["run", str(toml), "--out", str(out), "--no-progress", "--no-plots"]) == 2
+    assert _one_line(capsys.readouterr().err) == line
+    assert not cache.exists() and not out.exists()  # nothing sampled, nothing written
+    approx = _toml(world, tmp_path / "approx.toml", "[0.0833333]", cache)
+    assert main(["validate", str(approx)]) == 0
+    checked = check_scenario(load_scenario(approx))
+    (codec,) = checked.codecs.values()
+    assert codec.n_channel_uses == 256 and not cache.exists()
+
+
+def test_validate_checks_the_packs_bank_options_and_registered_codecs(world, tmp_path):
+    """Options of the pack's bank and of any codec beside it are refused by validate under their full key."""
+    from dekasim.errors import ConfigError
+    from dekasim.sim import validate_scenario
+
+    raw = _raw(world, cache_dir=str(tmp_path / "cache"))
+    raw["systems"] = [{"label": "DeKA-g", "edge": "aligned", "codec": "preinstalled", "bank": "pack",
+                       "options": {"no_such_option": 1}}]
+    with pytest.raises(ConfigError) as info:
+        validate_scenario(scenario_from_dict(raw))
+    assert info.value.field.startswith("systems[DeKA-g].options")
+    raw["systems"] = [{"label": "dig", "edge": "aligned", "codec": "digital", "options": {"mcs": 2}}]
+    with pytest.raises(ConfigError) as info:
+        validate_scenario(scenario_from_dict(raw))
+    assert info.value.field == "systems[dig].options.mcs"
+    raw["systems"] = SYSTEMS[:1]
+    raw["downlink"] = {"snr_db": [10], "mcs": 1}  # code rate below 1/5: the chain cannot send it
+    with pytest.raises(ConfigError) as info:
+        validate_scenario(scenario_from_dict(raw))
+    assert info.value.field == "downlink.mcs"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_refused_run_leaves_out_as_found_and_the_corrected_command_succeeds(world, tmp_path, capsys):
+    """The issue's repro: a ratio the pre-installed JSCC does not serve is refused (exit 2, one line); the
+    corrected command then runs into the same --out instead of being refused as 'a different scenario'."""
+    from dekasim.sim import read_rows
+
+    toml = _toml(world, tmp_path / "s.toml", "[0.08333333333333333]", tmp_path / "cache")
+    out = tmp_path / "out"
+    argv = ["run", str(toml), "--out", str(out), "--no-progress", "--no-plots"]
+    capsys.readouterr()
+    assert main([*argv, "--set", "sweep.bandwidth_ratio=[0.5]"]) == 2
+    assert "sweep.bandwidth_ratio = 0.5" in _one_line(capsys.readouterr().err)
+    assert not out.exists()
+    assert main(argv) == 0
+    (row,) = read_rows(out)
+    assert row["channel_uses"] == 256
+    report = json.loads((out / "deka_report.json").read_text())
+    assert report["image_channel_uses"] == [{"bandwidth_ratio": 1 / 12, "rate": "1/12", "channel_uses": 256}]

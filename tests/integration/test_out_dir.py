@@ -133,3 +133,63 @@ def test_out_that_cannot_be_created_is_a_config_error(tmp_path):
             ResultStore(locked, _manifest())  # exists, but the lock file cannot be written
     finally:
         locked.chmod(0o700)
+
+
+def test_abandon_leaves_a_directory_as_found(tmp_path):
+    """A store that appended no row undoes itself: directories it created go, a manifest it replaced comes
+    back byte for byte, other files stay; after a row it only closes."""
+    new = tmp_path / "a" / "b" / "out"
+    ResultStore(new, _manifest()).abandon()
+    assert not (tmp_path / "a").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    ResultStore(kept, _manifest()).abandon()
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    ResultStore(kept, _manifest("h1")).close()
+    before = (kept / "manifest.json").read_bytes()
+    store = ResultStore(kept, {**_manifest("h1"), "date": "2025-01-01T00:00:00+00:00", "command": "again"})
+    assert (kept / "manifest.json").read_bytes() != before
+    store.abandon()
+    assert (kept / "manifest.json").read_bytes() == before
+    store = ResultStore(kept, _manifest("h1"))
+    store.append({"point_id": "p1"})
+    store.abandon()  # a row was written: the run's results stay
+    assert store.closed and [r["point_id"] for r in read_rows(kept)] == ["p1"]
+    assert json.loads((kept / "manifest.json").read_text())["scenario_hash"] == "h1"
+
+
+def test_a_manifest_without_rows_is_taken_over_by_another_scenario(tmp_path):
+    """A manifest with no row beside it (left by a run stopped before its first point, or by an older
+    dekasim on refusal) does not block another scenario; one with rows does."""
+    ResultStore(tmp_path, _manifest("old")).close()
+    with ResultStore(tmp_path, _manifest("new")) as store:
+        assert store.manifest["scenario_hash"] == "new"
+        store.append({"point_id": "p1"})
+    assert json.loads((tmp_path / "manifest.json").read_text())["scenario_hash"] == "new"
+    with pytest.raises(ConfigError, match="a directory of the same scenario") as info:
+        ResultStore(tmp_path, _manifest("third"))
+    assert info.value.field == "--out"
+    assert json.loads((tmp_path / "manifest.json").read_text())["scenario_hash"] == "new"
+
+
+def test_a_run_that_fails_before_its_first_row_leaves_out_as_found(tmp_path, capsys, monkeypatch):
+    """A refusal after the store exists (here: the first point raises a ConfigError) leaves nothing behind,
+    so the next command, even of another scenario, runs into the same --out."""
+    from dekasim.sim import runner
+
+    scen = tmp_path / "q.toml"
+    scen.write_text(QUICK.read_text())
+    out = tmp_path / "new" / "out"
+
+    def refuse(scenario, point):
+        raise ConfigError("codecs[0].options.x", 1, "something the codec takes")
+
+    monkeypatch.setattr(runner, "evaluate_point", refuse)
+    capsys.readouterr()
+    assert main(_run_argv(scen, out)) == 2
+    assert "codecs[0].options.x" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    assert main([*_run_argv(scen, out), "--set", "sweep.snr_db=[5]"]) == 0
+    assert [r["snr_db"] for r in read_rows(out)] == [5.0]

@@ -298,3 +298,118 @@ def test_chain_is_exact_without_noise_for_every_modulation():
         assert x.shape == (3, 300)
         u_hat = chain.decode(x, torch.full(x.shape, 1e-9))
         assert torch.equal(u_hat, u) and torch.equal(chain.payload_bits(u_hat), bits)
+
+
+# --------------------------------------------------------------------------------------------------
+# The default link adaptation (issue 20): mcs = "best"; the old AWGN-threshold choice stays reachable
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,shape", [("digital", SHAPE), ("digital_latent", (48, 8, 8))])
+def test_default_mcs_is_best_and_adaptive_stays_reachable(name, shape):
+    cond = Condition(snr_db=20.0, delay_spread_ns=100.0, tdl_profile="A", speed_mps=30.0, bandwidth_ratio=RATIO)
+    default = build_codec(name, shape, RATIO)
+    best = build_codec(name, shape, RATIO, mcs="best")
+    old = build_codec(name, shape, RATIO, mcs="adaptive")
+    assert default.best_mcs and default.fixed_mcs is None
+    assert default.variants(cond) == best.variants(cond) and len(default.variants(cond)) >= 2
+    assert old.variants(cond) == [] and not old.best_mcs  # the pre-issue-20 default: AWGN thresholds only
+    # outside the simulator (no calibration draws) the default sends what "adaptive" sends
+    assert default.choose_mcs(cond) == old.choose_mcs(cond) == M.select_mcs(20.0, default.n_channel_uses)
+
+
+@pytest.mark.parametrize("cls", [DigitalImageCodec, DigitalLatentCodec, IdealCodec])
+def test_options_help_describes_every_option_and_nothing_else(cls):
+    """``options_help`` (what ``dekasim list CODEC`` prints, through :func:`codec_options_help`) names exactly
+    the keyword options of the codec, so the two cannot drift, and the defaults come from the signature."""
+    from dekasim.codecs.base import codec_option_parameters, codec_options_help
+
+    params, _ = codec_option_parameters(cls)
+    assert set(params) == set(cls.options_help)
+    opts = {o.name: o for o in codec_options_help(cls)}
+    assert set(opts) == set(cls.options_help)
+    assert all(o.meaning and "not documented" not in o.meaning for o in opts.values())
+    if cls is IdealCodec:
+        assert {k: o.default for k, o in opts.items()} == {"source_codec": "'best'", "headers": "'stripped'"}
+    else:
+        assert opts["mcs"].default == "'best'" and '"adaptive"' in opts["mcs"].meaning
+        assert opts["ldpc_iterations"].default == "20" and opts["mcs_margin_db"].default == "0.0"
+        assert opts["mcs_candidates"].default == "None" and "4" in opts["mcs_candidates"].meaning
+
+
+def test_readme_documents_every_digital_option():
+    """The README's option table of the digital codecs has one row per option of ``options_help``."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Options of the digital codecs"):]
+    section = section[: section.index("\n## ")]
+    for cls in (DigitalImageCodec, DigitalLatentCodec, IdealCodec):
+        for key in cls.options_help:
+            assert f"| `{key}` |" in section, key
+
+
+def test_default_digital_adapts_over_fading_where_awgn_thresholds_fail():
+    """TDL-A 100 ns at 30 m/s, LMMSE, 20 dB (the issue's case): the AWGN thresholds send MCS 28 and lose
+    every block; the default calibrates per point and keeps images. The default and mcs = "best" are the
+    same codec: on the same draws they give the same row."""
+    from dekasim.scenarios import scenario_from_dict
+    from dekasim.sim.runner import check_scenario, run_point, sweep_points
+
+    raw = {"name": "digital-default", "seed": 3, "payload": {"resolution_px": 32},
+           "channel": {"speed_mps": 30.0},
+           "sweep": {"snr_db": [20], "delay_spread_ns": [100], "tdl_profile": ["A"], "csi": ["lmmse"],
+                     "bandwidth_ratio": [1 / 6]},
+           "codecs": [{"codec": "digital", "label": "digital", "options": {"source_codec": "jpeg"}}],
+           "monte_carlo": {"images_per_point": 8, "batch_size": 8, "calibration_images": 4}}
+    scenario = scenario_from_dict(raw)
+    checked = check_scenario(scenario)
+    (point,) = sweep_points(scenario)
+    link = OFDMLink(scenario.grid, "lmmse", scenario.carrier_frequency_hz)
+    shape = checked.shapes["image"]
+    rows = {}
+    for policy, extra in (("default", {}), ("best", {"mcs": "best"}), ("adaptive", {"mcs": "adaptive"})):
+        options = {"source_codec": "jpeg", **extra}
+        codec = build_codec("digital", shape, 1 / 6, **options)
+        rows[policy] = run_point(point, scenario, checked.source, link, codec, seed=99,
+                                 variant=lambda o, options=options: build_codec("digital", shape, 1 / 6,
+                                                                                **{**options, **o}))
+    assert rows["adaptive"]["bler"] == 1.0 and "variant_calibration_psnr_db" not in rows["adaptive"]["info"]
+    assert rows["default"]["info"]["variant_calibration_psnr_db"] == rows["best"]["info"]["variant_calibration_psnr_db"]
+    for key in ("psnr_db", "bler", "block_errors", "bit_errors", "ssim"):
+        assert rows["default"][key] == rows["best"][key], key
+    assert rows["default"]["info"]["mcs_index"] < rows["adaptive"]["info"]["mcs_index"]
+    assert rows["default"]["bler"] < 1.0 and rows["default"]["psnr_db"] > rows["adaptive"]["psnr_db"] + 3.0
+
+
+def test_best_searches_down_the_ladder_until_the_psnr_has_passed_its_peak():
+    """``more_variants``: after the four first candidates (AWGN choice, 3 and 6 below, the lowest) the search
+    goes on down in steps of 3 while the ladder's PSNR still rises or stays flat (every block lost), and
+    stops two candidates past the peak; ``mcs_candidates = 4`` keeps the four of before issue 20."""
+    cond = Condition(snr_db=20.0, delay_spread_ns=300.0, bandwidth_ratio=RATIO)
+    codec = build_codec("digital", SHAPE, RATIO)
+    lowest = M.supported_mcs_indices(codec.n_channel_uses)[0]
+    top = M.select_mcs(20.0, codec.n_channel_uses).index
+    first = [o["mcs"] for o in codec.variants(cond)]
+    assert first == [top, top - 3, top - 6, lowest]
+
+    def search(score):
+        tried = [(o, score(o["mcs"])) for o in codec.variants(cond)]
+        while more := codec.more_variants(cond, tried):
+            tried += [(o, score(o["mcs"])) for o in more]
+        return [o["mcs"] for o, _ in tried]
+
+    # a peak at top - 9: two candidates below it are tried, then the search stops
+    peak = top - 9
+    assert search(lambda i: 30.0 - abs(i - peak)) == first + [top - 9, top - 12, top - 15]
+    # falling from the top: nothing beyond the first four
+    assert search(lambda i: float(i)) == first
+    # every ladder candidate loses every block (equal scores): the search walks the whole ladder
+    ladder = list(range(top, lowest - 1, -3))
+    assert search(lambda i: 16.0 if i == lowest else 10.0) == first + [i for i in ladder if i not in first]
+    capped = build_codec("digital", SHAPE, RATIO, mcs_candidates=4)
+    assert capped.more_variants(cond, [(o, float(-o["mcs"])) for o in capped.variants(cond)]) == []
+    two = build_codec("digital", SHAPE, RATIO, mcs_candidates=2)
+    assert [o["mcs"] for o in two.variants(cond)] == [top, lowest]
+    assert build_codec("digital", SHAPE, RATIO, mcs="adaptive").more_variants(cond, []) == []
+    with pytest.raises(ConfigError, match="mcs_candidates"):
+        build_codec("digital", SHAPE, RATIO, mcs_candidates=1)

@@ -4,7 +4,8 @@ Registered codecs:
 
 - ``"digital"`` (kind ``"digital"``): images through JPEG / WebP / JPEG 2000 / AVIF
   (:mod:`dekasim.codecs.source_coding`), then the 5G NR chain below, at an MCS of TS 38.214
-  (:mod:`dekasim.codecs.mcs`), fixed or chosen per SNR.
+  (:mod:`dekasim.codecs.mcs`): by default the one of highest mean PSNR on calibration draws at each point
+  (``mcs = "best"``, see "Link adaptation" below), or fixed, or from AWGN thresholds.
 - ``"ideal"`` (kind ``"bound"``): the same source codecs at the budget channel capacity allows,
   delivered without error.
 - ``"digital_latent"`` (kind ``"digital"``): any float tensor through uniform scalar quantisation and
@@ -18,6 +19,31 @@ probability 2^-24). A block error shows the fallback (images: mid-grey 0.5; late
 count all information bits of the item's code blocks (payload, padding and CRCs) after decoding.
 
 The MCS is signalled out of band (like the DCI of a PDSCH), so its bits are not charged.
+
+**Link adaptation** (option ``mcs``; the same for ``"digital"`` and ``"digital_latent"``):
+
+- ``"best"`` (**default**): at each sweep point the simulator sends ``monte_carlo.calibration_images`` items
+  at each candidate MCS over channel and noise draws independent of the reported ones (the same draws for
+  every candidate), and reports the candidate of highest mean PSNR (:func:`dekasim.sim.runner.run_point`).
+  The candidates (:meth:`_LinkCodec.variants`, :meth:`_LinkCodec.more_variants`): the AWGN-adaptive index,
+  indices 3 and 6 below it and the lowest supported one (the four of ``"best"`` before issue 20), then on
+  down in steps of 3 until two in a row score below the best of that ladder (``mcs_candidates`` caps the
+  count; 4 gives the old four). Over fading the four alone often stopped while the PSNR was still rising
+  and chose an MCS at 30-50 % BLER.
+
+  Why this default: a baseline is a fair reference only when it is as strong as an engineer would make
+  it for the channel at hand. Thresholds simulated over AWGN are too aggressive over fading and
+  estimated channels (TDL-A 100 ns at 30 m/s, LMMSE, 20 dB: MCS 28 and BLER 1.0); a BLER target (10 %)
+  is the criterion of a link with HARQ, while here a block error loses the whole item; outer-loop link
+  adaptation needs many transmissions and state across batches, where a point sends a few dozen items.
+  Choosing on the metric itself adapts to the profile, delay spread, speed, receiver and payload with
+  no fading table; it is a per-point genie choice among the candidates, so it flatters the digital
+  chain, never the codecs it is compared with. It costs ``calibration_images`` extra items per
+  candidate (4 or more candidates) per point. Outside the simulator (a codec built and called
+  directly) there are no calibration draws and ``"best"`` sends the ``"adaptive"`` MCS.
+- ``"adaptive"`` (the default before issue 20): the highest MCS whose Es/N0 for 10 % BLER over AWGN
+  (:func:`dekasim.codecs.mcs.select_mcs`) plus ``mcs_margin_db`` is at most the point's ``snr_db``.
+- an integer: that MCS index at every point.
 """
 
 from __future__ import annotations
@@ -39,6 +65,22 @@ from dekasim.codecs.mcs import MCS
 from dekasim.conditions import Condition
 from dekasim.errors import ConfigError
 
+#: ``options_help`` of the link options both digital codecs share.
+LINK_OPTIONS_HELP = {
+    "mcs": "\"best\" (default): per point, the MCS of highest mean PSNR on calibration draws "
+           "(monte_carlo.calibration_images items per candidate; candidates from the AWGN choice down in steps of "
+           "3 until the PSNR has passed its peak, and the lowest; outside dekasim run it acts as \"adaptive\"); "
+           "\"adaptive\": the highest MCS whose AWGN Es/N0 for 10 % BLER + mcs_margin_db <= snr_db (the default "
+           "before issue 20); or an MCS index of mcs_table",
+    "mcs_margin_db": "dB added to every AWGN threshold of mcs = \"adaptive\" (the candidates of \"best\" start at "
+                     "margin 0), -10 .. 40, default 0",
+    "mcs_table": "\"qam64\" (TS 38.214 Table 5.1.3.1-1, default) or \"qam256\" (Table 5.1.3.1-2)",
+    "ldpc_iterations": "belief-propagation iterations of the LDPC decoder, 1 .. 200 (default 20)",
+    "mcs_candidates": "mcs = \"best\": try at most this many MCS (2 .. 29; 4: the candidates of \"best\" before issue "
+                      "20); default no cap: the search goes down in steps of 3 until the PSNR has passed its peak",
+}
+
+
 def _check_number(field: str, value: Any, lo: float, hi: float, unit: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not lo <= value <= hi:
@@ -57,10 +99,14 @@ class _LinkCodec(Codec):
 
     kind = "digital"
 
-    def _init_link(self, mcs: Any, mcs_margin_db: Any, mcs_table: Any, ldpc_iterations: Any) -> None:
+    def _init_link(self, mcs: Any, mcs_margin_db: Any, mcs_table: Any, ldpc_iterations: Any,
+                   mcs_candidates: Any = None) -> None:
         self.mcs_table = mcs_mod.check_mcs_table(mcs_table)
         self.mcs_margin_db = _check_number("mcs_margin_db", mcs_margin_db, -10.0, 40.0, "dB")
         self.ldpc_iterations = _check_int("ldpc_iterations", ldpc_iterations, 1, 200, "of BP iterations")
+        self.mcs_candidates = None if mcs_candidates is None else \
+            _check_int("mcs_candidates", mcs_candidates, 2, 29, "cap on the candidates of mcs = 'best' (4: as before "
+                       "issue 20; leave it out for no cap)")
         n = self.n_channel_uses
         self.best_mcs = mcs == "best"
         if mcs in ("adaptive", "best"):
@@ -85,26 +131,58 @@ class _LinkCodec(Codec):
             return self.fixed_mcs
         return mcs_mod.select_mcs(cond.snr_db, self.n_channel_uses, self.mcs_table, self.mcs_margin_db)
 
-    #: MCS candidates of ``mcs = "best"``: the AWGN-adaptive index and up to this many below it, in steps.
+    #: The first candidates of ``mcs = "best"``: the AWGN-adaptive index and indices ``BEST_MCS_STEP`` apart
+    #: below it, ``BEST_MCS_CANDIDATES`` in all with the lowest supported index (all of them before issue 20).
     BEST_MCS_CANDIDATES = 4
     BEST_MCS_STEP = 3
+    #: The search down the ladder stops after this many consecutive ladder candidates below the ladder's best.
+    BEST_MCS_PATIENCE = 2
 
-    def variants(self, cond: Condition) -> list[dict[str, Any]]:
-        """Option overrides the simulator tries at ``cond`` when ``mcs = "best"`` (else none).
-
-        The candidates are the AWGN-adaptive MCS (margin 0), indices ``BEST_MCS_STEP`` apart below
-        it and the lowest supported index, ``BEST_MCS_CANDIDATES`` in all: fading and estimation
-        errors only ever push the best choice down. The runner picks the candidate with the highest mean PSNR on calibration draws
-        independent of the reported ones (see :func:`dekasim.sim.runner.run_point`)."""
-        if not self.best_mcs:
-            return []
+    def _ladder(self, cond: Condition) -> tuple[list[int], int]:
+        """(indices ``BEST_MCS_STEP`` apart from the AWGN-adaptive MCS (margin 0) down, the lowest supported)."""
         supported = mcs_mod.supported_mcs_indices(self.n_channel_uses, self.mcs_table)
         top = mcs_mod.select_mcs(cond.snr_db, self.n_channel_uses, self.mcs_table, 0.0).index
-        picks = [i for i in range(top, supported[0] - 1, -self.BEST_MCS_STEP) if i in supported]
-        picks = picks[: self.BEST_MCS_CANDIDATES]
-        if supported[0] not in picks:  # the most robust MCS is always a candidate
-            picks = picks[: self.BEST_MCS_CANDIDATES - 1] + [supported[0]]
+        return [i for i in range(top, supported[0] - 1, -self.BEST_MCS_STEP) if i in supported], supported[0]
+
+    def variants(self, cond: Condition) -> list[dict[str, Any]]:
+        """Option overrides the simulator tries first at ``cond`` when ``mcs = "best"`` (else none).
+
+        The AWGN-adaptive MCS (margin 0), indices ``BEST_MCS_STEP`` apart below it and the lowest supported
+        index, ``BEST_MCS_CANDIDATES`` in all: fading and estimation errors only ever push the best choice
+        down. :meth:`more_variants` goes on down from there while the PSNR still rises. The runner picks the
+        candidate with the highest mean PSNR on calibration draws independent of the reported ones (see
+        :func:`dekasim.sim.runner.run_point`)."""
+        if not self.best_mcs:
+            return []
+        ladder, lowest = self._ladder(cond)
+        k = min(self.BEST_MCS_CANDIDATES, self.mcs_candidates or self.BEST_MCS_CANDIDATES)
+        picks = ladder[:k]
+        if lowest not in picks:  # the most robust MCS is always a candidate
+            picks = picks[: k - 1] + [lowest]
         return [{"mcs": i} for i in picks]
+
+    def more_variants(self, cond: Condition, tried: list[tuple[dict[str, Any], float]]) -> list[dict[str, Any]]:
+        """The next candidate of ``mcs = "best"`` after ``tried`` (``[(overrides, mean PSNR [dB])]``), or none.
+
+        The search walks on down the ladder of :meth:`variants` (steps of ``BEST_MCS_STEP``) until the
+        last ``BEST_MCS_PATIENCE`` ladder candidates tried score below the best ladder candidate (the
+        PSNR has passed its peak), the ladder ends, or ``mcs_candidates`` candidates were tried. Equal
+        scores (every block lost at each) go on down. The candidates of :meth:`variants` are always
+        tried first, so the search only ever adds candidates: it picks another MCS than the four-candidate
+        choice only where one of them scores strictly higher on the calibration draws."""
+        if not self.best_mcs or (self.mcs_candidates is not None and len(tried) >= self.mcs_candidates):
+            return []
+        ladder, _ = self._ladder(cond)
+        scores = {int(o["mcs"]): s for o, s in tried}
+        done = [i for i in ladder if i in scores]
+        nxt = next((i for i in ladder if i not in scores), None)
+        if nxt is None or not done:
+            return []
+        peak = max(scores[i] for i in done)
+        tail = done[-self.BEST_MCS_PATIENCE:]
+        if len(tail) == self.BEST_MCS_PATIENCE and all(scores[i] < peak for i in tail):
+            return []
+        return [{"mcs": nxt}]
 
     def chain_for(self, mcs: MCS) -> LDPCQAMChain:
         return _chain(mcs.index, mcs.table, self.n_channel_uses, self.ldpc_iterations)
@@ -188,8 +266,9 @@ def _source_codecs(source_codec: Any) -> tuple[str, ...]:
 class DigitalImageCodec(_LinkCodec):
     """Image codec + 5G LDPC + QAM at a TS 38.214 MCS (the separation-based digital baseline).
 
-    Per batch, the MCS is fixed (``mcs = <index>``) or chosen from ``cond.snr_db`` (``"adaptive"``,
-    see :func:`dekasim.codecs.mcs.select_mcs`); its transport block size is each image's bit budget:
+    Per point, the MCS is the calibrated ``"best"`` (default), fixed (``mcs = <index>``) or chosen from
+    ``cond.snr_db`` (``"adaptive"``, see :func:`dekasim.codecs.mcs.select_mcs`); see "Link adaptation" in
+    the module docstring. Its transport block size is each image's bit budget:
     ``info_bits = C * k - CRCs`` with ``C * k ~= n_channel_uses * Qm * R``. Each image is rate-matched
     into that budget by its source codec (``"best"``: the codec with the highest PSNR for that image),
     framed (:class:`~dekasim.codecs.source_coding.FrameLayout`), zero-padded and sent through
@@ -199,10 +278,12 @@ class DigitalImageCodec(_LinkCodec):
     :param payload_shape: ``(3, H, W)``, images in [0, 1] (quantised to 8 bits before coding).
     :param bandwidth_ratio: complex channel uses per real sample; ``n = round(ratio * 3 H W)``.
     :param source_codec: ``"best"`` (default), ``"jpeg"``, ``"webp"``, ``"jpeg2000"`` or ``"avif"``.
-    :param mcs: ``"adaptive"`` (default), an MCS index of ``mcs_table``, or ``"best"``: the simulator
-        tries the candidates of :meth:`variants` on calibration draws at each point and reports the one
-        with the highest mean PSNR (a per-point genie choice; called directly, ``"best"`` acts as
-        ``"adaptive"``).
+    :param mcs: ``"best"`` (default): the simulator tries the candidates of :meth:`variants` and
+        :meth:`more_variants` on calibration draws at each point and reports the one with the highest mean
+        PSNR (a per-point genie choice; called directly, ``"best"`` acts as ``"adaptive"``); ``"adaptive"``
+        (AWGN thresholds, the default before issue 20); or an MCS index of ``mcs_table``.
+    :param mcs_candidates: ``mcs = "best"`` tries at most this many MCS (2 .. 29; 4: the candidates of
+        ``"best"`` before issue 20); default no cap.
     :param mcs_margin_db: added to every required SNR of the adaptive choice [dB] (default 0: AWGN
         thresholds; a few dB keep BLER near 10 % on fading channels).
     :param mcs_table: ``"qam64"`` (TS 38.214 Table 5.1.3.1-1, default) or ``"qam256"`` (Table 5.1.3.1-2).
@@ -218,17 +299,26 @@ class DigitalImageCodec(_LinkCodec):
 
     kind = "digital"
     payload_kinds = ("image",)
+    options_help = {
+        "source_codec": "\"best\" (default: per image the codec of highest PSNR within the bit budget), \"jpeg\", "
+                        "\"webp\", \"jpeg2000\" or \"avif\"",
+        **LINK_OPTIONS_HELP,
+        "headers": "\"stripped\" (default: only what the receiver cannot rebuild is sent and charged) or \"full\" "
+                   "(the codec's whole container)",
+    }
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, source_codec: str = "best",
-                 mcs: int | str = "adaptive", mcs_margin_db: float = 0.0, mcs_table: str = "qam64",
-                 headers: str = "stripped", ldpc_iterations: int = LDPC_ITERATIONS) -> None:
+                 mcs: int | str = "best", mcs_margin_db: float = 0.0, mcs_table: str = "qam64",
+                 headers: str = "stripped", ldpc_iterations: int = LDPC_ITERATIONS,
+                 mcs_candidates: int | None = None) -> None:
+        extra = {} if mcs_candidates is None else {"mcs_candidates": mcs_candidates}
         super().__init__(payload_shape, bandwidth_ratio, source_codec=source_codec, mcs=mcs,
                          mcs_margin_db=mcs_margin_db, mcs_table=mcs_table, headers=headers,
-                         ldpc_iterations=ldpc_iterations)
+                         ldpc_iterations=ldpc_iterations, **extra)
         _check_image_shape(self.payload_shape)
         self.codecs = _source_codecs(source_codec)
         self.headers = sc.check_headers(headers)
-        self._init_link(mcs, mcs_margin_db, mcs_table, ldpc_iterations)
+        self._init_link(mcs, mcs_margin_db, mcs_table, ldpc_iterations, mcs_candidates)
 
     def encode(self, payload: torch.Tensor, cond: Condition) -> torch.Tensor:
         self.check_payload(payload)
@@ -292,6 +382,10 @@ class IdealCodec(Codec):
 
     kind = "bound"
     payload_kinds = ("image",)
+    options_help = {
+        "source_codec": DigitalImageCodec.options_help["source_codec"],
+        "headers": DigitalImageCodec.options_help["headers"],
+    }
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, source_codec: str = "best",
                  headers: str = "stripped") -> None:
@@ -386,7 +480,8 @@ class DigitalLatentCodec(_LinkCodec):
 
     :param bits_per_sample: ``"adaptive"`` (default) or an integer in [1, 16].
     :param entropy_coder: ``"zlib"`` (default), ``"lzma"`` or ``"none"``.
-    :param mcs, mcs_margin_db, mcs_table, ldpc_iterations: as for :class:`DigitalImageCodec`.
+    :param mcs, mcs_margin_db, mcs_table, ldpc_iterations, mcs_candidates: as for :class:`DigitalImageCodec`
+        (``mcs`` default ``"best"``: the candidate of highest mean PSNR of the decoded images at each point).
 
     ``Decoded.info``: the MCS fields of ``"digital"`` and, per item, ``bits_per_sample`` (0 when not
     sent), ``source_bytes``, ``frame_bits``, ``item_sent``, ``block_error``.
@@ -394,20 +489,28 @@ class DigitalLatentCodec(_LinkCodec):
 
     kind = "digital"
     payload_kinds = ("latent",)
+    options_help = {
+        "bits_per_sample": "\"adaptive\" (default: the most bits per value whose compressed frame fits the transport "
+                           "block) or an integer 1 .. 16",
+        "entropy_coder": "\"zlib\" (default: raw DEFLATE level 9), \"lzma\" (raw LZMA2 preset 9) or \"none\"",
+        **LINK_OPTIONS_HELP,
+    }
 
     def __init__(self, payload_shape: tuple[int, ...], bandwidth_ratio: float, bits_per_sample: int | str = "adaptive",
-                 entropy_coder: str = "zlib", mcs: int | str = "adaptive", mcs_margin_db: float = 0.0,
-                 mcs_table: str = "qam64", ldpc_iterations: int = LDPC_ITERATIONS) -> None:
+                 entropy_coder: str = "zlib", mcs: int | str = "best", mcs_margin_db: float = 0.0,
+                 mcs_table: str = "qam64", ldpc_iterations: int = LDPC_ITERATIONS,
+                 mcs_candidates: int | None = None) -> None:
+        extra = {} if mcs_candidates is None else {"mcs_candidates": mcs_candidates}
         super().__init__(payload_shape, bandwidth_ratio, bits_per_sample=bits_per_sample,
                          entropy_coder=entropy_coder, mcs=mcs, mcs_margin_db=mcs_margin_db,
-                         mcs_table=mcs_table, ldpc_iterations=ldpc_iterations)
+                         mcs_table=mcs_table, ldpc_iterations=ldpc_iterations, **extra)
         if bits_per_sample != "adaptive":
             _check_int("bits_per_sample", bits_per_sample, 1, _MAX_BITS_PER_SAMPLE, "'adaptive' or bits per sample")
         self.bits_per_sample = bits_per_sample
         if entropy_coder not in ENTROPY_CODERS:
             raise ConfigError("entropy_coder", entropy_coder, f"one of {list(ENTROPY_CODERS)}")
         self.entropy_coder = entropy_coder
-        self._init_link(mcs, mcs_margin_db, mcs_table, ldpc_iterations)
+        self._init_link(mcs, mcs_margin_db, mcs_table, ldpc_iterations, mcs_candidates)
 
     def _side_bits(self, budget: int) -> tuple[int, int]:
         """(header bits before the length field, length field bits) for a ``budget``-bit frame."""

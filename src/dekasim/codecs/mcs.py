@@ -23,7 +23,8 @@ block carries a CRC24A, each code block also a CRC24B when ``C > 1``; what is le
 budget :attr:`CodeBlockPlan.info_bits`. Sionna's encoder has no repetition coding, so code rates
 below 1/5 (MCS 0-2 of table qam64, 0-1 of qam256) are rejected; rates above 0.95 do not occur.
 
-**Adaptive MCS** (``mcs = "adaptive"``): the highest supported index whose required Es/N0 plus
+**Adaptive MCS** (``mcs = "adaptive"``; the digital codecs' default is ``"best"``, calibrated per point, see
+:mod:`dekasim.codecs.digital`): the highest supported index whose required Es/N0 plus
 ``mcs_margin_db`` is at most the transmitter's ``snr_db``; below every threshold, the lowest supported
 index (the link still tries). The thresholds are for AWGN: over a frequency-selective or fading
 channel a 10 % BLER needs more SNR, which is what ``mcs_margin_db`` (default 0 dB) is for, like an

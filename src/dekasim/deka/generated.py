@@ -173,13 +173,15 @@ class GeneratedSource:
 
     :param model: ``"edge"``, ``"cloud"``, a model directory or a ``dekasim world train`` run directory.
     :param pack: a knowledge-pack directory (``dekasim align``) to apply to the model first, or None.
+    :param sample: False loads and checks everything but samples nothing (:meth:`shape` works; call
+        :meth:`sample` before :meth:`items`). ``dekasim validate`` uses this.
     """
 
     kind = "image"
 
     def __init__(self, model: str = "edge", pack: str | None = None, prompts: str = "heldout", n_prompts: int = 64,
                  sample_steps: int = 25, guidance: float = 1.5, seed: int = 0, resolution_px: int = 32,
-                 device: str = "cpu", representation: str = "image") -> None:
+                 device: str = "cpu", representation: str = "image", sample: bool = True) -> None:
         from dekasim.generative.models import load_model, model_world
 
         ldm = load_model(model)
@@ -200,9 +202,24 @@ class GeneratedSource:
         check_representation(representation, ("image", "latent"), "generated")
         self.representation = representation
         self.latent_map = ldm.latents
-        self.latents = generate_latents(sampler, self.prompts, self.seeds, steps=sample_steps, guidance=guidance)
+        latent = tuple(int(v) for v in ldm.latent_shape)
+        with torch.no_grad():
+            image = tuple(self.latent_map.decode(torch.zeros(1, *latent)).shape[1:])
+        self._shapes = {"latent": latent, "image": image}
+        self._sampler, self._steps, self._guidance = sampler, sample_steps, guidance
+        self.sampled = False
+        if sample:
+            self.sample()
+
+    def sample(self) -> None:
+        """Generate the latents and their images (once)."""
+        if self.sampled:
+            return
+        self.latents = generate_latents(self._sampler, self.prompts, self.seeds, steps=self._steps,
+                                        guidance=self._guidance)
         with torch.no_grad():
             self.images = self.latent_map.decode(self.latents).float()  # [N, 3, R, R] in [0, 1]
+        self.sampled = True
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -214,7 +231,7 @@ class GeneratedSource:
 
     def shape(self, representation: str) -> tuple[int, ...]:
         check_representation(representation, ("image", "latent"), "generated")
-        return tuple((self.latents if representation == "latent" else self.images).shape[1:])
+        return self._shapes[representation]
 
     def items(self, start: int, size: int, representation: str = "image") -> torch.Tensor:
         """Items ``start .. start+size-1`` as images or as the edge's latents, cycling through the set."""

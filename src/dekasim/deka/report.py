@@ -13,11 +13,13 @@
   scenario's first profile and receiver, at the MCS of highest goodput in a short calibration
   (:func:`~dekasim.deka.downlink.calibrate_mcs`) or a fixed one; the received bytes are checked against
   the sent ones (sha256);
-- **pay-off**: the pack's channel uses against the images' (``n`` channel uses per image of the
-  pre-installed JSCC): after how many images the pack costs 100 %, 10 % and 1 % of what the images
-  cost. (The no-alignment system never reaches DeKA-g's consistency at any number of channel uses --
-  its edge draws the subject its own way -- so "equal consistency" has no finite price without the pack;
-  the table beside it shows both systems' consistency per SNR from the rows.)
+- **pay-off**: the pack's channel uses against the images', per downlink Es/N0 and per bandwidth ratio
+  of the sweep (an image costs what the pre-installed JSCC sends for it at that rate, ``n = round(ratio *
+  latent values)``: 512 at 1/6, 256 at 1/12 of a 48x8x8 latent, the rows' ``channel_uses``): after how
+  many images the pack costs 100 %, 10 % and 1 % of what the images cost. (The no-alignment system
+  never reaches DeKA-g's consistency at any number of channel uses -- its edge draws the subject its
+  own way -- so "equal consistency" has no finite price without the pack; the table beside it shows
+  both systems' consistency per SNR from the rows.)
 - **broadcast**: the pack to U = 1 ... 64 users whose Es/N0 is drawn from N(10 dB, 5 dB) clipped to
   [0, 25] dB: one transmission at the worst user's MCS against one unicast per user
   (:func:`~dekasim.deka.downlink.broadcast_sweep`, first-round channel uses).
@@ -28,13 +30,16 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from dekasim.conditions import Condition
 
 REPORT_JSON = "deka_report.json"
 REPORT_MD = "deka_report.md"
+#: The report's layout; :func:`read_deka_report` serves only reports of this version (2: images priced per rate).
+REPORT_VERSION = 2
 #: Users of the broadcast study, and their Es/N0 distribution [dB]: normal(mean, std) clipped to [min, max].
 BROADCAST_USERS = (1, 2, 4, 8, 16, 32, 64)
 BROADCAST_SNR_DB = {"snr_db_mean": 10.0, "snr_db_std": 5.0, "snr_db_min": 0.0, "snr_db_max": 25.0}
@@ -60,7 +65,7 @@ def _pack_facts(deka) -> dict[str, Any]:
 
 
 def write_deka_report(out_dir: str | Path, deka, downlink: dict[str, Any], base: Condition, grid, csi: str,
-                      carrier_frequency_hz: float, seed: int, n_image_channel_uses: int | None = None,
+                      carrier_frequency_hz: float, seed: int, bandwidth_ratios: Sequence[float] | None = None,
                       scenario_hash: str | None = None, rows: list[dict[str, Any]] | None = None,
                       domain: str = "frequency") -> dict[str, Any]:
     """Write the report (see the module docstring) into ``out_dir``; returns it.
@@ -72,7 +77,8 @@ def write_deka_report(out_dir: str | Path, deka, downlink: dict[str, Any], base:
         spread are replaced by the downlink's.
     :param grid, csi, carrier_frequency_hz: the scenario's OFDM grid, first receiver and carrier.
     :param seed: the scenario seed (the downlink at SNR ``s`` is seeded from it and ``s``).
-    :param n_image_channel_uses: channel uses per image (default: the pre-installed JSCC's).
+    :param bandwidth_ratios: the sweep's bandwidth ratios [complex channel uses per real latent value]: the
+        images are priced at each (:func:`image_channel_uses`); default the pre-installed JSCC's own rate.
     :param scenario_hash: recorded, so that :func:`read_deka_report` serves a rerun of the same scenario.
     :param rows: the run's result rows, for the claims table (:func:`claims_from_rows`).
     :param domain: the scenario's ``[channel] domain`` (the downlink's link simulates the same physics).
@@ -85,14 +91,15 @@ def write_deka_report(out_dir: str | Path, deka, downlink: dict[str, Any], base:
 
     out = Path(out_dir)
     data = pack_bytes(deka.pack_dir)
-    n_img = n_image_channel_uses or _preinstalled_channel_uses(deka)
+    prices = image_channel_uses(deka, bandwidth_ratios)
     report: dict[str, Any] = {"scenario_hash": scenario_hash, "generation": dict(deka.generation),
                               "pack": _pack_facts(deka),
                               "prompts": {"subject": int(deka.is_subject.sum()),
                                           "control": int((~deka.is_subject).sum()),
                                           "examples": deka.prompts[:2] + deka.prompts[-1:]},
                               "no_channel_consistency": deka.no_channel_consistency(),
-                              "image_channel_uses": n_img, "downlink_settings": dict(downlink)}
+                              "image_channel_uses": prices, "downlink_settings": dict(downlink),
+                              "report_version": REPORT_VERSION}
     sims = []
     if downlink.get("simulate", True):
         link = OFDMLink(grid, csi, carrier_frequency_hz, domain=domain)
@@ -108,14 +115,17 @@ def write_deka_report(out_dir: str | Path, deka, downlink: dict[str, Any], base:
             res = simulate_downlink(data, index, cond, link, seed=sub).as_dict()
             sims.append({"snr_db": cond.snr_db, "delay_spread_ns": cond.delay_spread_ns,
                          "tdl_profile": cond.tdl_profile, "csi": csi, **res, "mcs_calibration": calib,
-                         "channel_uses_per_image_equivalent": res["channel_uses"] / n_img})
+                         "images_equivalent": {p["rate"]: res["channel_uses"] / p["channel_uses"] for p in prices}})
     report["downlink"] = sims
     report["payoff"] = {
-        "what": "images (at n channel uses each) after which the pack's channel uses fall to 100 % / 10 % / 1 % "
-                "of the images' channel uses",
-        "by_snr": [{"snr_db": s["snr_db"], "pack_channel_uses": s["channel_uses"],
-                    **{f"images_for_{p}pct": math.ceil(s["channel_uses"] / n_img * 100 / p) for p in (100, 10, 1)}}
-                   for s in sims]}
+        "what": "images (at the pre-installed JSCC's channel uses per image at each rate of the sweep) after which "
+                "the pack's channel uses fall to 100 % / 10 % / 1 % of the images' channel uses",
+        "by_snr_and_rate": [
+            {"snr_db": s["snr_db"], "bandwidth_ratio": p["bandwidth_ratio"], "rate": p["rate"],
+             "image_channel_uses": p["channel_uses"], "pack_channel_uses": s["channel_uses"],
+             **{f"images_for_{pct}pct": math.ceil(s["channel_uses"] / p["channel_uses"] * 100 / pct)
+                for pct in (100, 10, 1)}}
+            for s in sims for p in prices]}
     report["claims"] = claims_from_rows(rows or [])
     report["broadcast"] = {"users_snr_db": BROADCAST_SNR_DB,
                            "rows": broadcast_sweep(len(data), BROADCAST_USERS, **BROADCAST_SNR_DB, seed=seed)}
@@ -199,14 +209,25 @@ def read_deka_report(out_dir: str | Path, scenario_hash: str) -> dict[str, Any] 
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return report if report.get("scenario_hash") == scenario_hash else None
+    same = report.get("scenario_hash") == scenario_hash and report.get("report_version") == REPORT_VERSION
+    return report if same else None
 
 
-def _preinstalled_channel_uses(deka) -> int:
-    from dekasim.codecs.jscc import read_checkpoint
+def image_channel_uses(deka, bandwidth_ratios: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """What one image costs on the air at each bandwidth ratio: the complex channel uses the pre-installed
+    JSCC (``deka.base_checkpoint``) sends per item, ``round(ratio * prod(latent shape))`` -- what its rows
+    record as ``channel_uses`` -- as ``[{"bandwidth_ratio", "rate" (e.g. "1/12"), "channel_uses"}]``, in the
+    order given. Default: the JSCC's own rate (its manifest's ``n_channel_uses``).
+    """
+    from dekasim.codecs.jscc import Arch, read_checkpoint
 
     manifest, _ = read_checkpoint(deka.base_checkpoint)
-    return int(manifest["n_channel_uses"])
+    n_source = math.prod(Arch.from_json(manifest["arch"]).payload_shape)
+    if bandwidth_ratios is None:
+        counts = [(int(manifest["n_channel_uses"]) / n_source, int(manifest["n_channel_uses"]))]
+    else:
+        counts = [(float(r), int(round(float(r) * n_source))) for r in bandwidth_ratios]
+    return [{"bandwidth_ratio": r, "rate": str(Fraction(n, n_source)), "channel_uses": n} for r, n in counts]
 
 
 def _f(x: Any, nd: int = 3) -> str:
@@ -246,20 +267,25 @@ def render_markdown(report: dict[str, Any]) -> str:
         for split, m in splits.items():
             lines.append(f"| {edge} | {split} | " + " | ".join(_mean_ci(m[k]) for k in shown) + " |")
     if report["downlink"]:
+        prices = report["image_channel_uses"]
         lines += ["", "## The pack over the downlink, simulated (digital chain + ARQ)", "",
-                  f"Images cost {report['image_channel_uses']} channel uses each.", "",
+                  "An image costs " + ", ".join(f"{p['channel_uses']} channel uses at {p['rate']}" for p in prices)
+                  + " (the pre-installed JSCC's symbols per image at each rate of the sweep).", "",
                   "| Es/N0 dB | delay spread ns | MCS | blocks | first-round BLER | rounds | channel uses "
-                  "| first-round channel uses | in images | delivered (sha256) |", "|---" * 10 + "|"]
+                  "| first-round channel uses | " + " | ".join(f"in images at {p['rate']}" for p in prices)
+                  + " | delivered (sha256) |", "|---" * (9 + len(prices)) + "|"]
         for s in report["downlink"]:
             lines.append(f"| {s['snr_db']:g} | {s['delay_spread_ns']:g} | {s['mcs_index']} | {s['n_blocks']} | "
                          f"{s['first_round_bler']:.3f} | {s['rounds']} | {s['channel_uses']} | "
-                         f"{s['channel_uses_first_round']} | {s['channel_uses_per_image_equivalent']:.0f} | "
-                         f"{s['delivered']} |")
+                         f"{s['channel_uses_first_round']} | "
+                         + " | ".join(f"{s['images_equivalent'][p['rate']]:.0f}" for p in prices)
+                         + f" | {s['delivered']} |")
         lines += ["", "Pay-off: " + report["payoff"]["what"] + ":", "",
-                  "| Es/N0 dB | pack channel uses | 100 % | 10 % | 1 % |", "|---|---|---|---|---|"]
-        for r in report["payoff"]["by_snr"]:
-            lines.append(f"| {r['snr_db']:g} | {r['pack_channel_uses']} | {r['images_for_100pct']} | "
-                         f"{r['images_for_10pct']} | {r['images_for_1pct']} |")
+                  "| Es/N0 dB | rate | image channel uses | pack channel uses | 100 % | 10 % | 1 % |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in report["payoff"]["by_snr_and_rate"]:
+            lines.append(f"| {r['snr_db']:g} | {r['rate']} | {r['image_channel_uses']} | {r['pack_channel_uses']} | "
+                         f"{r['images_for_100pct']} | {r['images_for_10pct']} | {r['images_for_1pct']} |")
     if report.get("claims"):
         lines += ["", "## The paper's claims, measured on this run (paired per point; mean over points)", "",
                   "| comparison | points | mean difference | ± 95 % over points | range | relative |",

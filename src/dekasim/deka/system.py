@@ -47,6 +47,8 @@ EDGES = ("aligned", "unaligned")
 PREINSTALLED = "preinstalled"
 #: Where a system's CALA bank may come from.
 BANKS = ("pack",)
+#: The options a system with ``bank = "pack"`` takes (:func:`~dekasim.deka.pack_codec.cala_codec_from_pack`).
+BANK_OPTIONS = ("condition_error_db",)
 #: The shipped default knowledge pack (package data, made by ``dekasim align``; see its ``SHIPPED.json``).
 DEFAULT_PACK_DIR = Path(__file__).resolve().parent / "data" / "pack"
 #: ``[payload]`` keys of ``kind = "deka"`` and their defaults.
@@ -156,10 +158,13 @@ class DekaPayload:
 
     :param options: the ``[payload]`` options (:data:`DEKA_DEFAULTS`).
     :param seed: the scenario seed; prompt ``i`` is sampled with seed ``seed * 1_000_003 + i`` by every model.
+    :param sample: False loads and checks everything (models, pack, pre-installed JSCC, prompts, image
+        encoders) but samples nothing: :meth:`shapes` and :meth:`build_codec` work, what needs the latents
+        (:meth:`view`, the references) waits for :meth:`sample`. ``dekasim validate`` uses this.
     """
 
-    def __init__(self, options: dict[str, Any], seed: int, device: str = "cpu") -> None:
-        from dekasim.deka.generated import LatentCache, SampleGroup, generate_latents, pack_sha256
+    def __init__(self, options: dict[str, Any], seed: int, device: str = "cpu", sample: bool = True) -> None:
+        from dekasim.deka.generated import pack_sha256
         from dekasim.generative.aligned import apply_pack
         from dekasim.generative.pack import load_pack, model_fingerprint
 
@@ -172,6 +177,7 @@ class DekaPayload:
         self.pack_dir = resolve_pack_dir(opts["pack"])
         self.pack_sha256 = pack_sha256(self.pack_dir)
         edge_fingerprint = model_fingerprint(self.edge)  # of the edge before any pack (hashes every weight: once)
+        self._edge_fingerprint = edge_fingerprint
         try:
             self.pack = load_pack(self.pack_dir, base_model_hash=edge_fingerprint)
         except ConfigError as err:
@@ -186,35 +192,60 @@ class DekaPayload:
         self.cloud.to(device)
         self.aligned.model.to(device)
         self.seeds = [seed * 1_000_003 + i for i in range(len(self.prompts))]
+        self.latent_map = self.edge.latents
+        self._encoders = _image_encoders(opts["image_encoders"], device)
+        if not self.world and not self._encoders:
+            raise ConfigError("payload.image_encoders", {}, "at least one image encoder (a model that is not of "
+                              "the embedded world has no attribute checker: its images are scored by yours)",
+                              'e.g. image_encoders = { dino = "models/dinov2-small", clip = "models/clip-vit" }')
+        self.sampled = False
+        self._load_s = time.perf_counter() - t0  # counted in generation["wall_s"]
+        if sample:
+            self.sample()
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Item shape by representation (``"latent"``: the edge's latents; ``"image"``: what they decode to),
+        known before :meth:`sample`."""
+        latent = self.latent_map_shape
+        with torch.no_grad():
+            image = tuple(_decode(self.latent_map, torch.zeros(1, *latent)).shape[1:])
+        return {"latent": latent, "image": image}
+
+    def sample(self) -> None:
+        """Sample (or read from the cache) every edge's latents and the cloud's references (once)."""
+        from dekasim.deka.generated import LatentCache, SampleGroup, generate_latents
+        from dekasim.generative.pack import model_fingerprint
+
+        if self.sampled:
+            return
+        t0 = time.perf_counter()
+        opts = self.options
         steps, guidance = int(opts["sample_steps"]), float(opts["guidance"])
         self.cache = LatentCache(opts["cache_dir"])
         kw = {"steps": steps, "guidance": guidance, "cache": self.cache}
         self.latents = {
             "unaligned": generate_latents(self.edge, self.prompts, self.seeds,
-                                          group=SampleGroup(edge_fingerprint, None, steps, guidance), **kw),
+                                          group=SampleGroup(self._edge_fingerprint, None, steps, guidance), **kw),
             "aligned": generate_latents(self.aligned, self.prompts, self.seeds,
-                                        group=SampleGroup(edge_fingerprint, self.pack.generation_fingerprint(), steps,
-                                                          guidance), **kw)}
+                                        group=SampleGroup(self._edge_fingerprint, self.pack.generation_fingerprint(),
+                                                          steps, guidance), **kw)}
         cloud_latents = generate_latents(self.cloud, self.prompts, self.seeds,
                                          group=SampleGroup(model_fingerprint(self.cloud), None, steps, guidance),
                                          **kw)
-        self.latent_map = self.edge.latents
         self.images = {k: _decode(self.latent_map, v) for k, v in self.latents.items()}
         self.cloud_images = _decode(self.cloud.latents, cloud_latents)
-        encoders = _image_encoders(opts["image_encoders"], device)
         if self.world:
-            self.scorer = ReferenceScorer(self.cloud_images, extra_encoders=encoders)
+            self.scorer = ReferenceScorer(self.cloud_images, extra_encoders=self._encoders)
         else:
             from dekasim.metrics.consistency import EncoderReferences
 
-            if not encoders:
-                raise ConfigError("payload.image_encoders", {}, "at least one image encoder (a model that is not of "
-                                  "the embedded world has no attribute checker: its images are scored by yours)",
-                                  'e.g. image_encoders = { dino = "models/dinov2-small", clip = "models/clip-vit" }')
-            self.scorer = EncoderReferences(self.cloud_images, encoders, "payload.image_encoders")
-        self.generation = {**self.cache.stats(), "wall_s": round(time.perf_counter() - t0, 3)}
+            self.scorer = EncoderReferences(self.cloud_images, self._encoders, "payload.image_encoders")
+        self.generation = {**self.cache.stats(), "wall_s": round(self._load_s + time.perf_counter() - t0, 3)}
+        self.sampled = True
 
     def view(self, edge: str) -> EdgeView:
+        if not self.sampled:
+            raise RuntimeError("DekaPayload.view: call sample() first (built with sample=False)")
         return EdgeView(self, edge)
 
     def facts(self, spec: "SystemSpec", codec: Any) -> SystemFacts:
@@ -252,6 +283,10 @@ class DekaPayload:
         if spec.bank == "pack":
             from dekasim.deka.pack_codec import cala_codec_from_pack
 
+            unknown = sorted(set(spec.options) - set(BANK_OPTIONS))
+            if unknown:
+                raise ConfigError(unknown[0], spec.options[unknown[0]], f"an option of the pack's CALA bank: "
+                                  f"{list(BANK_OPTIONS)}", "remove it (the bank's other settings are in the pack)")
             codec = cala_codec_from_pack(self.pack, self.base_checkpoint, **spec.options)
             if abs(codec.bandwidth_ratio - bandwidth_ratio) > 1e-9:
                 codec.set_rate(bandwidth_ratio)
@@ -274,7 +309,8 @@ class DekaPayload:
 
     @property
     def latent_map_shape(self) -> tuple[int, ...]:
-        return tuple(self.latents["aligned"].shape[1:])
+        """The edge's latent shape (that of every sampled latent; known before :meth:`sample`)."""
+        return tuple(int(v) for v in self.edge.latent_shape)
 
     def no_channel_consistency(self) -> dict[str, Any]:
         """Each edge's own images against the cloud's (no channel): what alignment alone reaches, per split."""

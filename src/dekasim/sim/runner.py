@@ -120,14 +120,18 @@ def _bits_per_channel_use(scenario: Scenario, spec: CodecSpec) -> float:
     return bits / codec.n_channel_uses
 
 
-def make_payload_source(scenario: Scenario):
+def make_payload_source(scenario: Scenario, sample: bool = True):
     """The scenario's payload: photos, a generated set, or (``kind = "deka"``) a
-    :class:`~dekasim.deka.system.DekaPayload` whose :meth:`view` gives each edge."""
+    :class:`~dekasim.deka.system.DekaPayload` whose :meth:`view` gives each edge.
+
+    :param sample: False loads and checks the models (generated, DeKA-g) but samples nothing yet: the
+        source's ``sample()`` does that later (what :func:`check_scenario` hands to the run).
+    """
     if scenario.payload_kind == "deka":
         from dekasim.deka.system import DekaPayload
 
         try:
-            return DekaPayload(dict(scenario.payload_options), scenario.seed, device=scenario.device)
+            return DekaPayload(dict(scenario.payload_options), scenario.seed, device=scenario.device, sample=sample)
         except ConfigError as err:
             raise err.with_source(scenario.source) if scenario.source else err from None
     if scenario.payload_kind == "photos":
@@ -137,11 +141,24 @@ def make_payload_source(scenario: Scenario):
     if scenario.payload_kind == "generated":
         try:
             return GeneratedSource(**dict(scenario.payload_options), seed=scenario.seed,
-                                   resolution_px=scenario.resolution_px)
+                                   resolution_px=scenario.resolution_px, sample=sample)
         except ConfigError as err:
             field = err.field if err.field.startswith("payload") else f"payload.{err.field}"
             raise ConfigError(field, err.value, err.expected, err.fix, scenario.source) from None
     raise ConfigError("payload.kind", scenario.payload_kind, "photos or generated")
+
+
+def payload_shapes(scenario: Scenario, source) -> dict[str, tuple[int, ...]]:
+    """Item shape by representation of ``source`` (sampled or not): ``"bits"`` for a bit payload, else
+    ``"image"``, and ``"latent"`` where the scenario sends latents."""
+    if scenario.payload_kind == "deka":
+        return source.shapes()
+    if scenario.payload_kind == "bits":
+        return {"bits": tuple(source.shape("bits"))}
+    shapes = {"image": tuple(source.shape("image"))}
+    if scenario.payload_representation == "latent":
+        shapes["latent"] = tuple(source.shape("latent"))
+    return shapes
 
 
 def codec_representation(scenario: Scenario, codec_name: str) -> str:
@@ -196,64 +213,72 @@ def codec_error_key(field: str, entry: str) -> str:
     return f"{entry}.{field}" if field.startswith("options") else f"{entry}.options.{field}"
 
 
-def validate_scenario(scenario: Scenario) -> None:
-    """Everything :func:`run_scenario` checks before the first point: schema (done on load), codec
-    options at every bandwidth ratio, and link physics (pilot density) at every condition."""
-    shapes = {"image": (3, scenario.resolution_px, scenario.resolution_px)}
-    if scenario.payload_kind == "bits":
-        shapes = {"bits": (dict(scenario.payload_options)["block_bits"],)}
-    if scenario.payload_kind == "deka":
-        _validate_deka(scenario, shapes)
-    elif scenario.payload_kind == "generated":
-        from dekasim.generative.models import check_model_spec, load_model
+@dataclass
+class CheckedScenario:
+    """What :func:`check_scenario` built while checking: the payload source (models loaded, nothing
+    sampled), its item shapes, and every codec at every bandwidth ratio. The run reuses them."""
 
-        opts = dict(scenario.payload_options)
-        try:
-            check_model_spec(opts["model"])
-            if scenario.payload_representation == "latent":
-                shapes["latent"] = tuple(load_model(opts["model"]).latent_shape)
-        except ConfigError as err:
-            raise ConfigError("payload.model", err.value, err.expected, err.fix, scenario.source) from None
-        if opts["pack"] is not None and not (Path(opts["pack"]) / "manifest.json").exists():
-            raise ConfigError("payload.pack", opts["pack"], "a knowledge-pack directory holding manifest.json",
-                              "make one with `dekasim align --out DIR` and give DIR/pack", scenario.source)
-    if scenario.payload_kind != "deka":
-        build_codecs(scenario, shapes)
+    source: Any
+    shapes: dict[str, tuple[int, ...]]
+    codecs: dict[tuple[str, float], Codec]
+
+
+def check_scenario(scenario: Scenario) -> CheckedScenario:
+    """Every check :func:`run_scenario` makes, before anything is sampled or written; ``dekasim validate``
+    and ``dekasim run`` both call it, so they cannot disagree.
+
+    - the payload: models, pack (its bank, the pre-installed JSCC it names), prompts and image encoders
+      load (:func:`make_payload_source` with ``sample=False``), and give the item shapes;
+    - every codec (or system) at every bandwidth ratio is built as the run builds it
+      (:func:`build_codecs`): its options, the payload shape it takes, and the rates it serves (the
+      pre-installed JSCC and the pack's CALA bank included);
+    - a DeKA-g scenario's ``[downlink]``: a fixed MCS the chain can send, the link at its condition;
+    - link physics (pilot density against the delay spread) at every point and receiver.
+
+    :raises ConfigError: naming the full key (``sweep.bandwidth_ratio``, ``systems[LABEL].options.KEY``, ...).
+    """
+    source = make_payload_source(scenario, sample=False)
+    shapes = payload_shapes(scenario, source)
+    codecs = build_codecs(scenario, shapes, source if scenario.payload_kind == "deka" else None)
     from dekasim.channels.link import resolve_domain
     from dekasim.channels.profiles import check_link_physics
 
-    for p in scenario.points():
-        domain = resolve_domain(scenario.channel_domain, p.cond, scenario.grid, p.carrier_frequency_hz)
+    checks = [(p.cond, p.csi, p.carrier_frequency_hz) for p in scenario.points()]
+    if scenario.payload_kind == "deka":
+        checks += [(cond, csi, scenario.carrier_frequency_hz) for cond, csi in _downlink_checks(scenario)]
+    for cond, csi, fc in checks:
+        domain = resolve_domain(scenario.channel_domain, cond, scenario.grid, fc)
         try:
-            check_link_physics(p.cond, scenario.grid, p.csi, p.carrier_frequency_hz, domain=domain)
+            check_link_physics(cond, scenario.grid, csi, fc, domain=domain)
         except ConfigError as err:
             raise err.with_source(scenario.source) if scenario.source else err from None
+    return CheckedScenario(source, shapes, codecs)
 
 
-def _validate_deka(scenario: Scenario, shapes: dict[str, tuple[int, ...]]) -> None:
-    """A DeKA-g scenario's models and pack exist, and its registered codecs take their options (the
-    pre-installed JSCC and the pack's bank are checked when the payload is built)."""
-    from dekasim.deka.system import resolve_pack_dir
-    from dekasim.generative.models import check_model_spec
+def validate_scenario(scenario: Scenario) -> None:
+    """``dekasim validate``: :func:`check_scenario` (everything :func:`run_scenario` checks before its first
+    point), discarding what it built."""
+    check_scenario(scenario)
 
-    opts = dict(scenario.payload_options)
-    for key in ("cloud", "edge"):
+
+def _downlink_checks(scenario: Scenario) -> list[tuple[Condition, str]]:
+    """The ``[downlink]`` of a DeKA-g scenario: a fixed MCS must be one the digital chain sends in the
+    downlink's transport blocks; returns the (condition, receiver) pairs the pack is sent at, whose link
+    physics :func:`check_scenario` checks with the sweep's."""
+    opts = dict(scenario.downlink)
+    if not opts.get("simulate", True):
+        return []
+    if opts["mcs"] != "calibrated":
+        from dekasim.codecs.mcs import DOWNLINK_BLOCK_CHANNEL_USES, mcs_entry, plan_codeblocks
+
         try:
-            check_model_spec(opts[key])
+            plan_codeblocks(mcs_entry(int(opts["mcs"])), DOWNLINK_BLOCK_CHANNEL_USES)
         except ConfigError as err:
-            raise ConfigError(f"payload.{key}", err.value, err.expected, err.fix, scenario.source) from None
-    try:
-        resolve_pack_dir(opts["pack"])
-    except ConfigError as err:
-        raise err.with_source(scenario.source) if scenario.source else err from None
-    from dekasim.generative.models import latent_shape_of, resolution_of
-
-    side = resolution_of(opts["edge"])
-    shapes.update(image=(3, side, side), latent=latent_shape_of(opts["edge"]))
-    from dataclasses import replace
-
-    plain = replace(scenario, codecs=tuple(s for s in scenario.codecs if s.codec != PREINSTALLED))
-    build_codecs(plain, shapes)
+            raise ConfigError("downlink.mcs", opts["mcs"], err.expected, "pick an index in that range or "
+                              "'calibrated'", scenario.source) from None
+    base = scenario.conditions()[0]
+    return [(replace(base, snr_db=float(snr), delay_spread_ns=float(opts["delay_spread_ns"])), scenario.csi[0])
+            for snr in opts["snr_db"]]
 
 
 def _versions() -> dict[str, str]:
@@ -344,10 +369,12 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
     """Send images (or, with ``representation = "latent"``, their latents) through ``codec`` over ``link``
     at ``point`` until the stop rules hold; one result row.
 
-    A codec with :meth:`variants` (e.g. ``digital`` with ``mcs = "best"``) is first calibrated: every
-    variant sends ``monte_carlo.calibration_images`` images on draws seeded independently of the
-    reported ones; the variant with the highest mean PSNR is then run as usual. ``variant(options)``
-    builds the codec for one variant's option overrides.
+    A codec with :meth:`variants` (e.g. ``digital`` with ``mcs = "best"``, its default) is first calibrated:
+    every variant sends ``monte_carlo.calibration_images`` images on draws seeded independently of the
+    reported ones (the same draws for every variant); the variant with the highest mean PSNR (the first
+    of equals) is then run as usual. When the list is done, a codec with ``more_variants(cond, tried)``
+    (``tried``: ``[(overrides, mean PSNR)]`` so far) is asked for further ones until it returns none (a
+    search). ``variant(options)`` builds the codec for one variant's option overrides.
     """
     mc = scenario.monte_carlo
     t0 = time.perf_counter()
@@ -358,14 +385,20 @@ def run_point(point: SweepPoint, scenario: Scenario, source: PhotoSource, link: 
             raise ValueError("run_point: a codec with variants needs the `variant` builder")
         calib_seed = (seed ^ 0x5DEECE66D) & ((1 << 63) - 1)
         best_psnr, best = -math.inf, codec
-        for overrides in variants:
+        pending, tried = list(variants), []
+        while pending:
+            overrides = pending.pop(0)
             candidate = variant(overrides)
             t = _transmit(point, scenario, source, link, candidate, calib_seed, mc.calibration_images,
                           mc.calibration_images, with_ssim=False, representation=representation)
             score = sum(t.psnrs) / len(t.psnrs)
             selection[json.dumps(overrides, sort_keys=True)] = round(score, 4)
+            tried.append((overrides, score))
             if score > best_psnr:
                 best_psnr, best = score, candidate
+            if not pending and hasattr(codec, "more_variants"):  # (one already tried ends the search)
+                pending = [o for o in codec.more_variants(point.cond, tried)
+                           if json.dumps(o, sort_keys=True) not in selection]
         codec = best
     tally = _transmit(point, scenario, source, link, codec, seed, mc.images_per_point, mc.max_images_per_point,
                       representation=representation)
@@ -507,18 +540,18 @@ class RunResult:
 class _PointContext:
     """What every point of one scenario shares in a process: the payload, the codecs, one link per CSI."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, checked: CheckedScenario | None = None) -> None:
         import sionna.phy
 
         sionna.phy.config.device = scenario.device
         self.scenario = scenario
-        self.source = make_payload_source(scenario)
+        checked = checked or check_scenario(scenario)  # a Ray worker checks again: cheap, and never samples
+        self.source = checked.source
+        if hasattr(self.source, "sample"):
+            self.source.sample()
         self.deka = self.source if scenario.payload_kind == "deka" else None
-        first = self.deka.view("aligned") if self.deka is not None else self.source
-        self.shapes = {"bits": first.shape("bits")} if scenario.payload_kind == "bits" else {"image": first.shape("image")}
-        if scenario.payload_representation == "latent":
-            self.shapes["latent"] = first.shape("latent")
-        self.codecs = build_codecs(scenario, self.shapes, self.deka)
+        self.shapes = checked.shapes
+        self.codecs = checked.codecs
         self.links: dict[tuple[str, float], OFDMLink] = {}
         self._variants: dict[tuple, Codec] = {}
 
@@ -566,18 +599,19 @@ def evaluate_point(scenario: Scenario, point: SweepPoint) -> dict[str, Any]:
     return row
 
 
-def _context(scenario: Scenario) -> _PointContext:
-    """The point context of ``scenario`` in this process (built once; one scenario at a time)."""
+def _context(scenario: Scenario, checked: CheckedScenario | None = None) -> _PointContext:
+    """The point context of ``scenario`` in this process (built once, from ``checked`` if given; one scenario
+    at a time)."""
     key = scenario.hash() + scenario.device
     if key not in _CONTEXTS:
         _CONTEXTS.clear()
-        _CONTEXTS[key] = _PointContext(scenario)
+        _CONTEXTS[key] = _PointContext(scenario, checked)
     return _CONTEXTS[key]
 
 
-def deka_payload(scenario: Scenario):
+def deka_payload(scenario: Scenario, checked: CheckedScenario | None = None):
     """The :class:`~dekasim.deka.system.DekaPayload` of a DeKA-g scenario in this process (built once)."""
-    return _context(scenario).deka
+    return _context(scenario, checked).deka
 
 
 def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = None,
@@ -598,9 +632,11 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
     :param on_row: called with each new row.
     :return: :class:`RunResult` with all rows of the directory (old and new).
 
-    Rerunning into the same directory skips finished points; a different scenario is refused. Rows
-    arrive in completion order (any order with Ray); each point's numbers depend only on the
-    scenario seed and the point itself.
+    Every check (:func:`check_scenario`, the same as ``dekasim validate``) runs before the output directory
+    is touched; a run that fails before its first row leaves the directory as it found it
+    (:meth:`~dekasim.sim.store.ResultStore.abandon`). Rerunning into the same directory skips finished
+    points; a different scenario is refused while the directory holds rows. Rows arrive in completion
+    order (any order with Ray); each point's numbers depend only on the scenario seed and the point itself.
 
     Example::
 
@@ -614,7 +650,6 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
         scenario = load_scenario(scenario, overrides)
     elif overrides:
         raise ValueError("overrides apply to scenario files; pass a path")
-    validate_scenario(scenario)
     out = Path(out_dir or scenario.output_dir or Path("runs") / scenario.name)
     manifest = {"scenario": scenario.to_dict(), "scenario_hash": scenario.hash(), "seed": scenario.seed,
                 "source": scenario.source, "versions": _versions(),
@@ -625,6 +660,7 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
         opts = dict(scenario.payload_options)
         opts["cache_dir"] = str(Path(opts["cache_dir"]).resolve())
         scenario = replace(scenario, payload_options=tuple(sorted(opts.items())))
+    checked = check_scenario(scenario)  # before the directory is touched
     store = ResultStore(out, manifest)
     try:
         done = store.finished_point_ids()
@@ -633,7 +669,7 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
         deka = None
         timing: dict[str, float] = {}
         if scenario.payload_kind == "deka":  # sample (or read from the cache) before any point runs
-            deka = deka_payload(scenario)
+            deka = deka_payload(scenario, checked)
             timing["generation"] = deka.generation["wall_s"]
         t_points = time.perf_counter()
         from dekasim.progress import progress_bar
@@ -662,9 +698,13 @@ def run_scenario(scenario: Scenario | str | Path, out_dir: str | Path | None = N
             if report is None:
                 report = write_deka_report(store.dir, deka, dict(scenario.downlink), scenario.conditions()[0],
                                            scenario.grid, scenario.csi[0], scenario.carrier_frequency_hz,
-                                           scenario.seed, scenario_hash=scenario.hash(), rows=store.rows(),
+                                           scenario.seed, bandwidth_ratios=scenario.bandwidth_ratio,
+                                           scenario_hash=scenario.hash(), rows=store.rows(),
                                            domain=scenario.channel_domain)
             timing["report"] = time.perf_counter() - t
+    except BaseException:
+        store.abandon()  # no row written by this run: the directory as it was found (else the same as close)
+        raise
     finally:
         store.close()
     figures: list[Path] = []

@@ -14,6 +14,7 @@ import csv
 import datetime as _dt
 import errno
 import json
+import logging
 import math
 import os
 import socket
@@ -26,6 +27,8 @@ except ImportError:  # pragma: no cover - not POSIX (Windows): no lock, see Resu
     fcntl = None  # type: ignore[assignment]
 
 from dekasim.errors import ConfigError
+
+_log = logging.getLogger(__name__)
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
@@ -168,6 +171,16 @@ def _first_file_ancestor(path: Path) -> Path | None:
     return None
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its ancestors that do not exist yet, outermost first (what creating it adds)."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    return missing[::-1]
+
+
 def _make_out_dir(path: Path) -> None:
     """Create output directory ``path``; every way it can fail is one ``--out`` ConfigError."""
     blocker = _first_file_ancestor(path)
@@ -252,33 +265,55 @@ class ResultStore:
     give each host its own ``--out``. A lock left by a killed process (even ``kill -9``) never blocks:
     the kernel drops a ``flock`` when its holder dies, so the stale ``.dekasim.lock`` file is simply
     taken over by the next run (its old contents are then overwritten). The file itself is never
-    deleted (deleting it would let two processes lock two different files of the same name); it is
-    emptied on :meth:`close`. Without ``fcntl`` (not POSIX) no lock is taken.
+    deleted (deleting it would let two processes lock two different files of the same name), except by
+    :meth:`abandon` when this store created it, while still holding it; it is emptied on :meth:`close`.
+    Without ``fcntl`` (not POSIX) no lock is taken.
+
+    **Another scenario.** A directory whose manifest names another scenario is refused while it holds
+    rows of that scenario; a manifest with no row beside it (a run stopped before its first point) is
+    replaced. A run refused before its first row calls :meth:`abandon`, which leaves the directory as it
+    was found.
     """
 
     def __init__(self, out_dir: str | Path, manifest: dict[str, Any]) -> None:
         self.dir = Path(out_dir)
         self._lock_fd: int | None = None
+        self._appended = 0
+        self._created = _missing_dirs(self.dir)  # what abandon() may remove again, deepest last
         _make_out_dir(self.dir)
-        self._lock_fd = _acquire_lock(self.dir)
+        lock_existed = (self.dir / LOCK_FILE).exists()
+        try:
+            self._lock_fd = _acquire_lock(self.dir)
+        except BaseException:
+            self._remove_created_dirs()
+            raise
+        self._created_lock = not lock_existed
+        mpath = self.dir / MANIFEST_JSON
+        self._old_manifest = mpath.read_bytes() if mpath.exists() else None
         try:
             self.manifest = self._write_manifest(manifest)
         except BaseException:
-            self.close()
+            self.abandon()
             raise
 
     def _write_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         mpath = self.dir / MANIFEST_JSON
         if mpath.exists():
             old = json.loads(mpath.read_text())
-            if old.get("scenario_hash") != manifest["scenario_hash"]:
+            if old.get("scenario_hash") != manifest["scenario_hash"] and not self.rows():
+                # a manifest and no row: a run of another scenario that stopped before its first point (a
+                # kill, or a version of dekasim that left its manifest on refusal); nothing to protect
+                _log.info("--out %s: replacing the manifest of '%s' (hash %s), which has no rows", self.dir,
+                          old.get("scenario", {}).get("name"), old.get("scenario_hash"))
+                old = {}
+            elif old.get("scenario_hash") != manifest["scenario_hash"]:
                 raise ConfigError(
                     "--out", str(self.dir),
                     f"a directory of the same scenario: it holds '{old.get('scenario', {}).get('name')}' "
                     f"(hash {old.get('scenario_hash')}), this is '{manifest['scenario']['name']}' "
                     f"(hash {manifest['scenario_hash']})",
                     "choose another --out directory (results of different scenarios never mix)")
-            manifest = {**manifest, "first_run_date": old.get("first_run_date", old.get("date"))}
+            manifest = {**manifest, "first_run_date": old.get("first_run_date", old.get("date", manifest.get("date")))}
         else:
             manifest = {**manifest, "first_run_date": manifest.get("date")}
         self._truncate_partial_line()
@@ -290,6 +325,38 @@ class ResultStore:
     @property
     def closed(self) -> bool:
         return self._lock_fd is None
+
+    def abandon(self) -> None:
+        """Close, leaving the directory as this store found it when it has appended no row: the manifest it
+        wrote is removed (or the one it replaced restored), and the lock file and the directories it
+        created are removed again when nothing else is in them. A run refused before its first row calls
+        this, so the corrected command (even another scenario) can use the same ``--out``. A lock file
+        that was there before stays, emptied. After a row, the same as :meth:`close`."""
+        if self.closed or self._appended:
+            self.close()
+            return
+        try:
+            mpath = self.dir / MANIFEST_JSON
+            if self._old_manifest is None:
+                mpath.unlink(missing_ok=True)
+            else:
+                tmp = mpath.with_suffix(".json.tmp")
+                tmp.write_bytes(self._old_manifest)
+                os.replace(tmp, mpath)
+            if self._created_lock:
+                (self.dir / LOCK_FILE).unlink(missing_ok=True)  # still held: a run arriving now is refused
+        except OSError as err:
+            _log.warning("--out %s: could not undo this run's manifest (%s)", self.dir, err)
+        finally:
+            self.close()
+        self._remove_created_dirs()
+
+    def _remove_created_dirs(self) -> None:
+        for d in reversed(self._created):  # deepest first; a directory with anything in it stays
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
     def close(self) -> None:
         """Release the directory's lock (idempotent). Reading rows still works; appending does not."""
@@ -345,6 +412,7 @@ class ResultStore:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self._appended += 1
         self.write_csv()
 
     def write_csv(self) -> None:
