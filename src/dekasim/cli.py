@@ -140,6 +140,8 @@ def _alignment_args(a: argparse.ArgumentParser, out_help: str) -> None:
                    help="an image encoder from a local folder (DINO, CLIP, any transformers vision model; 'world' is "
                         "the embedded world's feature encoder) scoring <NAME>_cosine (repeatable; with --prompts)")
     a.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    a.add_argument("--dtype", default="float32", help="precision of what only runs: the cloud's sampling and the "
+                   "image encoders (float32, float16, bfloat16: half precision on a GPU); the edge trains in float32")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an AlignConfig field, e.g. budget_steps=600 or lora_rank=4 (repeatable)")
 
@@ -356,6 +358,7 @@ def _load_model_arg(spec: str, flag: str):
 
 def _prompt_file_task(args: argparse.Namespace, config, device: str):
     """The alignment task of ``dekasim align --prompts FILE ...`` (a user's subject, prompts and encoders)."""
+    from dekasim.devices import resolve_dtype
     from dekasim.generative.align_task import load_image_encoders, prompt_file_task
     from dekasim.generative.prompts import read_prompt_file
 
@@ -373,7 +376,7 @@ def _prompt_file_task(args: argparse.Namespace, config, device: str):
         if not sep or not name or not path:
             raise ConfigError("--image-encoder", item, "NAME=DIR", "e.g. --image-encoder dino=models/dinov2-small")
         spec[name.strip()] = path.strip()
-    encoders = load_image_encoders(spec, device=device)
+    encoders = load_image_encoders(spec, device=device, dtype=resolve_dtype(args.dtype))
     return prompt_file_task(config, prompts, encoders, images_per_prompt=args.images_per_prompt, files=files, **extra)
 
 
@@ -413,7 +416,8 @@ def _cmd_build_pack(args: argparse.Namespace) -> int:
     del edge
     settings = BuildSettings(base=args.base, rates=tuple(args.rates), base_steps=args.base_steps,
                              base_items=args.base_items, photos=args.photos, seg_items=args.seg_items,
-                             cala_steps=args.cala_steps, batch=args.batch, seed=task.config.seed, device=device)
+                             cala_steps=args.cala_steps, batch=args.batch, seed=task.config.seed, device=device,
+                             dtype=args.dtype)
     logging.getLogger("dekasim").setLevel(logging.INFO)
     record = build_pack(args.cloud, args.edge, lambda: task, args.out, settings, command=_command_line(),
                         progress=True)
@@ -442,12 +446,13 @@ def _cmd_random_models(args: argparse.Namespace) -> int:
 def _cmd_align(args: argparse.Namespace) -> int:
     """``dekasim align``: :func:`dekasim.deka.alignment.run_alignment` on the models of ``args``; prints the report."""
     from dekasim.deka.alignment import run_alignment
-    from dekasim.devices import resolve_device
+    from dekasim.devices import resolve_device, resolve_dtype
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
     device = resolve_device(args.device)
     cloud, edge = (_load_model_arg(spec, flag) for spec, flag in ((args.cloud, "--cloud"), (args.edge, "--edge")))
+    cloud.to(dtype=resolve_dtype(args.dtype))  # the cloud only samples
     task = _alignment_task(args, edge, device)
     logging.getLogger("dekasim").setLevel(logging.INFO)
     report = run_alignment(cloud, edge, out_dir=args.out, methods=methods, bits=bits, command=_command_line(),

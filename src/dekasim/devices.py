@@ -26,3 +26,20 @@ def resolve_device(spec: str, field: str = "--device") -> str:
                               "use auto (the GPU when present, else the CPU) or cpu")
         return text
     raise ConfigError(field, text, f"one of {list(DEVICES)} (or cuda:N)")
+
+
+#: Floating-point precisions of the neural networks that only *run* (sampling, image encoders): half
+#: precision where a GPU makes it pay. Training and the channel stay in float32.
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_dtype(spec: str, field: str = "--dtype"):
+    """The ``torch.dtype`` of a precision setting of :data:`DTYPES`.
+
+    :raises ConfigError: (naming ``field``) an unknown setting.
+    """
+    import torch
+
+    if str(spec) not in DTYPES:
+        raise ConfigError(field, spec, f"one of {list(DTYPES)}", "float16 or bfloat16 for sampling on a GPU")
+    return getattr(torch, str(spec))

@@ -260,19 +260,22 @@ def test_the_readme_scenario_gives_rows_and_report_in_the_users_scores(readme):
     assert "dino cosine" in (out / "deka_report.md").read_text()
 
 
-@pytest.mark.parametrize("case", ["pack for another edge", "base of another latent shape"])
+@pytest.mark.parametrize("case", ["pack for another edge", "base of another latent shape", "unknown dtype"])
 def test_a_scenario_refuses_a_pack_or_base_that_does_not_fit_in_one_line(case, built, own_models, tmp_path, capsys):
     from dekasim.codecs.jscc import CHECKPOINT_DIR
 
-    payload = {"edge": str(own_models["cloud"])} if case == "pack for another edge" else \
-        {"base": str(CHECKPOINT_DIR / "jscc_generic-48x8x8-bw1_6.json")}
+    payload = {"pack for another edge": {"edge": str(own_models["cloud"])},
+               "base of another latent shape": {"base": str(CHECKPOINT_DIR / "jscc_generic-48x8x8-bw1_6.json")},
+               "unknown dtype": {"dtype": "float64"}}[case]
     out = tmp_path / "run"
     capsys.readouterr()
     assert main(["run", str(_scenario(tmp_path, own_models, built / "pack", **payload)), "--out", str(out),
                  "--no-plots"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    field = "payload.pack" if case == "pack for another edge" else "payload.base"
+    field = {"pack for another edge": "payload.pack", "base of another latent shape": "payload.base",
+             "unknown dtype": "payload.dtype"}[case]
     assert len(err) == 1 and f"{field} = " in err[0], err
+    assert not out.exists()  # refused before anything was written
 
 
 def test_the_scenarios_figures_show_each_encoders_score(readme, tmp_path):
@@ -281,3 +284,19 @@ def test_the_scenarios_figures_show_each_encoders_score(readme, tmp_path):
     paths = {p.name for p in plot_run([readme / "runs" / "own"], tmp_path)}
     assert {"dino_cosine_vs_snr.png", "clip_cosine_vs_snr.png", "psnr_vs_snr.png"} <= paths
     assert "consistency_vs_snr.png" not in paths  # no attribute checker for a user's models
+
+
+def test_half_precision_samples_and_scores_close_to_float32(own_models):
+    """payload.dtype / --dtype: sampling and image encoders in half precision (bfloat16 runs on a CPU too)
+    give latents, images and embeddings close to float32's; embeddings come back float32."""
+    from dekasim.generative.ldm import TextToImageLDM
+    from dekasim.metrics.consistency import local_image_encoder
+
+    model = TextToImageLDM.from_pretrained(own_models["edge"])
+    want = model.sample(["a sks dog on the beach", "a red car"], [5, 6], steps=4, guidance=2.0)
+    model.to(dtype=torch.bfloat16)
+    got = model.sample(["a sks dog on the beach", "a red car"], [5, 6], steps=4, guidance=2.0)
+    assert got.dtype == torch.float32 and (got - want).abs().mean() < 0.05
+    enc32, enc16 = (local_image_encoder(own_models["dino"], dtype=d) for d in (torch.float32, torch.bfloat16))
+    z32, z16 = enc32(want), enc16(want)
+    assert z16.dtype == torch.float32 and torch.nn.functional.cosine_similarity(z32, z16).min() > 0.99

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from dekasim.devices import resolve_dtype
 from dekasim.errors import ConfigError
 from dekasim.generative.consistency import ReferenceScorer
 
@@ -55,10 +56,10 @@ DEFAULT_PACK_DIR = Path(__file__).resolve().parent / "data" / "pack"
 DEKA_DEFAULTS: dict[str, Any] = {"cloud": "cloud", "edge": "edge", "pack": "default", "base": "default",
                                  "n_subject_prompts": 48, "n_control_prompts": 16, "sample_steps": 25,
                                  "guidance": 1.5, "cache_dir": "runs/cache", "image_encoders": {},
-                                 "prompts": None, "control_prompts": None}
-#: Keys of :data:`DEKA_DEFAULTS` that enter a scenario's resolved options only when set (scenarios written
-#: before they existed keep their hash).
-DEKA_OPTIONAL_KEYS = ("image_encoders", "prompts", "control_prompts")
+                                 "prompts": None, "control_prompts": None, "dtype": "float32"}
+#: Keys of :data:`DEKA_DEFAULTS` that enter a scenario's resolved options only when not at their default
+#: (scenarios written before they existed keep their hash).
+DEKA_OPTIONAL_KEYS = ("image_encoders", "prompts", "control_prompts", "dtype")
 
 
 def resolve_pack_dir(spec: str | Path) -> Path:
@@ -188,12 +189,15 @@ class DekaPayload:
         subject, control = held_out_prompts(self.pack, self.edge, opts, self.pack_dir)
         self.prompts = subject + control
         self.is_subject = torch.tensor([True] * len(subject) + [False] * len(control))
-        self.edge.to(device)
-        self.cloud.to(device)
-        self.aligned.model.to(device)
+        # sampling and scoring in payload.dtype (half precision on a GPU); fingerprints and packs are of the
+        # float32 weights, the latents float32, the channel float32
+        dtype = resolve_dtype(opts["dtype"], "payload.dtype")
+        self._precision = "" if dtype == torch.float32 else f":{opts['dtype']}"
+        for model in (self.edge, self.cloud, self.aligned.model):
+            model.to(device=device, dtype=dtype)
         self.seeds = [seed * 1_000_003 + i for i in range(len(self.prompts))]
         self.latent_map = self.edge.latents
-        self._encoders = _image_encoders(opts["image_encoders"], device)
+        self._encoders = _image_encoders(opts["image_encoders"], device, dtype)
         if not self.world and not self._encoders:
             raise ConfigError("payload.image_encoders", {}, "at least one image encoder (a model that is not of "
                               "the embedded world has no attribute checker: its images are scored by yours)",
@@ -223,14 +227,15 @@ class DekaPayload:
         steps, guidance = int(opts["sample_steps"]), float(opts["guidance"])
         self.cache = LatentCache(opts["cache_dir"])
         kw = {"steps": steps, "guidance": guidance, "cache": self.cache}
+        edge_key, p = self._edge_fingerprint + self._precision, self._precision  # half precision samples apart
         self.latents = {
             "unaligned": generate_latents(self.edge, self.prompts, self.seeds,
-                                          group=SampleGroup(self._edge_fingerprint, None, steps, guidance), **kw),
+                                          group=SampleGroup(edge_key, None, steps, guidance), **kw),
             "aligned": generate_latents(self.aligned, self.prompts, self.seeds,
-                                        group=SampleGroup(self._edge_fingerprint, self.pack.generation_fingerprint(),
+                                        group=SampleGroup(edge_key, self.pack.generation_fingerprint(),
                                                           steps, guidance), **kw)}
         cloud_latents = generate_latents(self.cloud, self.prompts, self.seeds,
-                                         group=SampleGroup(model_fingerprint(self.cloud), None, steps, guidance),
+                                         group=SampleGroup(model_fingerprint(self.cloud) + p, None, steps, guidance),
                                          **kw)
         self.images = {k: _decode(self.latent_map, v) for k, v in self.latents.items()}
         self.cloud_images = _decode(self.cloud.latents, cloud_latents)
@@ -333,7 +338,7 @@ class DekaPayload:
 CONSISTENCY_METRICS = ReferenceScorer.METRICS
 
 
-def _image_encoders(spec: dict[str, str], device: str = "cpu") -> dict[str, Any]:
+def _image_encoders(spec: dict[str, str], device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """``{name: local model directory}`` -> ``{name: encoder}`` (DINO/CLIP from local weights only:
     :func:`~dekasim.metrics.consistency.local_image_encoder`); rows get ``<name>_cosine``."""
     from dekasim.metrics.consistency import local_image_encoder
@@ -341,7 +346,7 @@ def _image_encoders(spec: dict[str, str], device: str = "cpu") -> dict[str, Any]
     out = {}
     for name, path in spec.items():
         try:
-            out[name] = local_image_encoder(path, device=device)
+            out[name] = local_image_encoder(path, device=device, dtype=dtype)
         except ConfigError as err:
             raise ConfigError(f"payload.image_encoders.{name}", err.value, err.expected, err.fix) from None
     return out

@@ -74,7 +74,7 @@ def world_task(edge, config: AlignConfig) -> AlignmentTask:
 
 
 def load_image_encoders(spec: Mapping[str, str | Path], device: str | torch.device = "cpu",
-                        field_name: str = "--image-encoder") -> dict[str, Any]:
+                        field_name: str = "--image-encoder", dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """``{name: local model folder}`` -> ``{name: encoder}`` (:func:`~dekasim.metrics.consistency.local_image_encoder`;
     the name ``feature`` with the folder ``world`` is the embedded world's feature encoder)."""
     from dekasim.metrics.consistency import local_image_encoder
@@ -88,7 +88,7 @@ def load_image_encoders(spec: Mapping[str, str | Path], device: str | torch.devi
             out[name] = world_feature_encoder()
             continue
         try:
-            out[name] = local_image_encoder(path, device=device)
+            out[name] = local_image_encoder(path, device=device, dtype=dtype)
         except ConfigError as err:
             raise ConfigError(f"{field_name} {name}", err.value, err.expected, err.fix) from None
     return out

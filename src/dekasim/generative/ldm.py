@@ -114,12 +114,14 @@ class VaeLatents(torch.nn.Module):
         return c, resolution_px // self.downscale, resolution_px // self.downscale
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.vae.encode(images * 2.0 - 1.0)
+        """Images ``[B, 3, H, W]`` in [0, 1] -> latents in the VAE's dtype (inputs cast to it)."""
+        out = self.vae.encode(images.to(self.vae.dtype) * 2.0 - 1.0)
         z = out.latent_dist.mean if hasattr(out, "latent_dist") else out.latents
         return (z - self.shift_factor) * self.scaling_factor
 
     def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        x = (self.vae.decode(latents / self.scaling_factor + self.shift_factor).sample + 1.0) / 2.0
+        """Latents -> images ``[B, 3, H, W]`` (inputs cast to the VAE's dtype; a float16 VAE decodes float32 latents)."""
+        x = (self.vae.decode(latents.to(self.vae.dtype) / self.scaling_factor + self.shift_factor).sample + 1.0) / 2.0
         return x.clamp(0.0, 1.0) if clamp else x
 
     def config(self) -> dict[str, Any]:

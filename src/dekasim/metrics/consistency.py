@@ -383,7 +383,8 @@ def _size_from(value: Any) -> int | None:
     return None
 
 
-def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") -> LocalImageEncoder:
+def local_image_encoder(path: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> LocalImageEncoder:
     """Load a DINO/CLIP-style vision model from a local directory, strictly offline.
 
     The directory is one written by transformers' ``save_pretrained`` (``config.json`` and
@@ -395,7 +396,8 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
     ``image_std``), else from the model config's ``image_size`` and the ImageNet mean/std.
 
     :param path: the local model directory.
-    :param device: where the model runs.
+    :param device: where the model runs; ``dtype``: its precision (float16/bfloat16 on a GPU; embeddings
+        come back float32).
     :return: a :class:`LocalImageEncoder`, for ``consistency(..., extra_encoders={"dino": enc})``.
     :raises ConfigError: (field ``image_encoder.path``) if ``path`` is not a directory or holds no
         loadable safetensors vision model.
@@ -410,7 +412,7 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
                           "vision model (DINO, DINOv2, CLIP)", fix)
     try:
         with quiet_libraries():
-            return _load_local_image_encoder(p, path, device, fix)
+            return _load_local_image_encoder(p, path, device, fix, dtype)
     except (OSError, ValueError, KeyError, EnvironmentError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -419,7 +421,8 @@ def local_image_encoder(path: str | Path, device: str | torch.device = "cpu") ->
                           fix) from None
 
 
-def _load_local_image_encoder(p: Path, path: str | Path, device: str | torch.device, fix: str) -> LocalImageEncoder:
+def _load_local_image_encoder(p: Path, path: str | Path, device: str | torch.device, fix: str,
+                              dtype: torch.dtype = torch.float32) -> LocalImageEncoder:
     from transformers import AutoConfig, AutoModel, CLIPVisionModel, CLIPVisionModelWithProjection
 
     try:
@@ -444,7 +447,7 @@ def _load_local_image_encoder(p: Path, path: str | Path, device: str | torch.dev
         raise ConfigError("image_encoder.path", str(path), f"a transformers vision model saved with save_pretrained "
                           f"as safetensors ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
                           fix) from None
-    model = model.to(device)
+    model = model.to(device=device, dtype=dtype)
     vision_config = getattr(config, "vision_config", None) or config
     image_size = _size_from(getattr(vision_config, "image_size", None)) or 224
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -461,6 +464,6 @@ def _load_local_image_encoder(p: Path, path: str | Path, device: str | torch.dev
             mean, std = tuple(proc.get("image_mean", mean)), tuple(proc.get("image_std", std))
     if len(mean) != 3 or len(std) != 3 or not all(s > 0 and math.isfinite(s) for s in std):
         raise ConfigError("image_encoder.path", str(pre), "image_mean and image_std of three channels, std > 0", fix)
-    info = {"path": str(p.resolve()), "model_type": model_type, "class": type(model).__name__, "output": output,
+    info = {"path": str(p.resolve()), "dtype": str(dtype).removeprefix("torch."), "model_type": model_type, "class": type(model).__name__, "output": output,
             "image_size": int(image_size), "mean": list(mean), "std": list(std)}
     return LocalImageEncoder(model, image_size, mean, std, info)

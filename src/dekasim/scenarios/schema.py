@@ -171,10 +171,11 @@ _DOWNLINK = {"simulate": (bool,), "snr_db": (list,) + (int, float), "delay_sprea
 _PAYLOAD = {"kind": (str,), "resolution_px": (int,), "model": (str,), "pack": (str,), "prompts": (str,),
             "n_prompts": (int,), "sample_steps": (int,), "guidance": _NUM, "representation": (str,),
             "cloud": (str,), "edge": (str,), "base": (str,), "n_subject_prompts": (int,), "n_control_prompts": (int,),
-            "cache_dir": (str,), "image_encoders": (dict,), "control_prompts": (str,), "block_bits": (int,)}
+            "cache_dir": (str,), "image_encoders": (dict,), "control_prompts": (str,), "block_bits": (int,),
+            "dtype": (str,)}
 #: keys of [payload] that only kind = "deka" takes (see :data:`dekasim.deka.system.DEKA_DEFAULTS`)
 DEKA_ONLY_KEYS = ("cloud", "edge", "base", "n_subject_prompts", "n_control_prompts", "cache_dir", "image_encoders",
-                  "control_prompts")
+                  "control_prompts", "dtype")
 #: keys of [payload] that only kind = "generated" takes, with their defaults
 GENERATED_DEFAULTS = {"model": "edge", "pack": None, "prompts": "heldout", "n_prompts": 64, "sample_steps": 25,
                       "guidance": 1.5, "representation": "image"}
@@ -251,8 +252,11 @@ def _deka_payload(payload: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         if opts[key] is not None and not Path(opts[key]).is_file():
             raise ConfigError(f"payload.{key}", opts[key], "a local text file, one prompt per line",
                               "give the path of your prompt file")
-    for key in DEKA_OPTIONAL_KEYS:  # unset, they leave the hash of scenarios written before they existed
-        if not opts[key]:
+    from dekasim.devices import resolve_dtype
+
+    resolve_dtype(opts["dtype"], "payload.dtype")
+    for key in DEKA_OPTIONAL_KEYS:  # at their defaults, they leave the hash of scenarios written before they existed
+        if not opts[key] or opts[key] == DEKA_DEFAULTS[key]:
             opts.pop(key)
     return tuple(sorted(opts.items()))
 

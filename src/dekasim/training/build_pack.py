@@ -50,7 +50,7 @@ class BuildSettings:
     :param seg_items: S_EG: images the aligned edge generates for the bank's training.
     :param cala: the bank's layout (``num_adapters``, ``rank``, ``factor``, ``affine``, ``gate``, ``lr``).
     :param batch: training batch of base and bank; ``seed``: seeds both (the bank ``seed + 1``).
-    :param device: where every stage runs.
+    :param device: where every stage runs; ``dtype``: the cloud's sampling precision (the edge trains in float32).
     """
 
     base: str | None = None
@@ -65,6 +65,7 @@ class BuildSettings:
     batch: int = 32
     seed: int = 0
     device: str = "cpu"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         for name in ("base_steps", "base_items", "seg_items", "cala_steps", "batch"):
@@ -164,7 +165,10 @@ def build_pack(cloud_spec: str, edge_spec: str, task_factory: Callable[[], Any],
     threads = torch.get_num_threads()
 
     def align() -> dict[str, Any]:
+        from dekasim.devices import resolve_dtype
+
         cloud, edge = load_model(cloud_spec), load_model(edge_spec)
+        cloud.to(dtype=resolve_dtype(s.dtype))  # the cloud only samples
         report = run_alignment(cloud, edge, out_dir=out / "align", methods=align_methods, bits=(), command=command,
                                progress=progress, task=task, device=s.device)
         return {"pack": str(out / "align" / "pack"), "files": [out / "align" / "pack" / "manifest.json",
@@ -173,7 +177,7 @@ def build_pack(cloud_spec: str, edge_spec: str, task_factory: Callable[[], Any],
 
     # the prompts by content (sha256 of each split), not by the path they were read from
     align_settings = {"task": {k: v for k, v in task.source.items() if k != "files"}, "config": asdict(task.config),
-                      "methods": list(align_methods), "device": s.device}
+                      "methods": list(align_methods), "device": s.device, "dtype": s.dtype}
     aligned = _run_stage(out, record, "align", align_settings, align)
     makd_pack = out / aligned["pack"]
 
