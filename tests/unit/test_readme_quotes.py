@@ -17,3 +17,14 @@ def test_the_readme_quotes_the_sim_ber_comparison_from_its_file():
     assert quoted.count("\n| ") >= 10 and "z-scores" in quoted  # the table and its summary
     assert quoted in (ROOT / "README.md").read_text(), \
         "README.md does not quote plots/ber_vs_sim_ber.md as written: copy its table and summary again"
+
+
+def test_the_readme_quotes_the_generic_vs_world_table_from_its_file():
+    """``benchmarks/generic_vs_world.py`` writes ``plots/generic_vs_world.md`` (from its JSON); the README
+    copies it, and the first two paths agree in every number (the generic path given the world's split)."""
+    import json
+
+    table = (ROOT / "plots" / "generic_vs_world.md").read_text()
+    assert table in (ROOT / "README.md").read_text(), "README.md does not quote plots/generic_vs_world.md"
+    paths = list(json.loads((ROOT / "plots" / "generic_vs_world.json").read_text())["paths"].values())
+    assert paths[0]["methods"] == paths[1]["methods"]
