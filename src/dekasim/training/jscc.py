@@ -611,6 +611,15 @@ def _trained_net_params(net: JSCCNet, train_layers: tuple[str, ...] | None) -> l
     return params
 
 
+def _items_of_shape(cfg: TrainConfig, sampler: Any, what: str) -> Any:
+    """``sampler``, whose items must have ``cfg.payload_shape`` (else a ConfigError naming --payload-shape)."""
+    if tuple(sampler.item_shape) != tuple(cfg.payload_shape):
+        shape = " ".join(map(str, sampler.item_shape))
+        raise ConfigError("--payload-shape", cfg.payload_shape, f"{what}, {tuple(sampler.item_shape)}",
+                          f"pass --payload-shape {shape}")
+    return sampler
+
+
 def make_sampler(cfg: TrainConfig, log: Callable[[str], None],
                  device: str = "cpu") -> "CropSampler | GeneratedSampler | PhotoLatentSampler":
     """The training data of ``cfg`` (a generated set or photo latents made on ``device``); raises a ConfigError
@@ -625,22 +634,12 @@ def make_sampler(cfg: TrainConfig, log: Callable[[str], None],
         sampler: CropSampler | GeneratedSampler | PhotoLatentSampler = GeneratedSampler(
             cfg.data_model, cfg.data_items, cfg.data_seed, representation=cfg.representation,
             cache_dir=cfg.data_cache, log=log, pack=cfg.data_pack, prompts=prompts, device=device)
-        if tuple(sampler.item_shape) != tuple(cfg.payload_shape):
-            shape = " ".join(map(str, sampler.item_shape))
-            raise ConfigError("--payload-shape", cfg.payload_shape,
-                              f"the shape of the generated {cfg.representation}s, {tuple(sampler.item_shape)}",
-                              f"pass --payload-shape {shape}")
-        return sampler
+        return _items_of_shape(cfg, sampler, f"the shape of the generated {cfg.representation}s")
     if cfg.latent_model is not None:
         _check_model_shape(cfg, cfg.latent_model, "--latent-model", "latents")
         sampler = PhotoLatentSampler(cfg.latent_model, cfg.data_items, cfg.data_seed, photos=cfg.train_photos,
                                      photos_dir=cfg.photos_dir, cache_dir=cfg.data_cache, device=device, log=log)
-        if tuple(sampler.item_shape) != tuple(cfg.payload_shape):
-            shape = " ".join(map(str, sampler.item_shape))
-            raise ConfigError("--payload-shape", cfg.payload_shape,
-                              f"the latent shape of --latent-model {cfg.latent_model}, {tuple(sampler.item_shape)}",
-                              f"pass --payload-shape {shape}")
-        return sampler
+        return _items_of_shape(cfg, sampler, f"the latent shape of --latent-model {cfg.latent_model}")
     c, h, w = cfg.payload_shape
     if c == 3 * LATENT_FACTOR ** 2 and h == w:  # natural-photo latents: the world's latent map on photo crops
         return LatentCropSampler(cfg.train_photos, latent_size=h)
