@@ -153,25 +153,27 @@ def world_models() -> str:
     """The world's cloud and edge models as their manifests describe them."""
     lines = ["Trained by `dekasim world train`; scored on held-out captions by the world's attribute checker "
              "(`dekasim world check`). Times are those of the training run, on the machine the manifest names.",
-             "", "| model | command | steps | seed | CPU time | files | held-out prompts fully correct (95 % CI) "
-             "| shape / colour / size | s/image | manifest |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| model | steps | seed | CPU time | files | held-out prompts fully correct (95 % CI) "
+             "| shape / colour / size | s/image |", "|---|---|---|---|---|---|---|---|"]
+    commands = []
     for path in sorted(PACKAGE.glob("generative/data/models/*/manifest.json")):
         m = json.loads(path.read_text())
         q = m["quality_heldout"]
         lo, hi = q["fully_correct_ci95"]
         per = q["per_attribute"]
-        lines.append(f"| {m['preset']}, by its own dialect | `{m['command']}` | {m['steps']} | {m['seed']} | "
+        commands.append(f"- {m['preset']}: `{m['command']}` (manifest `{_rel(path)}`)")
+        lines.append(f"| {m['preset']}, by its own dialect | {m['steps']} | {m['seed']} | "
                      f"{m['cpu_s'] / 3600:.2f} h | {_size(m['total_bytes'])} | {_pct(q['fully_correct'])} "
                      f"({_pct(lo)} – {_pct(hi)}; n = {q['n']}) | {_pct(per['shape'])} / {_pct(per['colour'])} / "
-                     f"{_pct(per['size'])} | {q['sample_s_per_image']:.3f} | `{_rel(path)}` |")
+                     f"{_pct(per['size'])} | {q['sample_s_per_image']:.3f} |")
         if "quality_heldout_by_standard_convention" in m:
             s = m["quality_heldout_by_standard_convention"]
             lo, hi = s["fully_correct_ci95"]
             per = s["per_attribute"]
-            lines.append(f"| {m['preset']}, by the cloud's convention | | | | | | {_pct(s['fully_correct'])} "
+            lines.append(f"| {m['preset']}, by the cloud's convention | | | | | {_pct(s['fully_correct'])} "
                          f"({_pct(lo)} – {_pct(hi)}; n = {s['n']}) | {_pct(per['shape'])} / {_pct(per['colour'])} / "
-                         f"{_pct(per['size'])} | | |")
-    return "\n".join(lines)
+                         f"{_pct(per['size'])} | |")
+    return "\n".join([*lines, "", "Commands:", "", *commands])
 
 
 def provenance() -> str:
@@ -185,28 +187,30 @@ def provenance() -> str:
     fe = [(p, m) for p, m in by_name.items() if m.get("format", "").startswith("dekasim-feature-encoder")]
     if fe:
         lines += ["## The world's feature encoder", "", "The 64-d image embedding behind `feature_cosine`.", "",
-                  "| command | steps | seed | parameters | held-out accuracy (all five attributes) | sha256 | manifest |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| steps | seed | parameters | held-out accuracy (all five attributes) | sha256 |",
+                  "|---|---|---|---|---|"]
         for path, m in fe:
-            lines.append(f"| `{m['command']}` | {m['steps']} | {m['seed']} | {m['parameters']:,} | "
-                         f"{_pct(m['heldout_accuracy']['fully_correct'])} | `{m['sha256'][:16]}…` | `{path}` |")
-        lines.append("")
+            lines.append(f"| {m['steps']} | {m['seed']} | {m['parameters']:,} | "
+                         f"{_pct(m['heldout_accuracy']['fully_correct'])} | `{m['sha256'][:16]}…` |")
+        lines += ["", *[f"Command: `{m['command']}` (manifest `{path}`)." for path, m in fe], ""]
 
     lines += ["## JSCC and CALA checkpoints", "",
               "Trained by the JSCC trainer (`python -m dekasim.training.jscc train …`) through the OFDM/TDL link; "
               "each manifest holds the whole configuration, the loss curve and the versions.", "",
-              "| checkpoint | codec | payload | rate | parameters | file | command | steps | seed | CPU s | date |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| checkpoint | codec | payload | rate | parameters | file | steps | seed | CPU s | date |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    commands = []
     for path, m in by_name.items():
         if m.get("format") != "dekasim-jscc/1":
             continue
         t = m.get("training", {})
-        params = sum(v for v in m.get("params", {}).values() if isinstance(v, (int, float)))
+        params = " + ".join(f"{k} {v:,}" for k, v in m.get("params", {}).items() if isinstance(v, (int, float)))
         lines.append(f"| `{Path(path).stem}` | `{m['codec']}` | {'×'.join(map(str, m['payload_shape']))} | "
-                     f"{m.get('bandwidth_ratio_fraction', '')} | {params:,} | {_size(m['bytes'])} {m['dtype']} | "
-                     f"`{_cell(t.get('command', ''))}` | {t.get('steps', '')} | {t.get('seed', '')} | "
-                     f"{t.get('cpu_s', '')} | {t.get('date', '')} |")
-    lines.append("")
+                     f"{m.get('bandwidth_ratio_fraction', '')} | {params} | {_size(m['bytes'])} {m['dtype']} | "
+                     f"{t.get('steps', '')} | {t.get('seed', '')} | {t.get('cpu_s', '')} | {t.get('date', '')} |")
+        commands.append(f"- `{Path(path).stem}`: `{t.get('command', '(none recorded)')}`")
+    lines += ["", "The command of each (its manifest beside it: `src/dekasim/codecs/checkpoints/<name>.json`):", "",
+              *commands, ""]
 
     for path, m in by_name.items():
         if Path(path).name != "SHIPPED.json":
