@@ -152,7 +152,7 @@ def test_taplo_checks_the_shipped_scenarios_with_the_shipped_schema(tmp_path):
     (tmp_path / "scenarios").mkdir()
     shutil.copy(ROOT / ".taplo.toml", tmp_path)
     shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
-    bad = 'name = "x"\n[sweep]\ncsi = "genie"\n[[codecs]]\ncodec = "analog"\n'
-    (tmp_path / "scenarios" / "bad.toml").write_text(bad)
+    text = 'name = "x"\n[sweep]\ncsi = "genie"\n[[codecs]]\ncodec = "analog"\n'
+    (tmp_path / "scenarios" / "bad.toml").write_text(text)
     bad = subprocess.run(["taplo", "check"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode != 0 and "genie" in bad.stderr + bad.stdout
