@@ -54,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/generic_vs_world")
     ap.add_argument("--budget-steps", type=int, default=None, help="override the alignment budget (quick checks)")
+    ap.add_argument("--render", metavar="JSON", default=None, help="only rewrite the Markdown table from a JSON file")
     args = ap.parse_args(argv)
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        (ROOT / "plots" / "generic_vs_world.md").write_text(render(results))
+        print(render(results))
+        return 0
 
     import torch
 
@@ -94,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _ci(s: dict) -> str:
-    return f"{s['mean']:.3f} ± {s['ci95_halfwidth']:.3f}"
+    """``mean [lo, hi]`` for a bounded score's interval, ``mean ± half`` for a paired difference."""
+    if s.get("ci95_interval"):
+        lo, hi = s["ci95_interval"]
+        return f"{s['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+    half = s.get("ci95_halfwidth")
+    return f"{s['mean']:+.3f} ± {half:.3f}" if half is not None else f"{s['mean']:.3f}"
 
 
 def render(results: dict) -> str:
@@ -108,7 +119,8 @@ def render(results: dict) -> str:
             lines.append(f"| {name} | {counts} | {m} | {_ci(row['test_feature_cosine'])} | {gain} | "
                          f"{'+'.join(map(str, row['steps'])) or 0} |")
     lines += ["", f"Made by `{results['command']}` on {results['date']} ({results['threads']} thread(s)); "
-              "± is the 95 % half-width over test prompts (paired for gains)."]
+              "[lo, hi] is the 95 % interval over test prompts (Wilson at the effective sample size), ± the 95 % "
+              "half-width of the paired gain over the same prompts and seeds."]
     return "\n".join(lines) + "\n"
 
 

@@ -45,6 +45,9 @@ RESULT_FILES: dict[str, str] = {
     "plots/digital_default.json": "python benchmarks/digital_default.py --threads 1",
     "plots/interval_coverage.md": "python benchmarks/interval_coverage.py",
     "plots/interval_coverage.json": "python benchmarks/interval_coverage.py",
+    "plots/generic_vs_world.md": "python benchmarks/generic_vs_world.py --threads 1; its --render writes this table "
+                                 "from the run's JSON",
+    "plots/generic_vs_world.json": "python benchmarks/generic_vs_world.py --threads 1",
     "plots/sd_scale_cpu.md": "python benchmarks/sd_scale.py --preset sd15 --device cpu",
     "plots/sd_scale_cpu.json": "python benchmarks/sd_scale.py --preset sd15 --device cpu",
 }
