@@ -57,16 +57,16 @@ DIRECTIVE = re.compile(r"^<!-- (result|figure): (\S+)((?:\s+\w+=\"[^\"]*\")*)\s*
 
 @lru_cache(maxsize=None)
 def last_commit(path: str) -> str:
-    """``abc1234 (2026-12-08)``: the commit that last changed ``path``, or why there is none."""
+    """``commit abc1234 (2026-12-08)``: the commit that last changed ``path``, or why there is none."""
     try:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", path], cwd=ROOT, capture_output=True,
                                text=True, check=True).stdout.strip()
-        out = subprocess.run(["git", "log", "-1", "--format=%h (%ad)", "--date=short", "--", path], cwd=ROOT,
+        out = subprocess.run(["git", "log", "-1", "--format=commit %h (%ad)", "--date=short", "--", path], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "no git history here"
     if dirty:
-        return "uncommitted changes" + (f", last committed in {out}" if out else "")
+        return "its uncommitted changes" + (f" (last committed in {out})" if out else "")
     return out or "not committed"
 
 
@@ -74,7 +74,7 @@ def provenance(path: str) -> str:
     """The line under a quoted result: which command made the file, and which commit last changed it."""
     if path not in RESULT_FILES:
         raise KeyError(f"{path}: not in docs/gen/results.py RESULT_FILES (name the command that made it)")
-    return (f"<small>From `{path}`, made by `{RESULT_FILES[path]}`; the file as of commit "
+    return (f"<small>From `{path}`, made by `{RESULT_FILES[path]}`; the file as of "
             f"{last_commit(path)}. Rerun the command and rebuild to refresh it.</small>")
 
 
