@@ -20,7 +20,7 @@ standard normal: about 95 % within +-2. Wall and CPU time per block of each side
     .venv/bin/python benchmarks/ber_vs_sim_ber.py --blocks 200 --out /tmp/b   # a quick look
 
 Writes ``ber_vs_sim_ber.png`` / ``.pdf`` (BLER and BER vs Eb/N0, semilogy) and ``ber_vs_sim_ber.md`` (the table,
-the command, versions) into ``--out`` (default ``plots/``, the files the README quotes) and prints the table.
+the command, versions) into ``--out`` (default ``plots/``, the files the docs quote) and prints the table.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ summary per scenario and entry, then every point). Run from the repository root,
     .venv/bin/python benchmarks/digital_default.py [--scenarios scenarios/photos.toml ...] [--threads 1]
         [--snr-db 0 20] [--out plots/digital_default]
 
-``--snr-db`` keeps only those sweep SNRs (a quick look); the README's table is the full run.
+``--snr-db`` keeps only those sweep SNRs (a quick look); the docs' table (docs/digital.md) is the full run.
 """
 
 from __future__ import annotations

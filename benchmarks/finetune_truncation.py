@@ -1,7 +1,7 @@
 """How low-rank is a full fine-tune's weight change? Writes the base plus the fine-tune's update of each
 convolution truncated to rank r (SVD of the ``[out, in * k * k]`` update; biases and buffers taken whole), one
 checkpoint per rank, for ``benchmarks/tka_generic.py --extra truncR=DIR/truncR/...json`` to score beside the
-bank and the fine-tune itself (README, "Why the bank stops near three quarters of the fine-tune").
+bank and the fine-tune itself (docs/deka/tka.md, "Why the bank stops near three quarters of the fine-tune").
 
     .venv/bin/python benchmarks/finetune_truncation.py --base BASE.json --finetune FT.json --ranks 4 8 16 --out DIR
 

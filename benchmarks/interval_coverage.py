@@ -1,13 +1,12 @@
 """Measured coverage of the result rows' nominal 95 % intervals, per metric, on known truths.
 
     .venv/bin/python benchmarks/interval_coverage.py            # ~2 min on one thread; writes plots/interval_coverage.*
-    .venv/bin/python benchmarks/interval_coverage.py --readme   # also rewrites the README's coverage table
     .venv/bin/python benchmarks/interval_coverage.py --reps 500 --out /tmp/cov   # quick look
 
 Every regime repeats a small numpy simulation with a closed-form truth (:mod:`dekasim.metrics.coverage`)
 ``--reps`` times and counts how often the interval the rows would carry holds the truth. Writes
-``interval_coverage.json`` (every regime) and ``interval_coverage.md`` (the per-metric summary the README
-quotes, then every regime) into ``--out`` (default ``plots/``). For BER it also counts the interval rows
+``interval_coverage.json`` (every regime) and ``interval_coverage.md`` (the per-metric summary the docs
+quote when they are built, docs/results.md, then every regime) into ``--out`` (default ``plots/``). For BER it also counts the interval rows
 carried before (Clopper-Pearson over bits).
 """
 
@@ -23,7 +22,6 @@ from dekasim.metrics import coverage as cov
 from dekasim.metrics.stats import FEW_ERROR_UNITS, LEVEL
 
 ROOT = Path(__file__).resolve().parents[1]
-README_START, README_END = "<!-- coverage-table:start -->", "<!-- coverage-table:end -->"
 
 #: (metric, interval in words, experiments); a group whose name says "hard" is a regime the rows flag or
 #: the method is known to miss, kept in the table so nobody mistakes the supported range for all of it.
@@ -64,7 +62,7 @@ def _span(values: list[float]) -> str:
 
 
 def summary_table(results: list[dict]) -> str:
-    """The README's table: one line per group, measured coverage over its regimes."""
+    """The summary table (quoted by the docs): one line per group, measured coverage over its regimes."""
     lines = [f"| metric | interval | regimes | nominal | measured | interval over bits (before) |",
              "|---|---|---|---|---|---|"]
     for group in results:
@@ -92,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=2000, help="repetitions per regime (default 2000)")
     ap.add_argument("--seed", type=int, default=20, help="seed of every regime (default 20)")
     ap.add_argument("--out", type=Path, default=ROOT / "plots", help="output directory (default plots/)")
-    ap.add_argument("--readme", action="store_true", help="rewrite the coverage table in README.md")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     results = []
@@ -110,11 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         f"# Coverage of the nominal 95 % intervals\n\nMade by `{command}` ({args.reps} repetitions per regime, "
         f"seed {args.seed}; definitions in `dekasim.metrics.coverage`).\n\n{summary}\n\n## Every regime\n\n"
         f"{regime_table(results)}\n")
-    if args.readme:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        start, end = text.index(README_START) + len(README_START), text.index(README_END)
-        readme.write_text(text[:start] + "\n" + summary + "\n" + text[end:])
     print(f"wrote {args.out / 'interval_coverage.md'} and .json in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
 

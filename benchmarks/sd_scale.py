@@ -32,8 +32,9 @@ on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. W
 (``time.process_time``, all threads) are printed side by side; nothing is asserted.
 
 Writes ``<out>.json`` and ``<out>.md`` (default ``plots/sd_scale_<device>`` for sd15, ``runs/sd_scale_tiny_<device>``
-for tiny), each with the command, the machine and the date; ``--readme README.md`` also puts the Markdown
-into the README between its ``sd_scale`` markers; ``--render FILE.json`` re-renders a result without running.
+for tiny), each with the command, the machine and the date; the docs (docs/benchmarks.md) quote
+``plots/sd_scale_*.md`` when they are built. ``--readme FILE.md`` also puts the Markdown into any Markdown file
+between its ``sd_scale`` markers; ``--render FILE.json`` re-renders a result without running.
 
     .venv/bin/python benchmarks/sd_scale.py --preset tiny                         # seconds
     .venv/bin/python benchmarks/sd_scale.py --preset sd15 --device cpu            # ~10 min on 2 threads
@@ -639,7 +640,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stages", default="cloud,edge,makd,codecs,encoders",
                     help="comma-separated subset of cloud (sampling + VAE), edge, makd, codecs, encoders")
     ap.add_argument("--out", default=None, help="output prefix (writes PREFIX.json and PREFIX.md)")
-    ap.add_argument("--readme", default=None, help="also put the Markdown into this README between its markers")
+    ap.add_argument("--readme", default=None, help="also put the Markdown into this Markdown file between its sd_scale markers")
     ap.add_argument("--render", default=None, help="re-render a result JSON (no run)")
     return ap.parse_args(argv)
 

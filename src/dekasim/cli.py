@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("scenarios", nargs="+", metavar="scenario", help="TOML scenario files")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key in every file, e.g. --set codecs[0].options.mcs=9 (repeatable)")
+    sc = sub.add_parser("schema", help="the JSON Schema of scenario files, for TOML editors (taplo / Even Better "
+                        "TOML): completion, hover help and checking while you type")
+    sc.add_argument("--out", metavar="FILE", help="write it to FILE (default: print it)")
     pl = sub.add_parser("plot", help="(re)draw figures from one or more run directories (overlaid)")
     pl.add_argument("dirs", nargs="+", help="run directories holding results.jsonl")
     pl.add_argument("--out", help="where to write the figures (default: the first directory)")
@@ -201,6 +204,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"{path}: valid ({len(sweep_points(scenario))} points, {len(scenario.codecs)} codecs, "
               f"hash {scenario.hash()})")
     return status
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from dekasim.scenarios.reference import json_schema_text
+
+    text = json_schema_text()
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError("--out", args.out, "a file path, not a directory", "e.g. --out scenario.schema.json")
+    out.write_text(text)
+    print(f"schema: {out}")
+    return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -508,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
-    handlers = {"run": _cmd_run, "validate": _cmd_validate, "plot": _cmd_plot, "list": _cmd_list,
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plot": _cmd_plot, "list": _cmd_list,
                 "world": _cmd_world, "align": _cmd_align, "build-pack": _cmd_build_pack,
                 "random-models": _cmd_random_models,
                 "check-codec": _cmd_check_codec}

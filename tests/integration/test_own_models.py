@@ -1,4 +1,4 @@
-"""DeKA-g on a user's own models: the README's "DeKA-g on your own models" commands, run as written (plus
+"""DeKA-g on a user's own models: the commands of docs/deka/own-models.md, run as written (plus
 flags that shorten training) on tiny random models in the real diffusers / transformers layouts
 (``dekasim random-models``), and the refusals of bad input.
 
@@ -27,7 +27,9 @@ FAST = ["--set", "budget_steps=4", "--set", "eval_every=2", "--set", "sample_ste
 
 
 BUILD = ["--base-steps", "20", "--base-items", "32", "--seg-items", "16", "--cala-steps", "10", "--batch", "8"]
-#: What each README command gets appended: short trainings, a small sweep, no downlink simulation.
+#: The page that shows the commands (the README's section before it moved into the docs).
+PAGE = ROOT / "docs" / "deka" / "own-models.md"
+#: What each command of the page gets appended: short trainings, a small sweep, no downlink simulation.
 SHORTER = {"random-models": [], "align": ["--methods", "none,metaword,lora,makd", "--bits", "8", *FAST],
            "build-pack": [*FAST, *BUILD],
            "run": ["--set", "downlink.simulate=false", "--set", "monte_carlo.images_per_point=4",
@@ -35,9 +37,8 @@ SHORTER = {"random-models": [], "align": ["--methods", "none,metaword,lora,makd"
 
 
 def readme_commands() -> list[list[str]]:
-    """The dekasim commands of the README's "DeKA-g on your own models" block, as argument lists."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## DeKA-g on your own models"):]
+    """The dekasim commands of the page's first ``bash`` block, as argument lists."""
+    section = PAGE.read_text()
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
     lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
     return [shlex.split(line)[1:] for line in lines if line.startswith("dekasim ")]
@@ -45,7 +46,7 @@ def readme_commands() -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def readme(tmp_path_factory):
-    """The README's commands run in a fresh directory holding the repository's examples/; returns it."""
+    """The page's commands run in a fresh directory holding the repository's examples/; returns it."""
     d = tmp_path_factory.mktemp("readme")
     shutil.copytree(ROOT / "examples", d / "examples")
     commands = readme_commands()
@@ -64,7 +65,7 @@ def readme(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def own_models(readme):
-    """The README's random models and example prompt files (absolute paths)."""
+    """The page's random models and example prompt files (absolute paths)."""
     ex = readme / "examples" / "own_models"
     return {"cloud": readme / "models" / "cloud", "edge": readme / "models" / "edge", "dino": readme / "models" / "dino",
             "clip": readme / "models" / "clip", "prompts": ex / "prompts.txt", "control": ex / "control.txt"}

@@ -1,4 +1,4 @@
-"""The README's "Write your own codec" section, run as written: a codec from a package outside dekasim,
+"""The docs' "Write your own codec" page (docs/codecs.md), run as written: a codec from a package outside dekasim,
 checked, named in a scenario by its import path and by an entry point, swept locally and on Ray, plotted;
 and the one-line errors for a codec that cannot be found."""
 
@@ -15,14 +15,13 @@ import pytest
 
 from dekasim.cli import main
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "codecs.md"
 SPEC = "mypkg.codecs:NormalisedLinear"
 
 
 def _section_blocks() -> tuple[str, str]:
-    text = README.read_text()
-    section = text[text.index("## Write your own codec"):]
-    section = section[:section.index("\n## ", 5)]
+    section = PAGE.read_text()
+    assert section.startswith("# Write your own codec")
     python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     toml = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
     return python, toml
@@ -30,7 +29,7 @@ def _section_blocks() -> tuple[str, str]:
 
 @pytest.fixture
 def package(tmp_path, monkeypatch):
-    """The README's codec as the package ``mypkg`` on sys.path (and PYTHONPATH, for Ray workers)."""
+    """The page's codec as the package ``mypkg`` on sys.path (and PYTHONPATH, for Ray workers)."""
     from dekasim.codecs import base
 
     python, toml = _section_blocks()
@@ -60,11 +59,11 @@ def _dekasim(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_readme_commands_work_as_written_without_pythonpath(tmp_path):
-    """The section's files as it names them (only ``mypkg/codecs.py``: no ``__init__.py``, no install, no
+    """The page's files as it names them (only ``mypkg/codecs.py``: no ``__init__.py``, no install, no
     PYTHONPATH) and its commands: from the directory holding ``mypkg``, and from elsewhere with ``mypkg``
     beside the scenario file."""
     python, toml = _section_blocks()
-    section = README.read_text().split("## Write your own codec", 1)[1].split("\n## ", 1)[0]
+    section = PAGE.read_text()
     assert f"`dekasim check-codec {SPEC}`" in section and "`dekasim run my-codec.toml`" in section
     project = tmp_path / "project"
     (project / "mypkg").mkdir(parents=True)

@@ -1,6 +1,6 @@
 """``benchmarks/sd_scale.py`` on its tiny preset (CPU): every stage runs, the files say what was measured and
 what was estimated, on which machine and by which command, and ``--render --readme`` puts the table between
-the README's markers. Timings are not asserted."""
+a Markdown file's markers. Timings are not asserted."""
 
 from __future__ import annotations
 

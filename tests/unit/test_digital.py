@@ -336,12 +336,12 @@ def test_options_help_describes_every_option_and_nothing_else(cls):
         assert opts["mcs_candidates"].default == "None" and "4" in opts["mcs_candidates"].meaning
 
 
-def test_readme_documents_every_digital_option():
-    """The README's option table of the digital codecs has one row per option of ``options_help``."""
+def test_the_docs_document_every_digital_option():
+    """The docs' option table of the digital codecs (docs/digital.md) has one row per option of ``options_help``."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Options of the digital codecs"):]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "digital.md").read_text()
+    section = page[page.index("## Options of the digital codecs"):]
     section = section[: section.index("\n## ")]
     for cls in (DigitalImageCodec, DigitalLatentCodec, IdealCodec):
         for key in cls.options_help:

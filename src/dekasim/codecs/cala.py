@@ -10,7 +10,7 @@ computes with ``W + sum_i g_i(c) b_i a_i^T``. The base JSCC is frozen while the 
 its weights are never written. Any network of the family without attention can be the base. Both shipped
 ``cala`` banks adapt a ``jscc_base`` with K = 2 rank-1 adapters on all eight convolutions and an
 ``"snr_anchored"`` gate (4.2 % of the base's parameters; chosen on validation images of the 48x8x8 family,
-README; the 3x32x32 photo network has the same layers since it enters as 48x8x8). The photo base is the
+docs/deka/link.md; the 3x32x32 photo network has the same layers since it enters as 48x8x8). The photo base is the
 single-condition ``jscc`` run after 4800 of its 7200 steps, bank 2400 steps, so that base plus bank cost the
 same 7200 steps as every baseline; the latent base is ``jscc`` at 10 dB trained 6000 steps on its own
 schedule, bank 2000 steps; its oracle uses the same layers. ``benchmarks/jscc_cala.py`` compares them. The
@@ -56,7 +56,7 @@ from dekasim.errors import ConfigError
 #: encoder, which alone has no other view of the condition, and the decoder's input layer).
 DEFAULT_LAYERS = ("enc.res2", "enc.out", "dec.inp")
 #: Layers of a new CALA bank by default: the eight convolutions every network of the family has (all of an
-#: 8x8 network's), the layout of every shipped bank, chosen on validation images (README).
+#: 8x8 network's), the layout of every shipped bank, chosen on validation images (docs/deka/tka.md).
 CALA_DEFAULT_LAYERS = ("enc.stem", "enc.res1", "enc.res2", "enc.out", "dec.inp", "dec.res1", "dec.res2", "dec.out")
 #: Condition buckets of the LoRA oracle.
 ORACLE_SNR_CENTRES_DB = (0.0, 5.0, 10.0, 15.0, 20.0)

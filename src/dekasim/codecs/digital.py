@@ -26,7 +26,7 @@ The MCS is signalled out of band (like the DCI of a PDSCH), so its bits are not 
   at each candidate MCS over channel and noise draws independent of the reported ones (the same draws for
   every candidate), and reports the candidate of highest mean PSNR (:func:`dekasim.sim.runner.run_point`).
   The candidates (:meth:`_LinkCodec.variants`, :meth:`_LinkCodec.more_variants`): the AWGN-adaptive index,
-  indices 3 and 6 below it and the lowest supported one (the four of ``"best"`` before issue 20), then on
+  indices 3 and 6 below it and the lowest supported one (the four of ``"best"`` in dekasim 0.1.0), then on
   down in steps of 3 until two in a row score below the best of that ladder (``mcs_candidates`` caps the
   count; 4 gives the old four). Over fading the four alone often stopped while the PSNR was still rising
   and chose an MCS at 30-50 % BLER.
@@ -41,7 +41,7 @@ The MCS is signalled out of band (like the DCI of a PDSCH), so its bits are not 
   chain, never the codecs it is compared with. It costs ``calibration_images`` extra items per
   candidate (4 or more candidates) per point. Outside the simulator (a codec built and called
   directly) there are no calibration draws and ``"best"`` sends the ``"adaptive"`` MCS.
-- ``"adaptive"`` (the default before issue 20): the highest MCS whose Es/N0 for 10 % BLER over AWGN
+- ``"adaptive"`` (the default in dekasim 0.1.0): the highest MCS whose Es/N0 for 10 % BLER over AWGN
   (:func:`dekasim.codecs.mcs.select_mcs`) plus ``mcs_margin_db`` is at most the point's ``snr_db``.
 - an integer: that MCS index at every point.
 """
@@ -71,7 +71,7 @@ LINK_OPTIONS_HELP = {
            "(monte_carlo.calibration_images items per candidate; candidates from the AWGN choice down in steps of "
            "3 until the PSNR has passed its peak, and the lowest; outside dekasim run it acts as \"adaptive\"); "
            "\"adaptive\": the highest MCS whose AWGN Es/N0 for 10 % BLER + mcs_margin_db <= snr_db (the default "
-           "before issue 20); or an MCS index of mcs_table",
+           "in dekasim 0.1.0); or an MCS index of mcs_table",
     "mcs_margin_db": "dB added to every AWGN threshold of mcs = \"adaptive\" (the candidates of \"best\" start at "
                      "margin 0), -10 .. 40, default 0",
     "mcs_table": "\"qam64\" (TS 38.214 Table 5.1.3.1-1, default) or \"qam256\" (Table 5.1.3.1-2)",
@@ -105,8 +105,8 @@ class _LinkCodec(Codec):
         self.mcs_margin_db = _check_number("mcs_margin_db", mcs_margin_db, -10.0, 40.0, "dB")
         self.ldpc_iterations = _check_int("ldpc_iterations", ldpc_iterations, 1, 200, "of BP iterations")
         self.mcs_candidates = None if mcs_candidates is None else \
-            _check_int("mcs_candidates", mcs_candidates, 2, 29, "cap on the candidates of mcs = 'best' (4: as before "
-                       "issue 20; leave it out for no cap)")
+            _check_int("mcs_candidates", mcs_candidates, 2, 29, "cap on the candidates of mcs = 'best' (4: as in "
+                       "dekasim 0.1.0; leave it out for no cap)")
         n = self.n_channel_uses
         self.best_mcs = mcs == "best"
         if mcs in ("adaptive", "best"):
@@ -132,7 +132,7 @@ class _LinkCodec(Codec):
         return mcs_mod.select_mcs(cond.snr_db, self.n_channel_uses, self.mcs_table, self.mcs_margin_db)
 
     #: The first candidates of ``mcs = "best"``: the AWGN-adaptive index and indices ``BEST_MCS_STEP`` apart
-    #: below it, ``BEST_MCS_CANDIDATES`` in all with the lowest supported index (all of them before issue 20).
+    #: below it, ``BEST_MCS_CANDIDATES`` in all with the lowest supported index (all of them in dekasim 0.1.0).
     BEST_MCS_CANDIDATES = 4
     BEST_MCS_STEP = 3
     #: The search down the ladder stops after this many consecutive ladder candidates below the ladder's best.
@@ -281,9 +281,9 @@ class DigitalImageCodec(_LinkCodec):
     :param mcs: ``"best"`` (default): the simulator tries the candidates of :meth:`variants` and
         :meth:`more_variants` on calibration draws at each point and reports the one with the highest mean
         PSNR (a per-point genie choice; called directly, ``"best"`` acts as ``"adaptive"``); ``"adaptive"``
-        (AWGN thresholds, the default before issue 20); or an MCS index of ``mcs_table``.
+        (AWGN thresholds, the default in dekasim 0.1.0); or an MCS index of ``mcs_table``.
     :param mcs_candidates: ``mcs = "best"`` tries at most this many MCS (2 .. 29; 4: the candidates of
-        ``"best"`` before issue 20); default no cap.
+        ``"best"`` in dekasim 0.1.0); default no cap.
     :param mcs_margin_db: added to every required SNR of the adaptive choice [dB] (default 0: AWGN
         thresholds; a few dB keep BLER near 10 % on fading channels).
     :param mcs_table: ``"qam64"`` (TS 38.214 Table 5.1.3.1-1, default) or ``"qam256"`` (Table 5.1.3.1-2).

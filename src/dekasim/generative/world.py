@@ -132,8 +132,11 @@ def parse_caption(caption: str) -> Attributes:
 class WorldSpec:
     """The world's vocabulary and rendering settings.
 
-    :param shapes, colours, sizes, positions, backgrounds: caption words (each must be known to the
-        renderer: :data:`SHAPE_AREA`, :data:`COLOURS_RGB`, :data:`SIZES_R`, :data:`POSITIONS_XY`).
+    :param shapes: caption words for shapes (each must be known to the renderer: :data:`SHAPE_AREA`).
+    :param colours: caption words for colours (:data:`COLOURS_RGB`).
+    :param sizes: caption words for sizes (:data:`SIZES_R`).
+    :param positions: caption words for positions (:data:`POSITIONS_XY`).
+    :param backgrounds: caption words for backgrounds (colours of :data:`COLOURS_RGB`).
     :param resolution_px: image side in pixels.
     :param supersample: samples per pixel side for anti-aliasing (4 -> 16 coverage samples a pixel).
     :param position_jitter_px: uniform jitter of the object centre, +- pixels (at 32 px; scales).

@@ -3,7 +3,7 @@
 Each :class:`Experiment` draws one small simulation's per-unit values with numpy and returns the interval
 the result rows would carry (:mod:`dekasim.metrics.stats`); :func:`measure` repeats it and counts how
 often the interval holds the truth. ``tests/unit/test_interval_coverage.py`` checks the supported
-regimes, ``benchmarks/interval_coverage.py`` writes the README's coverage table.
+regimes, ``benchmarks/interval_coverage.py`` writes the coverage table the docs quote (docs/results.md).
 
 Experiments (the truths are closed forms or one-dimensional integrals):
 

@@ -55,10 +55,10 @@ _Z = float(stats.norm.ppf(_UPPER))
 #: Fewest units a variance-estimating interval (student-t, korn-graubard, wilson-neff) is given for.
 MIN_UNITS = 3
 #: Fewer units with errors than this get a note on a korn-graubard interval: its variance then rests on
-#: those few units (see the coverage table in the README).
+#: those few units (see the coverage table in docs/results.md).
 FEW_ERROR_UNITS = 10
 
-#: Method names and their description in words (figure captions, README).
+#: Method names and their description in words (figure captions, docs).
 METHODS = {
     "student-t": "Student-t",
     "korn-graubard": "Korn-Graubard (cluster-robust ratio, Clopper-Pearson at the effective sample size)",

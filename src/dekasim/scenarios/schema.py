@@ -33,7 +33,14 @@ DEVICES = ("cpu", "cuda", "auto")
 
 @dataclass(frozen=True)
 class CodecSpec:
-    """One codec to compare: a registered ``codec`` name, its legend ``label`` and its ``options``."""
+    """One codec to compare: a registered ``codec`` name, its legend ``label`` and its ``options``.
+
+    :param codec: a registered codec name (``dekasim list`` shows them), a plug-in's entry-point name, or
+        ``"module:Class"`` of a codec class (looked for beside the scenario file when not installed).
+    :param label: the legend and the ``codec`` column of the rows (default: the codec's name); distinct per entry.
+    :param options: the codec's options (``dekasim list CODEC`` shows them with type, default and meaning);
+        ``mcs = [5, 13]`` on a digital codec makes one entry per MCS.
+    """
 
     codec: str
     label: str
@@ -158,8 +165,14 @@ class Scenario:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# --- key tables: name -> (types, description) -------------------------------------------------
+# --- key tables: name -> the TOML value types it accepts --------------------------------------
+# What each key means, its unit and its default are below (KEY_DOCS, KEY_UNITS, key_default): the scenario
+# reference (docs) and the JSON Schema of the file (dekasim schema) are generated from these tables.
 _NUM = (int, float)
+#: Defaults of the top-level keys and of [channel] that are not tables of their own.
+TOP_DEFAULTS: dict[str, Any] = {"seed": 0, "executor": "local", "device": "cpu", "output_dir": None,
+                                "ray_address": None}
+CHANNEL_DEFAULTS: dict[str, Any] = {"carrier_frequency_hz": 3.5e9, "speed_mps": 0.0, "domain": "frequency"}
 _TOP = {"name": (str,), "seed": (int,), "output_dir": (str,), "executor": (str,), "ray_address": (str,),
         "device": (str,),
         "payload": (dict,), "channel": (dict,), "ofdm": (dict,), "sweep": (dict,),
@@ -226,6 +239,202 @@ _CODEC = _toml_types(CodecSpec)
 _SYSTEM = {"label": (str,), "edge": (str,), "codec": (str,), "bank": (str,), "options": (dict,)}
 _MC = _toml_types(MonteCarlo)
 _REQUIRED_TOP = ("name", "sweep")
+
+#: What each key of the scenario file means: table -> key -> meaning (one sentence or two, Markdown with
+#: ``code``). ``[ofdm]``, ``[monte_carlo]`` and ``[[codecs]]`` take theirs from the ``:param`` lines of
+#: :class:`~dekasim.channels.grid.GridConfig`, :class:`MonteCarlo` and :class:`CodecSpec`
+#: (:func:`key_meanings`). Every key of the key tables has one (``tests/unit/test_scenario_reference.py``).
+KEY_DOCS: dict[str, dict[str, str]] = {
+    "": {
+        "name": "The scenario's name: results go to `runs/<name>` unless `output_dir` or `--out` says otherwise. "
+                "Required.",
+        "seed": "The one seed of the scenario, in [0, 2^63); every point derives its own from it and the point's "
+                "identity, so adding a point changes no other.",
+        "output_dir": "Where `dekasim run` writes the results (default `runs/<name>`; `--out` overrides it). Not "
+                      "part of the scenario's hash.",
+        "executor": "Where points run: `local` (in this process) or `ray` (one Ray task per point). Not part of "
+                    "the hash: a local run resumes a Ray run's directory.",
+        "ray_address": "The Ray cluster to join (`auto`, `ray://HEAD:10001`); without it `executor = \"ray\"` "
+                       "starts a local Ray.",
+        "device": "Where the channel, the codecs' tensors and the metrics run: `cpu`, `cuda` or `auto` (CUDA when "
+                  "torch sees a GPU). Part of the hash (random draws differ between devices); on `cuda` the "
+                  "default batch is 64.",
+        "payload": "What is sent: photographs, generated images, the DeKA-g systems' latents or random bits.",
+        "channel": "The carrier, the speed and the channel model's domain.",
+        "ofdm": "The OFDM resource grid (one slot); every key optional.",
+        "sweep": "The conditions: every combination of the axes is a point (zipped axes and groups for the rest).",
+        "codecs": "The codecs to compare (array of tables). Required unless the payload is `deka`.",
+        "systems": "The DeKA-g systems to compare (array of tables; only with `[payload] kind = \"deka\"`).",
+        "monte_carlo": "How many items each point sends, and when it stops.",
+        "downlink": "The knowledge pack sent over the scenario's channel (only with `kind = \"deka\"`; written "
+                    "to `deka_report.md`).",
+    },
+    "payload": {
+        "kind": "`photos` (crops of scikit-image's sample photographs), `generated` (the world's model draws "
+                "images for captions), `deka` (the DeKA-g systems: an edge model's latents, compared with and "
+                "without the knowledge pack) or `bits` (blocks of random information bits, for BER/BLER curves).",
+        "resolution_px": "Image side: 16 to 512. Not for `bits`.",
+        "model": "`generated`: the model that draws (`edge` or `cloud`, or a local model directory).",
+        "pack": "`generated`: a knowledge pack applied to the model (none by default). `deka`: the pack "
+                "(`default` is the shipped one; or a `dekasim align` / `build-pack` pack directory).",
+        "prompts": "`generated`: the world's caption split (`heldout`, `train` or `all`). `deka`: a text file of "
+                   "prompts holding the pack's subject, one per line (your own models; default: the world's "
+                   "held-out prompts).",
+        "n_prompts": "`generated`: how many prompts (images) are drawn.",
+        "sample_steps": "`generated`, `deka`: DDIM sampling steps.",
+        "guidance": "`generated`, `deka`: classifier-free guidance scale.",
+        "representation": "`generated`: `image` (every codec gets the image) or `latent` (codecs that take "
+                          "latents get the model's latents; image codecs the image they decode to).",
+        "cloud": "`deka`: the reference (cloud) model: `cloud` (shipped) or a local diffusers pipeline folder.",
+        "edge": "`deka`: the edge model: `edge` (shipped) or a local diffusers pipeline folder.",
+        "base": "`deka`: the edge's pre-installed JSCC checkpoint (`.json`); `default` is the one the pack's "
+                "bank names.",
+        "n_subject_prompts": "`deka`: held-out prompts holding the pack's subject (never used to align it).",
+        "n_control_prompts": "`deka`: prompts without the subject (what alignment must leave alone).",
+        "cache_dir": "`deka`: where sampled latents are cached (keyed by model, pack, prompt, seed, sampler). Not "
+                     "part of the hash.",
+        "image_encoders": "`deka`: image encoders that score consistency, as a table of name = local model "
+                          "directory (DINO, CLIP); rows carry `<name>_cosine`.",
+        "control_prompts": "`deka`: a text file of control prompts (without the subject), one per line.",
+        "block_bits": "`bits`: information bits per block (one transport block each).",
+        "dtype": "`deka`: precision of sampling and image encoders: `float32`, `float16` or `bfloat16` (latents, "
+                 "channel and codecs stay float32).",
+    },
+    "channel": {
+        "carrier_frequency_hz": "Carrier frequency, within [0.4e9, 100e9] (TR 38.901). Sweepable instead "
+                                "(`sweep.carrier_frequency_hz`), not both.",
+        "speed_mps": "Terminal speed: the channel ages within a slot (Doppler). Sweepable instead "
+                     "(`sweep.speed_mps`), not both.",
+        "domain": "`frequency` (the cyclic prefix absorbs every tap, no ICI), `time` (OFDM time signal through "
+                  "the TDL: ISI beyond the CP, ICI at speed) or `auto` (time where it matters).",
+    },
+    "sweep": {
+        "tdl_profile": "Channel profile: TDL `A`-`E` (scaled by the delay spread), fixed TS 38.101-4 profiles "
+                       "(`A30`, `C300`, ...), `rayleigh` (flat block fading) or `awgn`.",
+        "bandwidth_ratio": "Complex channel uses per real source sample: a number or a fraction such as "
+                           "`\"1/12\"`. Not for `bits`.",
+        "delay_spread_ns": "RMS delay spread, or a preset name (`very_short` 10, `short` 30, `nominal` 100, "
+                           "`long` 300, `very_long` 1000 ns).",
+        "carrier_frequency_hz": "Carrier frequency as an axis (each carrier gets its own link).",
+        "speed_mps": "Terminal speed as an axis.",
+        "snr_db": "Es/N0 per data resource element.",
+        "ebno_db": "Eb/N0 per information bit, instead of `snr_db` (bit payloads only).",
+        "csi": "Receiver: `perfect`, `ls` (least squares on the pilots) or `lmmse` (LMMSE estimation); LMMSE "
+               "equalisation follows.",
+        "zip": "Zipped axes: a table of axis = list, all of equal length; the i-th values go together.",
+        "groups": "Groups: an array of tables of axes; the sweep is their union, each a small crossed sweep.",
+    },
+    "systems": {
+        "label": "The legend and the `codec` column of the rows.",
+        "edge": "`aligned` (with the pack's metaword + G-LoRA) or `unaligned` (the edge as installed).",
+        "codec": "`preinstalled` (the edge's pre-installed JSCC, the base the pack's bank adapts) or any codec "
+                 "name (`dekasim list`) or `module:Class`.",
+        "bank": "`pack`: add the pack's CALA bank + gate (only with `codec = \"preinstalled\"`).",
+        "options": "The codec's options.",
+    },
+    "downlink": {
+        "simulate": "Simulate the pack's bytes through the digital chain with ARQ (else only price it).",
+        "snr_db": "Es/N0 of the downlink: a value or a list.",
+        "delay_spread_ns": "Delay spread of the downlink (default: the sweep's middle one).",
+        "mcs": "`calibrated` (the MCS of highest goodput in a 32-block calibration) or an MCS index 0..28 "
+               "(TS 38.214 Table 5.1.3.1-1).",
+    },
+}
+
+#: Units of keys whose name does not end in one (``_db``, ``_ns``, ``_hz``, ``_mps``, ``_px``: :func:`key_unit`).
+KEY_UNITS: dict[str, dict[str, str]] = {
+    "": {"seed": "", "device": ""},
+    "ofdm": {"cyclic_prefix_length": "samples", "fft_size": "subcarriers", "num_guard_carriers": "subcarriers",
+             "num_ofdm_symbols": "OFDM symbols", "pilot_subcarrier_spacing": "subcarriers"},
+    "payload": {"block_bits": "bits", "guidance": "", "n_prompts": "prompts", "n_subject_prompts": "prompts",
+                "n_control_prompts": "prompts"},
+    "sweep": {"bandwidth_ratio": "channel uses per real sample"},
+    "monte_carlo": {"images_per_point": "items", "max_images_per_point": "items", "batch_size": "items",
+                    "calibration_images": "items", "target_block_errors": "blocks"},
+}
+_UNIT_SUFFIXES = {"_db": "dB", "_ns": "ns", "_hz": "Hz", "_mps": "m/s", "_px": "px"}
+
+
+def key_tables() -> dict[str, dict[str, tuple[type, ...]]]:
+    """Every table of the scenario file -> its keys -> the TOML value types each accepts. The table names are
+    as the file writes them (``""`` is the top level, ``codecs`` and ``systems`` one entry of the array)."""
+    return {"": _TOP, "payload": _PAYLOAD, "channel": _CHANNEL, "ofdm": _OFDM, "sweep": _SWEEP, "codecs": _CODEC,
+            "systems": _SYSTEM, "monte_carlo": _MC, "downlink": _DOWNLINK}
+
+
+def key_meanings() -> dict[str, dict[str, str]]:
+    """table -> key -> meaning, for every table of :func:`key_tables` (the dataclass tables from their
+    docstrings' ``:param`` lines)."""
+    from dekasim.codecs.base import _param_docs
+
+    out = {table: dict(KEY_DOCS.get(table, {})) for table in key_tables()}
+    for table, cls in (("ofdm", GridConfig), ("monte_carlo", MonteCarlo), ("codecs", CodecSpec)):
+        out[table].update({k: v.rstrip(".") + "." for k, v in _param_docs(cls.__doc__).items()})
+    return out
+
+
+def key_unit(table: str, key: str) -> str:
+    """The unit of ``key`` of ``table``: from :data:`KEY_UNITS`, else from the key's suffix, else ``""``."""
+    if key in KEY_UNITS.get(table, {}):
+        return KEY_UNITS[table][key]
+    return next((unit for suffix, unit in _UNIT_SUFFIXES.items() if key.endswith(suffix)), "")
+
+
+#: Defaults that depend on something else, in words (the others are values: :func:`key_default`).
+_DEFAULT_WORDS = {("", "output_dir"): "`runs/<name>`", ("payload", "resolution_px"): "64 (`photos`), 32 otherwise",
+                  ("payload", "pack"): "none (`generated`), `default` (`deka`)",
+                  ("payload", "prompts"): "`heldout` (`generated`); the world's held-out prompts (`deka`)",
+                  ("payload", "model"): "`edge`", ("downlink", "delay_spread_ns"): "the sweep's middle one",
+                  ("codecs", "label"): "the codec's name", ("systems", "label"): "`<codec> (<edge> edge)`",
+                  ("systems", "bank"): "none", ("systems", "edge"): "`aligned`",
+                  ("monte_carlo", "max_images_per_point"): "`images_per_point`",
+                  ("monte_carlo", "batch_size"): "16 (64 on `cuda`)",
+                  ("", "ray_address"): "none (a local Ray)", ("payload", "control_prompts"): "none"}
+_REQUIRED = {("", "name"), ("", "sweep"), ("codecs", "codec"), ("systems", "codec")}
+
+
+def key_default(table: str, key: str) -> Any:
+    """The default of ``key`` of ``table``: a value (``None`` where the key's absence is its default, e.g. a
+    table), or :class:`DefaultWords` where it depends on something else (:data:`REQUIRED` for a required key).
+    Sweep axes give :data:`~dekasim.scenarios.sweep.AXIS_DEFAULTS`, the value an axis no part of the sweep
+    sets takes."""
+    import dataclasses
+
+    from dekasim.deka.system import DEKA_DEFAULTS
+
+    if (table, key) in _REQUIRED:
+        return REQUIRED
+    if (table, key) in _DEFAULT_WORDS:
+        return DefaultWords(_DEFAULT_WORDS[(table, key)])
+    if table == "" and key in TOP_DEFAULTS:
+        return TOP_DEFAULTS[key]
+    if table == "channel":
+        return CHANNEL_DEFAULTS[key]
+    if table == "payload":
+        if key == "kind":
+            return "photos"
+        for defaults in (GENERATED_DEFAULTS, BITS_DEFAULTS, DEKA_DEFAULTS):
+            if key in defaults:
+                return defaults[key]
+    if table == "sweep" and key in AXIS_DEFAULTS:
+        return AXIS_DEFAULTS[key]
+    if table == "downlink":
+        return DOWNLINK_DEFAULTS[key]
+    for name, cls in (("ofdm", GridConfig), ("monte_carlo", MonteCarlo), ("codecs", CodecSpec)):
+        if table == name:
+            f = {f.name: f for f in dataclasses.fields(cls)}[key]
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    return None
+
+
+class DefaultWords(str):
+    """A default that is not a value but a phrase (``"runs/<name>"``, ``"the sweep's middle one"``)."""
+
+
+REQUIRED = DefaultWords("required")
 
 
 def _deka_payload(payload: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -501,10 +710,10 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
             raise ConfigError(f"payload.{extra[0]}", payload[extra[0]], f"no such key for kind = {kind!r}",
                               'it belongs to kind = "deka"' if extra[0] in DEKA_ONLY_KEYS
                               else 'it belongs to kind = "generated"')
-    executor = raw.get("executor", "local")
+    executor = raw.get("executor", TOP_DEFAULTS["executor"])
     if executor not in EXECUTORS:
         raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
-    device = raw.get("device", "cpu")
+    device = raw.get("device", TOP_DEFAULTS["device"])
     if device not in DEVICES:
         raise ConfigError("device", device, f"one of {list(DEVICES)}")
     if device == "auto":
@@ -517,7 +726,7 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
         if not torch.cuda.is_available():
             raise ConfigError("device", "cuda", "a machine with a CUDA GPU visible to torch",
                               'use device = "auto" (GPU when present, else CPU) or "cpu"')
-    seed = raw.get("seed", 0)
+    seed = raw.get("seed", TOP_DEFAULTS["seed"])
     if not 0 <= seed < 2 ** 63:
         raise ConfigError("seed", seed, "an integer in [0, 2^63)")
 
@@ -566,7 +775,7 @@ def _build(raw: dict[str, Any], source: str | None) -> Scenario:
         raise ConfigError("monte_carlo.max_images_per_point", mc_obj.max_images_per_point,
                           f"an integer >= images_per_point ({mc_obj.images_per_point})")
 
-    domain = channel.get("domain", "frequency")
+    domain = channel.get("domain", CHANNEL_DEFAULTS["domain"])
     if domain not in DOMAINS:
         raise ConfigError("channel.domain", domain, f"one of {list(DOMAINS)}",
                           "'time' simulates ISI beyond the cyclic prefix and ICI at speed; 'auto' uses it where "

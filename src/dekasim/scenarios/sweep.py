@@ -1,6 +1,6 @@
 """The ``[sweep]`` table: axes, ranges, fractions, zipped axes and groups, and the points they make.
 
-What a user writes (README, "Scenario files" / "Sweeps")::
+What a user writes (docs/scenarios.md, "Sweeps")::
 
     [sweep]
     snr_db = { start = 0, stop = 20, step = 2 }   # a range: stop inclusive, decimal steps (0.1 lands on 0.3)
