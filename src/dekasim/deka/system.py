@@ -210,10 +210,8 @@ class DekaPayload:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Item shape by representation (``"latent"``: the edge's latents; ``"image"``: what they decode to),
         known before :meth:`sample`."""
-        latent = self.latent_map_shape
-        with torch.no_grad():
-            image = tuple(_decode(self.latent_map, torch.zeros(1, *latent)).shape[1:])
-        return {"latent": latent, "image": image}
+        side = int(self.edge.config.resolution_px)  # what its latent map decodes to: no decode needed
+        return {"latent": self.latent_map_shape, "image": (3, side, side)}
 
     def sample(self) -> None:
         """Sample (or read from the cache) every edge's latents and the cloud's references (once)."""

@@ -124,24 +124,6 @@ def model_dir(spec: str | Path) -> Path:
     return d / "model" if not (d / "unet").is_dir() and (d / "model" / "unet").is_dir() else d
 
 
-def resolution_of(spec: str | Path) -> int:
-    """The image side [px] a model spec's pipeline draws, from its config files only: ``dekasim_ldm.json``'s
-    ``resolution_px``, else the UNet's ``sample_size`` times the VAE's downscale (512 for SD 1.5)."""
-    from dekasim.generative.ldm import LDM_CONFIG_NAME
-
-    d = model_dir(spec)
-    try:
-        if (d / LDM_CONFIG_NAME).is_file():
-            return int(json.loads((d / LDM_CONFIG_NAME).read_text())["resolution_px"])
-        vae = json.loads((d / "vae" / "config.json").read_text())
-        scale = 2 ** (len(vae["block_out_channels"]) - 1) if "encoder_block_out_channels" not in vae else \
-            int(vae.get("upsampling_scaling_factor", 2)) ** (len(vae["encoder_block_out_channels"]) - 1)
-        return latent_shape_of(spec)[1] * scale
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ConfigError("model", str(spec), f"a pipeline directory with dekasim_ldm.json or vae/config.json "
-                          f"({type(exc).__name__}: {exc})") from None
-
-
 def latent_shape_of(spec: str | Path) -> tuple[int, int, int]:
     """The latent shape ``(C, h, w)`` a model spec's pipeline samples, read from its config files only (no
     weights are loaded): ``dekasim_ldm.json``'s latent map for the embedded world's models, else the UNet's
