@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra", nargs="*", default=[])
     p.add_argument("--specialists", nargs="*", default=[])
     p.add_argument("--split", default="heldout", choices=["heldout", "val"])
+    p.add_argument("--pack", default=str(SHIPPED_PACK), help="the knowledge pack whose aligned edge draws the images "
+                   "(default: the shipped pack)")
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=4)
@@ -129,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     if a.split == "heldout":
-        source = GeneratedSource("edge", pack=str(SHIPPED_PACK), prompts="heldout", n_prompts=a.prompts, seed=a.seed,
+        source = GeneratedSource("edge", pack=a.pack, prompts="heldout", n_prompts=a.prompts, seed=a.seed,
                                  representation="latent")
     else:
-        source = GeneratedSource("edge", pack=str(SHIPPED_PACK), prompts="train", n_prompts=a.prompts, seed=11,
+        source = GeneratedSource("edge", pack=a.pack, prompts="train", n_prompts=a.prompts, seed=11,
                                  representation="latent")
     latents, to_image = source.latents, (lambda v: source.to_image(v, "latent"))
-    print(f"# T-KA on a generic JSCC: {len(latents)} {a.split} images of the aligned edge (pack {SHIPPED_PACK.name}), "
+    print(f"# T-KA on a generic JSCC: {len(latents)} {a.split} images of the aligned edge (pack {a.pack}), "
           f"{a.repeats} draws each, generated in {time.perf_counter() - t0:.0f} s", flush=True)
 
     specs = [("base", "jscc_generic", a.base)]

@@ -128,8 +128,10 @@ def _alignment_args(a: argparse.ArgumentParser, out_help: str) -> None:
     a.add_argument("--edge", default="edge", help="'edge', a model directory (Stable-Diffusion layout) or a run "
                    "directory")
     a.add_argument("--out", required=True, help=out_help)
-    a.add_argument("--subject", default="triangle", help="the word to align (default triangle); with --prompts, "
-                   "a word every prompt holds (e.g. sks)")
+    a.add_argument("--subject", action="append", default=None,
+                   help="the word to align (default triangle); with --prompts, a word every prompt holds (e.g. sks). "
+                        "Given several times (dekasim align, the embedded world): one pack aligning every subject, "
+                        "its G-LoRA per subject or joint, chosen on validation")
     a.add_argument("--prompts", metavar="FILE", default=None,
                    help="your subject prompts, one per line, each holding --subject: split deterministically into "
                         "train (the cloud's S_CG), validation and test; without it the embedded world's prompts")
@@ -403,6 +405,11 @@ def _alignment_task(args: argparse.Namespace, edge, device: str):
     from dekasim.generative.align_config import AlignConfig
     from dekasim.generative.align_task import world_task
 
+    subjects = _subjects(args)
+    if len(subjects) > 1:
+        raise ConfigError("--subject", subjects, "one subject here (several: dekasim align on the embedded world)",
+                          "run dekasim align --subject A --subject B, then train the bank on its pack")
+    args.subject = subjects[0]
     config = AlignConfig(subject=args.subject, **_align_overrides(args.overrides))
     if args.prompts is not None:
         return _prompt_file_task(args, config, device)
@@ -415,6 +422,35 @@ def _alignment_task(args: argparse.Namespace, edge, device: str):
             raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), "nothing without --prompts "
                               "(the embedded world's alignment has its own prompts and scores)")
     return world_task(edge, config)
+
+
+def _cmd_align_multi(args: argparse.Namespace) -> int:
+    """``dekasim align --subject A --subject B ...`` on the embedded world's models."""
+    from dekasim.deka.multi_alignment import run_multi_alignment
+    from dekasim.devices import resolve_device, resolve_dtype
+    from dekasim.generative.align_config import AlignConfig
+
+    subjects = _subjects(args)
+    for flag in ("prompts", "control_prompts", "val_prompts", "test_prompts", "image_encoder"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), "nothing with several --subject "
+                              "(several subjects align on the embedded world's prompts)",
+                              "align your own subjects one at a time: dekasim align --subject S --prompts FILE")
+    bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
+    config = AlignConfig(subject=subjects[0], **_align_overrides(args.overrides))
+    device = resolve_device(args.device)
+    cloud, edge = (_load_model_arg(spec, flag) for spec, flag in ((args.cloud, "--cloud"), (args.edge, "--edge")))
+    if not edge.config.world:
+        raise ConfigError("--edge", args.edge, "a model of the embedded world with several --subject",
+                          "align your own subjects one at a time: dekasim align --subject S --prompts FILE")
+    cloud.to(dtype=resolve_dtype(args.dtype))
+    logging.getLogger("dekasim").setLevel(logging.INFO)
+    run_multi_alignment(cloud, edge, subjects, config, out_dir=args.out, bits=bits, command=_command_line(),
+                        cala=getattr(args, "cala", None), progress=True, device=device)
+    out = Path(args.out)
+    print((out / "report.md").read_text())
+    print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*")
+    return 0
 
 
 def _cmd_build_pack(args: argparse.Namespace) -> int:
@@ -461,10 +497,19 @@ def _cmd_random_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subjects(args: argparse.Namespace) -> list[str]:
+    """The ``--subject`` words given (default ``triangle``), each once, in order."""
+    return list(dict.fromkeys(args.subject or ["triangle"]))
+
+
 def _cmd_align(args: argparse.Namespace) -> int:
-    """``dekasim align``: :func:`dekasim.deka.alignment.run_alignment` on the models of ``args``; prints the report."""
+    """``dekasim align``: :func:`dekasim.deka.alignment.run_alignment` on the models of ``args``, or with several
+    ``--subject`` :func:`dekasim.deka.multi_alignment.run_multi_alignment`; prints the report."""
     from dekasim.deka.alignment import run_alignment
     from dekasim.devices import resolve_device, resolve_dtype
+
+    if len(_subjects(args)) > 1:
+        return _cmd_align_multi(args)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []

@@ -269,13 +269,14 @@ def _write_packs(results: dict[str, MethodResult], edge, out: Path, bits: Sequen
     return packs
 
 
-def _grid(path: Path, prompts, cloud_test: torch.Tensor, images: dict[str, torch.Tensor], n: int) -> None:
+def _grid(path: Path, prompts, cloud_test: torch.Tensor, images: dict[str, torch.Tensor], n: int,
+          labels=METHOD_LABELS.__getitem__) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [("cloud", cloud_test)] + [(METHOD_LABELS[m], imgs) for m, imgs in images.items()]
+    cols = [("cloud", cloud_test)] + [(labels(m), imgs) for m, imgs in images.items()]
     n = min(n, len(cloud_test))
     fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.6 * n + 0.4), squeeze=False)
     for i in range(n):

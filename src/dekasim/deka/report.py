@@ -51,8 +51,9 @@ def _pack_facts(deka) -> dict[str, Any]:
     pack = deka.pack
     facts: dict[str, Any] = {
         "dir": str(deka.pack_dir), "manifest_sha256": deka.pack_sha256, "size_bytes": pack_size_bytes(deka.pack_dir),
-        "n_params": pack.n_params(), "subject": pack.subject, "metaword": pack.metaword,
-        "g_lora": bool(pack.lora), "cala_bank": pack.cala is not None,
+        "n_params": pack.n_params(), "subject": ", ".join(pack.subjects),
+        "metaword": pack.metaword or ", ".join(p.metaword for p in pack.parts if p.metaword),
+        "g_lora": pack.lora_mode != "none", "lora_mode": pack.lora_mode, "cala_bank": pack.cala is not None,
         "cala_base": None if pack.cala is None else pack.cala.base,
         "alignment": {k: (pack.info.get("config") or {}).get(k) for k in ("seed", "budget_steps", "lora_rank",
                                                                            "n_train_images")},

@@ -256,8 +256,10 @@ class DekaPayload:
         checkpoint = (getattr(codec, "manifest", None) or {}).get("file")
         if spec.codec == PREINSTALLED:
             checkpoint = self.base_checkpoint.with_suffix(".safetensors").name
-        return SystemFacts(edge=spec.edge, metaword=aligned and self.pack.metaword is not None,
-                           g_lora=aligned and bool(self.pack.lora), cala=spec.bank == "pack",
+        pack = self.pack
+        return SystemFacts(edge=spec.edge, metaword=aligned and (pack.metaword is not None or any(
+                               p.metaword is not None for p in pack.parts)),
+                           g_lora=aligned and pack.lora_mode != "none", cala=spec.bank == "pack",
                            pack_sha256=self.pack_sha256 if aligned or spec.bank == "pack" else None,
                            codec_checkpoint=checkpoint)
 
@@ -367,29 +369,27 @@ def held_out_prompts(pack, edge, opts: dict[str, Any], pack_dir: Path) -> tuple[
     ``dekasim align --prompts``; for a world pack, recomputed); ``payload.control_prompts = FILE`` gives the
     control prompts. ``n_subject_prompts`` / ``n_control_prompts`` take the first ones (with files: at most).
     """
-    from dekasim.generative.prompts import check_subject, read_prompt_file
+    from dekasim.generative.prompts import read_prompt_file
 
     info = pack.info or {}
     record = info.get("prompts") or {"source": "world"}
     n_s, n_c = int(opts["n_subject_prompts"]), int(opts["n_control_prompts"])
+    subjects = pack.subjects
     world_prompts = None
     if record.get("source", "world") == "world":
         cfg = info.get("config")
         if not isinstance(cfg, dict) or not edge.config.world:
             raise ConfigError("payload.pack", str(pack_dir), "a pack written by `dekasim align` (its manifest records "
                               "the alignment's prompts, hence which prompts it never saw)")
-        from dekasim.generative.align_config import AlignConfig, alignment_prompts
-        from dekasim.generative.models import model_world
-
-        world_prompts = alignment_prompts(model_world(edge), AlignConfig(**cfg))
+        world_prompts = _world_prompts(edge, cfg, subjects)
     if opts["prompts"] is None:
         if world_prompts is None:
             raise ConfigError("payload.prompts", None, "a prompt file (one prompt per line, each holding the pack's "
-                              f"subject '{pack.subject}'): the pack was aligned on your prompts, not the world's",
+                              f"subject '{', '.join(subjects)}'): the pack was aligned on your prompts, not the world's",
                               "set payload.prompts to your prompt file (its test prompts are used)")
         if not 1 <= n_s <= len(world_prompts.test):
             raise ConfigError("payload.n_subject_prompts", n_s, f"1 .. {len(world_prompts.test)} (the held-out "
-                              f"prompts with '{pack.subject}' the pack's alignment never used)")
+                              f"prompts with '{', '.join(subjects)}' the pack's alignment never used)")
         if not 0 <= n_c <= len(world_prompts.control):
             raise ConfigError("payload.n_control_prompts", n_c, f"0 .. {len(world_prompts.control)}")
         if opts["control_prompts"] is None:
@@ -397,7 +397,7 @@ def held_out_prompts(pack, edge, opts: dict[str, Any], pack_dir: Path) -> tuple[
         subject = world_prompts.test[:n_s]
     else:
         prompts = read_prompt_file(opts["prompts"], "payload.prompts")
-        check_subject(prompts, pack.subject or "", "payload.prompts")
+        _check_subjects(prompts, subjects, "payload.prompts")
         seen = set(world_prompts.train + world_prompts.val) if world_prompts is not None else \
             set(record.get("train", [])) | set(record.get("val", []))
         held = [p for p in prompts if p not in seen]
@@ -408,8 +408,41 @@ def held_out_prompts(pack, edge, opts: dict[str, Any], pack_dir: Path) -> tuple[
     control: list[str] = []
     if opts["control_prompts"] is not None:
         control = read_prompt_file(opts["control_prompts"], "payload.control_prompts")[:n_c]
-        check_subject(control, pack.subject or "", "payload.control_prompts", want=False)
+        _check_subjects(control, subjects, "payload.control_prompts", want=False)
     return subject, control
+
+
+def _check_subjects(prompts: list[str], subjects: list[str], field: str, want: bool = True) -> None:
+    """Each subject prompt names one of ``subjects`` (``want=False``: no control prompt names any)."""
+    from dekasim.generative.pack import names_subject
+    from dekasim.generative.prompts import check_subject
+
+    if len(subjects) <= 1:
+        check_subject(prompts, subjects[0] if subjects else "", field, want=want)
+        return
+    odd = [p for p in prompts if any(names_subject(p, s) for s in subjects) != want]
+    if odd:
+        what = "naming one of" if want else "naming none of"
+        raise ConfigError(field, f"{len(odd)} prompt(s), e.g. {odd[0]!r}", f"prompts each {what} the pack's subjects "
+                          f"{subjects}", "move these prompts to the other file")
+
+
+def _world_prompts(edge, cfg: dict[str, Any], subjects: list[str]):
+    """The world's alignment prompts of a pack: one subject's (:func:`alignment_prompts`) or, for several,
+    their test prompts interleaved (one of each subject in turn), train and validation prompts pooled, and
+    control prompts naming none of them."""
+    from dekasim.generative.align_config import AlignConfig, AlignmentPrompts, alignment_prompts, control_prompts
+    from dekasim.generative.models import model_world
+
+    world = model_world(edge)
+    if len(subjects) <= 1:
+        return alignment_prompts(world, AlignConfig(**cfg))
+    each = [alignment_prompts(world, AlignConfig(**{**cfg, "subject": s, "metaword": None})) for s in subjects]
+    longest = max(len(e.test) for e in each)
+    test = [e.test[i] for i in range(longest) for e in each if i < len(e.test)]
+    control, _ = control_prompts(world, AlignConfig(**cfg), subjects, "test")
+    return AlignmentPrompts(train=[p for e in each for p in e.train], val=[p for e in each for p in e.val],
+                            test=test, control=control)
 
 
 def _load(spec: str, field: str):

@@ -92,6 +92,8 @@ class AlignConfig:
 
 #: Image ``i`` of split ``k`` is drawn with seed ``SEED_BASE[k] + 1000 * seed + i``.
 SEED_BASE = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000, "control": 4_000_000}
+#: Seeds of the control prompts on the validation region (several subjects; :func:`control_prompts`).
+VAL_CONTROL_SEED_BASE = 5_000_000
 
 
 @dataclass
@@ -154,3 +156,30 @@ def alignment_prompts(world: World, config: AlignConfig) -> AlignmentPrompts:
                            control=pick(control, config.n_control_prompts, 0xC0))
     out.seeds = {k: [SEED_BASE[k] + 1000 * config.seed + i for i in range(len(getattr(out, k)))] for k in SEED_BASE}
     return out
+
+
+def control_prompts(world: World, config: AlignConfig, subjects: list[str] | tuple[str, ...],
+                    region: str) -> tuple[list[str], list[int]]:
+    """Prompts naming none of ``subjects`` and their seeds: on the test region (``region="test"``: the
+    control prompts of an alignment of several subjects, ``config.n_control_prompts`` of them) or on the
+    validation region (``"val"``: ``config.n_val_prompts``, for choosing designs), drawn as
+    :func:`alignment_prompts` draws its own."""
+    attrs = {s: _subject_attribute(world, s) for s in subjects}
+    sp = world.spec
+    half = max(1, len(sp.backgrounds) // 2)
+    align_bg, test_bg = set(sp.backgrounds[:half]), set(sp.backgrounds[half:]) or set(sp.backgrounds)
+    align_pos, test_pos = set(sp.positions[::2]), set(sp.positions[1::2]) or set(sp.positions)
+    free = [a for a in world.split("all") if all(getattr(a, attr) != s for s, attr in attrs.items())]
+    if region == "test":
+        pool = [a for a in free if a.background in test_bg and a.position in test_pos]
+        n, salt, base = config.n_control_prompts, 0xC0, SEED_BASE["control"]
+    elif region == "val":
+        pool = [a for a in free if (a.background in align_bg) != (a.position in align_pos)]
+        n, salt, base = config.n_val_prompts, 0xC1, VAL_CONTROL_SEED_BASE
+    else:
+        raise ConfigError("region", region, "'test' or 'val'")
+    if n == 0 or not pool:
+        return [], []
+    r = np.random.default_rng([config.seed, salt, len(subjects)])
+    idx = r.permutation(len(pool))[:n] if n <= len(pool) else r.integers(0, len(pool), size=n)
+    return [pool[i].caption() for i in idx], [base + 1000 * config.seed + i for i in range(len(idx))]

@@ -2,6 +2,13 @@
 :mod:`dekasim.generative.makd`). :func:`apply_pack` checks that the pack was made for this edge model,
 adds the metaword token with its learned embedding and loads the G-LoRA; :class:`AlignedEdge` rewrites
 prompts with the metaword when it samples.
+
+A pack with several subjects adds one metaword per subject. Its joint G-LoRA is one adapter, always on;
+per-subject G-LoRAs are named peft adapters (``g_lora_<subject>``) side by side, and :class:`AlignedEdge`
+*routes* them: each prompt is drawn with the adapters of the subjects it names active (``set_adapters``),
+and none for a prompt that names none -- so a control prompt is drawn by the base edge, and aligning one
+subject cannot touch another's prompts. ``routing=False`` keeps every adapter on for every prompt (what
+``pipe.load_lora_weights`` of each file does), the interference this avoids.
 """
 
 from __future__ import annotations
@@ -18,6 +25,13 @@ from dekasim.generative.pack import KnowledgePack, model_fingerprint
 
 #: The peft adapter name of the G-LoRA in an edge UNet.
 ADAPTER_NAME = "g_lora"
+
+
+def subject_adapter_name(subject: str) -> str:
+    """The peft adapter name of ``subject``'s own G-LoRA in a multi-subject pack."""
+    from dekasim.generative.pack import file_safe
+
+    return f"{ADAPTER_NAME}_{file_safe(subject)}"
 
 
 def add_metaword(model: TextToImageLDM, token: str, init_word: str | None) -> int:
@@ -56,27 +70,75 @@ def set_metaword(model: TextToImageLDM, token: str, embedding: torch.Tensor) -> 
 
 
 class AlignedEdge:
-    """An edge model with a knowledge pack applied: :meth:`sample` rewrites prompts with the metaword."""
+    """An edge model with a knowledge pack applied: :meth:`sample` rewrites prompts with the metaword(s)
+    and, for per-subject G-LoRAs, activates the adapters of the subjects each prompt names.
 
-    def __init__(self, model: TextToImageLDM, pack: KnowledgePack | None) -> None:
-        self.model, self.pack = model, pack
+    :param routing: per-subject G-LoRAs only: True activates per prompt the adapters of its subjects;
+        False keeps all on.
+    """
+
+    def __init__(self, model: TextToImageLDM, pack: KnowledgePack | None, routing: bool = True) -> None:
+        self.model, self.pack, self.routing = model, pack, routing
+        self.adapter_switches = 0  #: times the active adapter set changed (per-subject packs)
 
     def prompts(self, prompts: Sequence[str]) -> list[str]:
         return [self.pack.rewrite(p) for p in prompts] if self.pack is not None else list(prompts)
 
+    def _routed(self) -> bool:
+        return self.routing and self.pack is not None and self.pack.lora_mode == "per_subject"
+
+    def _groups(self, prompts: Sequence[str]) -> dict[tuple[str, ...], list[int]]:
+        """Prompt indices by the per-subject adapters they need (one group of all when not routing)."""
+        if not self._routed():
+            return {(): list(range(len(prompts)))}
+        with_lora = {p.subject for p in self.pack.parts if p.lora is not None}
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(tuple(s for s in self.pack.subjects_in(p) if s in with_lora), []).append(i)
+        return groups
+
+    def activate(self, subjects: Sequence[str]) -> None:
+        """Make the G-LoRAs of ``subjects`` the active adapters (none: the base UNet)."""
+        unet = self.model.unet
+        if subjects:
+            unet.enable_adapters()
+            unet.set_adapters([subject_adapter_name(s) for s in subjects])
+        else:
+            unet.disable_adapters()
+        self.adapter_switches += 1
+
+    def _draw(self, fn, prompts: Sequence[str], seeds: Sequence[int], **kw) -> torch.Tensor:
+        groups = self._groups(prompts)
+        if len(groups) == 1 and not self._routed():
+            return fn(self.prompts(prompts), seeds, **kw)
+        out: torch.Tensor | None = None
+        try:
+            for subjects, idx in groups.items():
+                self.activate(subjects)
+                part = fn(self.prompts([prompts[i] for i in idx]), [seeds[i] for i in idx], **kw)
+                if out is None:
+                    out = part.new_empty((len(prompts), *part.shape[1:]))
+                out[idx] = part
+        finally:
+            self.activate([p.subject for p in self.pack.parts if p.lora is not None])  # the loaded state: all on
+            self.adapter_switches -= 1
+        return out
+
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25, guidance: float = 1.5,
                batch_size: int = 64) -> torch.Tensor:
-        return self.model.sample(self.prompts(prompts), seeds, steps=steps, guidance=guidance, batch_size=batch_size)
+        return self._draw(self.model.sample, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size)
 
     def sample_latents(self, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25, guidance: float = 1.5,
                        batch_size: int = 64) -> torch.Tensor:
-        return self.model.sample_latents(self.prompts(prompts), seeds, steps=steps, guidance=guidance,
-                                         batch_size=batch_size)
+        return self._draw(self.model.sample_latents, prompts, seeds, steps=steps, guidance=guidance,
+                          batch_size=batch_size)
 
 
-def apply_pack(edge: TextToImageLDM, pack: KnowledgePack, copy_model: bool = True) -> AlignedEdge:
+def apply_pack(edge: TextToImageLDM, pack: KnowledgePack, copy_model: bool = True,
+               routing: bool = True) -> AlignedEdge:
     """Apply ``pack`` to ``edge`` (a deep copy unless ``copy_model=False``): checks that the pack was
-    made for this edge model, adds the metaword, loads the G-LoRA."""
+    made for this edge model, adds the metaword(s), loads the G-LoRA(s) (see :class:`AlignedEdge` for
+    ``routing``)."""
     fp = model_fingerprint(edge)
     if pack.base_model_hash != fp:
         raise ConfigError("pack.base_model_hash", pack.base_model_hash, f"the fingerprint of this edge model ({fp})",
@@ -84,8 +146,19 @@ def apply_pack(edge: TextToImageLDM, pack: KnowledgePack, copy_model: bool = Tru
     model = copy.deepcopy(edge) if copy_model else edge
     if pack.metaword is not None and pack.metaword_embedding is not None:
         set_metaword(model, pack.metaword, pack.metaword_embedding)
+    for part in pack.parts:
+        if part.metaword is not None and part.metaword_embedding is not None:
+            set_metaword(model, part.metaword, part.metaword_embedding)
     if pack.lora:
         load_lora_into_unet(model.unet, pack.lora, pack.lora_config or {}, adapter_name=ADAPTER_NAME)
+    names = []
+    for part in pack.parts:
+        if part.lora:
+            load_lora_into_unet(model.unet, part.lora, part.lora_config or {},
+                                adapter_name=subject_adapter_name(part.subject))
+            names.append(subject_adapter_name(part.subject))
+    if names:
+        model.unet.set_adapters(names)
     model.unet.eval()
     model.text_encoder.eval()
-    return AlignedEdge(model, pack)
+    return AlignedEdge(model, pack, routing=routing)

@@ -42,12 +42,12 @@ from dekasim.generative.ldm import TextToImageLDM
 from dekasim.generative.align_config import AlignConfig, AlignmentPrompts, alignment_prompts
 from dekasim.generative.aligned import ADAPTER_NAME, AlignedEdge, add_metaword, apply_pack, set_metaword
 from dekasim.generative.lora import lora_config_dict, lora_state_dict
-from dekasim.generative.pack import KnowledgePack, model_fingerprint
+from dekasim.generative.pack import KnowledgePack, SubjectPart, model_fingerprint
 
 #: The loader side (:mod:`dekasim.generative.aligned`) and the settings (:mod:`dekasim.generative.align_config`)
 #: are re-exported here for the callers that knew them from this module.
 __all__ = ["ADAPTER_NAME", "METHODS", "AlignConfig", "AlignedEdge", "AlignmentPrompts", "MethodResult", "PhaseLog",
-           "add_g_lora", "add_metaword", "align_method", "alignment_prompts", "apply_pack", "set_metaword"]
+           "add_g_lora", "add_metaword", "align_joint", "align_method", "alignment_prompts", "apply_pack", "set_metaword"]
 
 METHODS = ("none", "metaword", "lora", "makd")
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -99,10 +99,11 @@ def _latents_of(model: TextToImageLDM, images: torch.Tensor) -> torch.Tensor:
 
 
 def _train_phase(model: TextToImageLDM, phase: str, latents: torch.Tensor, prompts: list[str], steps: int,
-                 lr: float, config: AlignConfig, score: Callable[[], float], metaword_id: int | None,
+                 lr: float, config: AlignConfig, score: Callable[[], float], metaword_id: int | list[int] | None,
                  params: list[torch.nn.Parameter], seed_salt: int, progress: bool = False) -> PhaseLog:
     """Optimise ``params`` (the metaword row's matrix, or the LoRA) with the noise-prediction loss on
-    (``latents``, ``prompts``) for up to ``steps`` steps, scoring every ``eval_every``; keeps the best."""
+    (``latents``, ``prompts``) for up to ``steps`` steps, scoring every ``eval_every``; keeps the best.
+    ``metaword_id``: the embedding row(s) that may move in the ``"metaword"`` phase."""
     log = PhaseLog(phase)
     t0 = time.perf_counter()
     sched = model.scheduler
@@ -241,3 +242,49 @@ def align_method(method: str, edge: TextToImageLDM, cloud_images: torch.Tensor, 
     model.unet.eval()
     model.text_encoder.eval()
     return MethodResult(method, pack, phases, aligned, time.perf_counter() - t0)
+
+
+def align_joint(edge: TextToImageLDM, subjects: list[str], cloud_images: torch.Tensor, train_prompts: list[str],
+                config: AlignConfig, val_score: Callable[[AlignedEdge], float], base_hash: str | None = None,
+                progress: bool = False) -> MethodResult:
+    """MAKD of several subjects at once on a deep copy of ``edge``: one metaword per subject (``<subject*>``),
+    their embedding rows trained together, then one *joint* G-LoRA; ``config.budget_steps`` for both phases
+    (split by ``metaword_fraction``), early stopping on ``val_score``.
+
+    :param cloud_images: the union of the subjects' S_CG, ``[N, 3, R, R]`` in [0, 1], image ``i`` of
+        ``train_prompts[i]``.
+    """
+    t0 = time.perf_counter()
+    base_hash = base_hash or model_fingerprint(edge)
+    model = copy.deepcopy(edge)
+    model.unet.requires_grad_(False)
+    model.text_encoder.requires_grad_(False)
+    ids = [add_metaword(model, f"<{s}*>", s) for s in subjects]
+    emb = model.text_encoder.get_input_embeddings().weight
+    emb.requires_grad_(True)
+
+    def parts() -> list[SubjectPart]:
+        return [SubjectPart(s, f"<{s}*>", emb[i].detach().clone()) for s, i in zip(subjects, ids)]
+
+    pack = KnowledgePack(base_model_hash=base_hash, placement=config.placement, parts=parts(),
+                         info={"method": "makd", "lora_mode": "joint"})
+    aligned = AlignedEdge(model, pack)
+    latents = _latents_of(model, cloud_images)
+    meta_steps = int(round(config.budget_steps * config.metaword_fraction))
+    rewritten = aligned.prompts(train_prompts)
+    phases = [_train_phase(model, "metaword", latents, rewritten, meta_steps, config.lr_metaword, config,
+                           lambda: val_score(aligned), ids, [emb], 0x3E7A, progress)]
+    pack.parts = parts()
+    params = add_g_lora(model, config.lora_rank, config.alpha, config.seed)
+    phases.append(_train_phase(model, "lora", latents, rewritten, config.budget_steps - meta_steps, config.lr_lora,
+                               config, lambda: val_score(aligned), None, params, 0x10A, progress))
+    pack.lora = lora_state_dict(model.unet, ADAPTER_NAME)
+    pack.lora_config = lora_config_dict(model.unet, ADAPTER_NAME)
+    pack.info.update({"steps": {p.phase: p.steps_run for p in phases},
+                      "best_step": {p.phase: p.best_step for p in phases},
+                      "stopped": {p.phase: p.stopped for p in phases},
+                      "budget_steps": config.budget_steps, "n_train_images": len(cloud_images),
+                      "config": asdict(config), "subjects": list(subjects)})
+    model.unet.eval()
+    model.text_encoder.eval()
+    return MethodResult("makd_joint", pack, phases, aligned, time.perf_counter() - t0)

@@ -29,6 +29,20 @@ in diffusers' own layouts, plus a JSON manifest that makes it verifiable::
                                           per row (one row per adapter component) and the gate in float16
                                           (manifest: ``"stored": "quantised"`` / ``"float16"``)
 
+**Several subjects** (format version 2): a pack may align several subjects at once
+(:class:`SubjectPart`, one metaword each). Its G-LoRA is then either *joint* (one LoRA trained on all
+subjects' S_CG, in ``pytorch_lora_weights[.q{bits}].safetensors`` as above) or *per subject* (one LoRA per
+subject, each a named peft adapter on the edge UNet, routed by the subjects a prompt names)::
+
+      learned_embeds-<subject>.safetensors              {metaword: embedding [D] float32}, one file per subject
+      pytorch_lora_weights-<subject>[.q{bits}].safetensors   per-subject G-LoRA (the single-subject layouts)
+
+and the manifest lists ``subjects`` (per subject: ``subject``, ``metaword``, ``embeds`` and ``lora`` file
+names) and ``lora_mode`` (``"joint"``, ``"per_subject"`` or ``"none"``). diffusers loads them file by file:
+``pipe.load_textual_inversion(pack_dir, weight_name="learned_embeds-triangle.safetensors")`` and
+``pipe.load_lora_weights(pack_dir, weight_name="pytorch_lora_weights-triangle.safetensors",
+adapter_name="triangle")``. Single-subject packs keep format version 1, byte for byte.
+
 LoRA keys are those diffusers 0.42 writes with ``unet.save_lora_adapter`` (no adapter name), e.g.
 ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight`` (``[r, in]``) and
 ``....to_q.lora_B.weight`` (``[out, r]``). The unquantised file is a *pipeline* LoRA file, as
@@ -87,13 +101,16 @@ from dekasim.generative.quantise import (BITS, QUANT_SCHEME, _check_bits, _n_pac
 
 #: The LoRA helpers (:mod:`dekasim.generative.lora`) and the quantisation (:mod:`dekasim.generative.quantise`)
 #: live beside the pack; their names stay importable from here.
-__all__ = ["BITS", "CALA_NAME", "EMBEDS_NAME", "FORMAT_VERSION", "KIND", "LORA_METADATA_KEY", "LORA_NAME", "LORA_PREFIX",
+__all__ = ["MULTI_FORMAT_VERSION", "SubjectPart", "embeds_name", "insert_metaword", "names_subject",
+           "subject_lora_name", "BITS", "CALA_NAME", "EMBEDS_NAME", "FORMAT_VERSION", "KIND", "LORA_METADATA_KEY", "LORA_NAME", "LORA_PREFIX",
            "MANIFEST_NAME", "PLACEMENTS", "QUANT_SCHEME", "CALABankPart", "KnowledgePack", "cala_file_name",
            "dequantise_tensor", "load_lora_into_unet", "load_pack", "lora_config_dict", "lora_state_dict",
            "model_fingerprint", "pack_codes", "pack_size_bytes", "quantise_tensor", "quantised_cala_name",
            "quantised_lora_name", "read_manifest", "save_pack", "unpack_codes"]
 
 FORMAT_VERSION = 1
+#: The format version of packs with several subjects (:attr:`KnowledgePack.parts`); readers take both.
+MULTI_FORMAT_VERSION = 2
 KIND = "dekasim-knowledge-pack"
 MANIFEST_NAME = "manifest.json"
 EMBEDS_NAME = "learned_embeds.safetensors"
@@ -269,6 +286,61 @@ class CALABankPart:
 # The pack
 
 
+def file_safe(subject: str) -> str:
+    """``subject`` as a file-name and adapter-name fragment (``"sks dog"`` -> ``"sks_dog"``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", subject.strip()) or "_"
+
+
+def embeds_name(subject: str) -> str:
+    """The metaword file of ``subject`` in a multi-subject pack."""
+    return f"learned_embeds-{file_safe(subject)}.safetensors"
+
+
+def subject_lora_name(subject: str, bits: int | None) -> str:
+    """The per-subject G-LoRA file of ``subject`` in a multi-subject pack (quantised: ``.q{bits}``)."""
+    return f"pytorch_lora_weights-{file_safe(subject)}" + (f".q{bits}" if bits is not None else "") + ".safetensors"
+
+
+def insert_metaword(prompt: str, metaword: str | None, subject: str | None, placement: str) -> str:
+    """``prompt`` with ``metaword`` inserted (see :meth:`KnowledgePack.rewrite` for the rules)."""
+    if metaword is None or not prompt.strip():
+        return prompt
+    if re.search(rf"(?<!\S){re.escape(metaword)}(?!\S)", prompt):
+        return prompt
+    match = None
+    if subject:
+        match = names_subject(prompt, subject)
+        if match is None:
+            return prompt
+    if placement == "prefix":
+        return f"{metaword} {prompt}"
+    if match is None:  # before_subject without a subject: nowhere to put it
+        return prompt
+    return f"{prompt[:match.start()]}{metaword} {prompt[match.start():]}"
+
+
+def names_subject(prompt: str, subject: str) -> re.Match | None:
+    """The first whole-word, case-insensitive occurrence of ``subject`` in ``prompt`` (None: not there)."""
+    return re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", prompt, flags=re.IGNORECASE)
+
+
+@dataclass
+class SubjectPart:
+    """One subject of a multi-subject pack.
+
+    :param subject: the caption word, e.g. ``"purple"``.
+    :param metaword: its token, e.g. ``"<purple*>"``, with ``metaword_embedding`` ``[D]`` float32 (or neither).
+    :param lora, lora_config: this subject's own G-LoRA (a pack whose ``lora_mode`` is ``"per_subject"``);
+        None when the pack's G-LoRA is joint.
+    """
+
+    subject: str
+    metaword: str | None = None
+    metaword_embedding: torch.Tensor | None = None
+    lora: dict[str, torch.Tensor] | None = None
+    lora_config: dict | None = None
+
+
 @dataclass
 class KnowledgePack:
     """An alignment result for one edge model.
@@ -285,6 +357,9 @@ class KnowledgePack:
         ``{"r": 8, "lora_alpha": 8, "target_modules": ["to_k", "to_out.0", "to_q", "to_v"]}``.
     :param info: JSON-able facts (method, steps, losses, ...).
     :param cala: a CALA bank + gate for the edge's DeepJSCC (:func:`with_cala`), or None.
+    :param parts: several subjects (:class:`SubjectPart`): then ``metaword``, ``metaword_embedding`` and
+        ``subject`` are None, and ``lora`` is the joint G-LoRA (no part has its own) or None (each part may
+        carry its own: ``lora_mode == "per_subject"``).
     """
 
     base_model_hash: str
@@ -296,9 +371,45 @@ class KnowledgePack:
     lora_config: dict | None = None
     info: dict = field(default_factory=dict)
     cala: CALABankPart | None = None
+    parts: list[SubjectPart] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def subjects(self) -> list[str]:
+        """The subjects this pack aligns, in order."""
+        if self.parts:
+            return [p.subject for p in self.parts]
+        return [self.subject] if self.subject else []
+
+    @property
+    def lora_mode(self) -> str:
+        """``"joint"`` (one G-LoRA for every subject, or the single subject's), ``"per_subject"`` or ``"none"``."""
+        if self.lora is not None:
+            return "joint"
+        return "per_subject" if any(p.lora is not None for p in self.parts) else "none"
+
+    def select(self, subjects: list[str] | tuple[str, ...]) -> "KnowledgePack":
+        """This pack restricted to ``subjects`` (a multi-subject pack; a joint G-LoRA stays whole, as it
+        cannot be split by subject).
+
+        :raises ConfigError: a subject the pack does not align, or an empty selection.
+        """
+        have = self.subjects
+        unknown = [s for s in subjects if s not in have]
+        if unknown or not subjects:
+            raise ConfigError("pack.subjects", list(subjects), f"a non-empty subset of the pack's subjects {have}")
+        if not self.parts:
+            return self
+        keep = [p for p in self.parts if p.subject in subjects]
+        return KnowledgePack(base_model_hash=self.base_model_hash, placement=self.placement, lora=self.lora,
+                             lora_config=self.lora_config, info={**self.info, "selected": list(subjects)},
+                             cala=self.cala, parts=keep)
+
+    def subjects_in(self, prompt: str) -> list[str]:
+        """The pack's subjects that ``prompt`` names (whole words, any case), in the pack's order."""
+        return [s for s in self.subjects if names_subject(prompt, s) is not None]
 
     def validate(self) -> None:
         """Reject inconsistent fields (called on construction and by :func:`save_pack`)."""
@@ -318,6 +429,21 @@ class KnowledgePack:
             for k, v in self.lora.items():
                 if not torch.is_tensor(v) or not v.is_floating_point():
                     raise ConfigError(f"pack.lora[{k}]", type(v).__name__, "a floating-point tensor")
+        if self.parts:
+            if self.metaword is not None or self.subject is not None:
+                raise ConfigError("pack.parts", [p.subject for p in self.parts], "subjects given either as parts or "
+                                  "as the single metaword/subject, not both")
+            names = [p.subject for p in self.parts]
+            if len(set(map(file_safe, names))) != len(names) or not all(isinstance(n, str) and n.strip() for n in names):
+                raise ConfigError("pack.parts", names, "distinct, non-empty subject words")
+            tokens = [p.metaword for p in self.parts if p.metaword is not None]
+            if len(set(tokens)) != len(tokens):
+                raise ConfigError("pack.parts", tokens, "one distinct metaword per subject")
+            for p in self.parts:  # each part obeys the single-subject rules
+                KnowledgePack(self.base_model_hash, metaword=p.metaword, metaword_embedding=p.metaword_embedding,
+                              subject=p.subject, placement=self.placement, lora=p.lora, lora_config=p.lora_config)
+            if self.lora is not None and any(p.lora is not None for p in self.parts):
+                raise ConfigError("pack.lora", "joint and per-subject", "either one joint G-LoRA or one per subject")
         if self.cala is not None:
             if not isinstance(self.cala, CALABankPart):
                 raise ConfigError("pack.cala", type(self.cala).__name__, "a CALABankPart or None",
@@ -332,22 +458,13 @@ class KnowledgePack:
         match ``"triangle"``). ``"prefix"`` puts it first. A prompt without the subject, an empty prompt (the
         classifier-free-guidance null prompt), a prompt that already holds the metaword, and a pack without
         a metaword give the prompt unchanged. With ``"prefix"`` and no ``subject``, every non-empty prompt
-        gets it.
+        gets it. A multi-subject pack inserts each subject's metaword before that subject.
         """
-        if self.metaword is None or not prompt.strip():
+        if self.parts:
+            for p in self.parts:
+                prompt = insert_metaword(prompt, p.metaword, p.subject, self.placement)
             return prompt
-        if re.search(rf"(?<!\S){re.escape(self.metaword)}(?!\S)", prompt):
-            return prompt
-        match = None
-        if self.subject:
-            match = re.search(rf"(?<!\w){re.escape(self.subject)}(?!\w)", prompt, flags=re.IGNORECASE)
-            if match is None:
-                return prompt
-        if self.placement == "prefix":
-            return f"{self.metaword} {prompt}"
-        if match is None:  # before_subject without a subject: nowhere to put it
-            return prompt
-        return f"{prompt[:match.start()]}{self.metaword} {prompt[match.start():]}"
+        return insert_metaword(prompt, self.metaword, self.subject, self.placement)
 
     def generation_fingerprint(self) -> str:
         """sha256 (hex) of what this pack changes in the images the edge generates: the base model's hash, the
@@ -359,6 +476,11 @@ class KnowledgePack:
         tensors = {f"lora.{k}": v for k, v in (self.lora or {}).items()}
         if self.metaword_embedding is not None:
             tensors["metaword_embedding"] = self.metaword_embedding
+        for p in self.parts:
+            h.update(json.dumps([p.subject, p.metaword, p.lora_config], sort_keys=True).encode())
+            tensors.update({f"{p.subject}.lora.{k}": v for k, v in (p.lora or {}).items()})
+            if p.metaword_embedding is not None:
+                tensors[f"{p.subject}.metaword_embedding"] = p.metaword_embedding
         _hash_tensors(h, tensors)
         return h.hexdigest()
 
@@ -367,6 +489,9 @@ class KnowledgePack:
         quantisation side data)."""
         n = 0 if self.metaword_embedding is None else self.metaword_embedding.numel()
         n += 0 if self.cala is None else self.cala.n_params()
+        for p in self.parts:
+            n += 0 if p.metaword_embedding is None else p.metaword_embedding.numel()
+            n += sum(v.numel() for v in (p.lora or {}).values())
         return n + sum(v.numel() for v in (self.lora or {}).values())
 
 
@@ -450,38 +575,35 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     for stale in [d / MANIFEST_NAME, d / EMBEDS_NAME, d / LORA_NAME, *(d / quantised_lora_name(b) for b in BITS),
-                  d / CALA_NAME, *(d / quantised_cala_name(b) for b in BITS)]:
+                  d / CALA_NAME, *(d / quantised_cala_name(b) for b in BITS),
+                  *d.glob("learned_embeds-*.safetensors"), *d.glob("pytorch_lora_weights-*.safetensors")]:
         stale.unlink(missing_ok=True)
     files: list[dict[str, Any]] = []  # name, quantisation, tensors; sizes and hashes added below
     payload = 0
     if pack.metaword is not None:
-        emb = pack.metaword_embedding.detach().to(device="cpu", dtype=torch.float32).contiguous()
-        save_file({pack.metaword: emb}, str(d / EMBEDS_NAME), metadata={"format": "pt"})
-        files.append({"name": EMBEDS_NAME, "quantisation": None,
-                      "tensors": {pack.metaword: {"shape": list(emb.shape), "dtype": "float32"}}})
-        payload += emb.numel() * emb.element_size()
+        entry, n_bytes = _write_embedding(pack.metaword, pack.metaword_embedding, d / EMBEDS_NAME)
+        files.append(entry)
+        payload += n_bytes
+    subjects = []
+    for part in pack.parts:
+        rec = {"subject": part.subject, "metaword": part.metaword, "embeds": None, "lora": None}
+        if part.metaword is not None:
+            entry, n_bytes = _write_embedding(part.metaword, part.metaword_embedding, d / embeds_name(part.subject))
+            files.append(entry)
+            payload += n_bytes
+            rec["embeds"] = entry["name"]
+        if part.lora is not None:
+            entry, n_bytes = _write_lora(part.lora, part.lora_config, d, subject_lora_name(part.subject, None),
+                                         subject_lora_name(part.subject, bits), bits)
+            files.append(entry)
+            payload += n_bytes
+            rec.update(lora=entry["name"], lora_config=part.lora_config)
+        subjects.append(rec)
     if pack.lora is not None:
-        lora = {k: v.detach().to("cpu").contiguous() for k, v in sorted(pack.lora.items())}
-        listed = {k: {"shape": list(v.shape), "dtype": _dtype_name(v)} for k, v in lora.items()}
-        if bits is None:  # the layout of StableDiffusionPipeline.save_lora_weights: pipe.load_lora_weights reads it
-            header = {"format": "pt"}
-            kwargs = peft_kwargs(pack.lora_config)
-            if kwargs:
-                header[LORA_METADATA_KEY] = json.dumps({f"{LORA_PREFIX}{k}": v for k, v in kwargs.items()},
-                                                       sort_keys=True)
-            save_file({f"{LORA_PREFIX}{k}": v for k, v in lora.items()}, str(d / LORA_NAME), metadata=header)
-            files.append({"name": LORA_NAME, "quantisation": None,
-                          "tensors": {f"{LORA_PREFIX}{k}": v for k, v in listed.items()}})
-            payload += sum(v.numel() * v.element_size() for v in lora.values())
-        else:
-            out: dict[str, torch.Tensor] = {}
-            for k, v in lora.items():
-                q = quantise_tensor(v, bits)
-                out.update({f"{k}.codes": q["codes"], f"{k}.scale": q["scale"], f"{k}.zero": q["zero"]})
-            name = quantised_lora_name(bits)
-            save_file(out, str(d / name), metadata={"format": "pt", "quantisation": QUANT_SCHEME, "bits": str(bits)})
-            files.append({"name": name, "quantisation": _quantisation_entry(bits), "tensors": listed})
-            payload += sum(v.numel() * v.element_size() for v in out.values())
+        entry, n_bytes = _write_lora(pack.lora, pack.lora_config, d, LORA_NAME,
+                                     LORA_NAME if bits is None else quantised_lora_name(bits), bits)
+        files.append(entry)
+        payload += n_bytes
     if pack.cala is not None:
         entry, n_bytes = _write_cala(pack.cala, d, bits)
         files.append(entry)
@@ -490,15 +612,53 @@ def save_pack(pack: KnowledgePack, directory: str | Path, bits: int | None = Non
         f["size_bytes"] = (d / f["name"]).stat().st_size
         f["sha256"] = sha256_file(d / f["name"])
     manifest = {
-        "format_version": FORMAT_VERSION, "kind": KIND, "base_model_hash": pack.base_model_hash,
+        "format_version": MULTI_FORMAT_VERSION if pack.parts else FORMAT_VERSION, "kind": KIND,
+        "base_model_hash": pack.base_model_hash,
         "metaword": pack.metaword, "subject": pack.subject, "placement": pack.placement,
         "lora_config": pack.lora_config, "info": pack.info, "bits": bits,
         "metaword_embedding": None if pack.metaword is None else "float32, not quantised (it is tiny)",
         "n_params": pack.n_params(), "payload_bytes": payload, "files": files}
     if pack.cala is not None:  # absent, not null, without a bank: such packs stay as they were
         manifest["cala"] = pack.cala.settings()
+    if pack.parts:
+        manifest.update(subjects=subjects, lora_mode=pack.lora_mode)
     (d / MANIFEST_NAME).write_text(_manifest_text(manifest, sum(f["size_bytes"] for f in files)))
     return d
+
+
+def _write_embedding(token: str, embedding: torch.Tensor, path: Path) -> tuple[dict[str, Any], int]:
+    """One metaword in the textual-inversion layout: (manifest entry without size/sha256, payload bytes)."""
+    from safetensors.torch import save_file
+
+    emb = embedding.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    save_file({token: emb}, str(path), metadata={"format": "pt"})
+    return ({"name": path.name, "quantisation": None, "tensors": {token: {"shape": list(emb.shape), "dtype": "float32"}}},
+            emb.numel() * emb.element_size())
+
+
+def _write_lora(lora: Mapping[str, torch.Tensor], lora_config: dict | None, d: Path, name: str, q_name: str,
+                bits: int | None) -> tuple[dict[str, Any], int]:
+    """One G-LoRA: unquantised as ``name`` in the layout of ``StableDiffusionPipeline.save_lora_weights``
+    (``pipe.load_lora_weights`` reads it), else quantised as ``q_name``; (manifest entry, payload bytes)."""
+    from safetensors.torch import save_file
+
+    lora = {k: v.detach().to("cpu").contiguous() for k, v in sorted(lora.items())}
+    listed = {k: {"shape": list(v.shape), "dtype": _dtype_name(v)} for k, v in lora.items()}
+    if bits is None:
+        header = {"format": "pt"}
+        kwargs = peft_kwargs(lora_config)
+        if kwargs:
+            header[LORA_METADATA_KEY] = json.dumps({f"{LORA_PREFIX}{k}": v for k, v in kwargs.items()}, sort_keys=True)
+        save_file({f"{LORA_PREFIX}{k}": v for k, v in lora.items()}, str(d / name), metadata=header)
+        return ({"name": name, "quantisation": None, "tensors": {f"{LORA_PREFIX}{k}": v for k, v in listed.items()}},
+                sum(v.numel() * v.element_size() for v in lora.values()))
+    out: dict[str, torch.Tensor] = {}
+    for k, v in lora.items():
+        q = quantise_tensor(v, bits)
+        out.update({f"{k}.codes": q["codes"], f"{k}.scale": q["scale"], f"{k}.zero": q["zero"]})
+    save_file(out, str(d / q_name), metadata={"format": "pt", "quantisation": QUANT_SCHEME, "bits": str(bits)})
+    return ({"name": q_name, "quantisation": _quantisation_entry(bits), "tensors": listed},
+            sum(v.numel() * v.element_size() for v in out.values()))
 
 
 def _is_cala_adapter(name: str) -> bool:
@@ -573,8 +733,9 @@ def read_manifest(d: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
         kind = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
         raise ConfigError("pack.kind", kind, f"'{KIND}'", "this directory is not a dekasim knowledge pack")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ConfigError("pack.format_version", manifest.get("format_version"), f"{FORMAT_VERSION}",
+    if manifest.get("format_version") not in (FORMAT_VERSION, MULTI_FORMAT_VERSION):
+        raise ConfigError("pack.format_version", manifest.get("format_version"),
+                          f"{FORMAT_VERSION} or {MULTI_FORMAT_VERSION}",
                           "use the dekasim version that wrote the pack, or save it again with this one")
     bits = manifest.get("bits")
     if bits is not None and bits not in BITS:
@@ -582,6 +743,14 @@ def read_manifest(d: Path) -> dict[str, Any]:
     allowed = {EMBEDS_NAME, LORA_NAME if bits is None else quantised_lora_name(bits)}
     if "cala" in manifest:
         allowed.add(cala_file_name(bits))
+    subjects = manifest.get("subjects")
+    if manifest.get("format_version") == MULTI_FORMAT_VERSION:
+        if not isinstance(subjects, list) or not subjects or not all(
+                isinstance(r, dict) and isinstance(r.get("subject"), str) for r in subjects):
+            raise ConfigError("pack.subjects", subjects, "a non-empty list of {subject, metaword, embeds, lora}",
+                              "save the pack again")
+        allowed.discard(EMBEDS_NAME)
+        allowed |= {embeds_name(r["subject"]) for r in subjects} | {subject_lora_name(r["subject"], bits) for r in subjects}
     files = manifest.get("files")
     if not isinstance(files, list) or any(not isinstance(f, dict) or f.get("name") not in allowed for f in files):
         names = [f.get("name") if isinstance(f, dict) else f for f in files] if isinstance(files, list) else files
@@ -672,9 +841,14 @@ def load_pack(directory: str | Path, base_model_hash: str | None = None) -> Know
                           "align again against this edge model, or load the edge model the pack was made for")
     bits = manifest.get("bits")
     metaword, embedding, lora, cala = manifest.get("metaword"), None, None, None
+    records = {r["subject"]: r for r in manifest.get("subjects") or []}
+    by_file = {r.get(k): (r["subject"], k) for r in records.values() for k in ("embeds", "lora") if r.get(k)}
+    loaded: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for entry in manifest["files"]:
         tensors = _file_tensors(entry, _load_verified(d, entry), bits)
-        if entry["name"] == EMBEDS_NAME:
+        if entry["name"] in by_file:
+            loaded[by_file[entry["name"]]] = tensors
+        elif entry["name"] == EMBEDS_NAME:
             if list(tensors) != [metaword]:
                 raise ConfigError("pack.metaword", metaword, f"the token stored in {EMBEDS_NAME} ({list(tensors)})",
                                   "save the pack again")
@@ -689,10 +863,33 @@ def load_pack(directory: str | Path, base_model_hash: str | None = None) -> Know
     if (metaword is None) != (embedding is None):
         raise ConfigError("pack.metaword", metaword, f"a metaword with its embedding in {EMBEDS_NAME} (or neither)",
                           "save the pack again")
+    parts = [_part(d, r, loaded) for r in records.values()]
     return KnowledgePack(base_model_hash=manifest.get("base_model_hash", ""), metaword=metaword,
                          metaword_embedding=embedding, subject=manifest.get("subject"),
                          placement=manifest.get("placement", "before_subject"), lora=lora,
-                         lora_config=manifest.get("lora_config"), info=manifest.get("info") or {}, cala=cala)
+                         lora_config=manifest.get("lora_config"), info=manifest.get("info") or {}, cala=cala,
+                         parts=parts)
+
+
+def _part(d: Path, record: dict[str, Any], loaded: dict[tuple[str, str], dict[str, torch.Tensor]]) -> SubjectPart:
+    """One subject of a multi-subject pack from its manifest record and the tensors of its files."""
+    subject, token = record["subject"], record.get("metaword")
+    for key in ("embeds", "lora"):
+        if record.get(key) and (subject, key) not in loaded:
+            raise ConfigError(f"pack.subjects[{subject}].{key}", record[key], "a file listed in manifest.json's files",
+                              "save the pack again")
+    embedding = None
+    if token is not None:
+        got = loaded.get((subject, "embeds")) or {}
+        if list(got) != [token]:
+            raise ConfigError(f"pack.subjects[{subject}].metaword", token, f"the token stored in its embeds file "
+                              f"({list(got)})", "save the pack again")
+        embedding = got[token]
+    lora = loaded.get((subject, "lora"))
+    if lora is not None:
+        lora = {k.removeprefix(LORA_PREFIX): v for k, v in lora.items()}
+    return SubjectPart(subject=subject, metaword=token, metaword_embedding=embedding, lora=lora,
+                       lora_config=record.get("lora_config"))
 
 
 def pack_size_bytes(directory: str | Path) -> int:
