@@ -142,6 +142,54 @@ def test_a_plain_diffusers_pipeline_takes_the_pack_and_draws_what_dekasim_draws(
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)  # ... and diffusers draws the same ones
 
 
+def test_diffusers_takes_a_multi_subject_pack_file_by_file(own_models, tmp_path):
+    """A pack of two subjects with per-subject G-LoRAs: diffusers loads each subject's metaword and LoRA by
+    file name, and with the adapters of the subject a prompt names active it draws dekasim's routed images."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from peft import LoraConfig
+
+    from dekasim.generative.aligned import apply_pack
+    from dekasim.generative.ldm import TextToImageLDM
+    from dekasim.generative.lora import lora_config_dict, lora_state_dict
+    from dekasim.generative.pack import (KnowledgePack, SubjectPart, embeds_name, load_pack, model_fingerprint,
+                                         save_pack, subject_lora_name)
+
+    edge = TextToImageLDM.from_pretrained(own_models["edge"])
+    gen = torch.Generator().manual_seed(5)
+    parts = []
+    for subject in ("sks", "cat"):
+        unet = edge.unet
+        unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
+                         adapter_name="tmp")
+        with torch.no_grad():
+            for name, p in unet.named_parameters():
+                if "lora_B" in name and ".tmp." in name:
+                    p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+        lora, cfg = lora_state_dict(unet, "tmp"), lora_config_dict(unet, "tmp")
+        unet.delete_adapters("tmp")
+        width = edge.text_encoder.get_input_embeddings().weight.shape[1]
+        parts.append(SubjectPart(subject, f"<{subject}*>", torch.randn(width, generator=gen), lora, cfg))
+    d = save_pack(KnowledgePack(model_fingerprint(edge), parts=parts), tmp_path / "pack")
+    ours_edge = apply_pack(edge, load_pack(d))
+    test, seeds = ["a sks dog on the snow", "a photo of a cat at night"], [11, 12]
+    ours = ours_edge.sample(test, seeds, steps=3, guidance=3.0)
+
+    pipe = StableDiffusionPipeline.from_pretrained(own_models["edge"], safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing", clip_sample=False)
+    pipe.set_progress_bar_config(disable=True)
+    for subject in ("sks", "cat"):
+        pipe.load_textual_inversion(str(d), weight_name=embeds_name(subject))
+        pipe.load_lora_weights(str(d), weight_name=subject_lora_name(subject, None), adapter_name=subject)
+    theirs = []
+    for prompt, seed, subject in zip(test, seeds, ("sks", "cat")):
+        pipe.set_adapters([subject])
+        theirs.append(pipe(ours_edge.prompts([prompt])[0], num_inference_steps=3, guidance_scale=3.0,
+                           output_type="pt", generator=torch.Generator().manual_seed(seed)).images)
+    assert ours_edge.prompts(test) == ["a <sks*> sks dog on the snow", "a photo of a <cat*> cat at night"]
+    torch.testing.assert_close(torch.cat(theirs), ours, rtol=0, atol=1e-4)
+
+
 BAD = {
     "no unet": ("--edge", lambda own, tmp: ["--edge", str(tmp)]),
     "subject missing": ("--prompts", lambda own, tmp: ["--prompts", str(_write(tmp / "p.txt", "a sks dog\na red dog\n"
