@@ -41,6 +41,12 @@ RESULT_FILES: dict[str, str] = {
     "plots/align_report.md": "dekasim align --out runs/align-cala --set threads=2 --cala "
                              "src/dekasim/codecs/checkpoints/cala-48x8x8-bw1_6.json; runs/align-cala/report.md",
     "plots/align_grid.png": "dekasim align --out runs/align --set threads=2; runs/align/grid.png",
+    "plots/align_multi_report.md": "dekasim align --subject triangle --subject purple --out runs/align-multi --bits 8,2 "
+                                   "--cala src/dekasim/codecs/checkpoints/cala_generic-48x8x8-bw1_6.json --set "
+                                   "threads=1; runs/align-multi/report.md",
+    "plots/align_multi_grid.png": "dekasim align --subject triangle --subject purple --out runs/align-multi --bits 8,2 "
+                                  "--cala src/dekasim/codecs/checkpoints/cala_generic-48x8x8-bw1_6.json --set "
+                                  "threads=1; runs/align-multi/grid.png",
     "plots/digital_default.md": "python benchmarks/digital_default.py --threads 1",
     "plots/digital_default.json": "python benchmarks/digital_default.py --threads 1",
     "plots/interval_coverage.md": "python benchmarks/interval_coverage.py",

@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seg-items", type=int, default=1024, help="S_EG: the aligned edge's images the bank trains on")
     b.add_argument("--cala-steps", type=int, default=2000)
     b.add_argument("--batch", type=int, default=32)
+    pb = sub.add_parser("pack-bank", help="a pack with another CALA bank: the metaword(s) and G-LoRA(s) of --pack "
+                        "(as loaded) with the bank + gate of --cala, written at --bits")
+    pb.add_argument("--pack", required=True, help="a knowledge-pack directory (its generation part is kept)")
+    pb.add_argument("--cala", required=True, metavar="PATH", help="a CALA checkpoint manifest (cala-*.json, its base "
+                    "checkpoint beside it)")
+    pb.add_argument("--bits", default="8", help="8, 4, 2 or 'none' (unquantised); LoRA and bank quantised per row")
+    pb.add_argument("--out", required=True, help="the new pack's directory (not --pack itself)")
     return p
 
 
@@ -453,6 +460,30 @@ def _cmd_align_multi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack_bank(args: argparse.Namespace) -> int:
+    """``dekasim pack-bank``: :func:`dekasim.deka.pack_codec.with_cala` on a loaded pack, saved at ``--bits``.
+
+    Give the *unquantised* pack (``OUT/pack`` of ``dekasim align``): its G-LoRA quantised here is then the one
+    ``dekasim align`` writes at the same bits, byte for byte (a quantised pack loads dequantised, and would be
+    quantised twice).
+    """
+    from dekasim.deka.pack_codec import with_cala
+    from dekasim.generative.pack import load_pack, pack_size_bytes, save_pack
+
+    bits = None if args.bits.strip().lower() in ("none", "") else args.bits.strip()
+    if bits is not None and bits not in ("8", "4", "2"):
+        raise ConfigError("--bits", args.bits, "8, 4, 2 or none")
+    src, out = Path(args.pack), Path(args.out)
+    if out.resolve() == src.resolve():
+        raise ConfigError("--out", args.out, "a directory other than --pack", "write the new pack beside the old one")
+    pack = with_cala(load_pack(src), args.cala)
+    pack.info = {**pack.info, "bank_from": str(args.cala), "generation_from": str(src)}
+    save_pack(pack, out, bits=None if bits is None else int(bits))
+    print(f"pack -> {out} ({pack_size_bytes(out)} B; subjects {', '.join(pack.subjects) or 'none'}; bank "
+          f"{pack.cala.source.get('file') if pack.cala.source else args.cala})")
+    return 0
+
+
 def _cmd_build_pack(args: argparse.Namespace) -> int:
     """``dekasim build-pack``: :func:`dekasim.training.build_pack.build_pack`; prints where each product is."""
     from dekasim.devices import resolve_device
@@ -572,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dekasim: %(levelname)s: %(message)s")
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plot": _cmd_plot, "list": _cmd_list,
-                "world": _cmd_world, "align": _cmd_align, "build-pack": _cmd_build_pack,
+                "world": _cmd_world, "align": _cmd_align, "build-pack": _cmd_build_pack, "pack-bank": _cmd_pack_bank,
                 "random-models": _cmd_random_models,
                 "check-codec": _cmd_check_codec}
     try:

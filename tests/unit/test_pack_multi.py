@@ -172,3 +172,36 @@ def test_per_subject_adapters_are_routed(toy, per_subject):
     # batch order does not matter: the same prompts the other way round give the same images
     swapped = _sample(routed, [ctrl, tri], [6, 5])
     torch.testing.assert_close(swapped.flip(0), got, rtol=0, atol=1e-5)
+
+
+def test_pack_bank_swaps_the_bank_and_keeps_the_generation_part(tmp_path, joint, capsys):
+    """``dekasim pack-bank``: the new pack's metaword files are byte for byte, its G-LoRA and bank files tensor
+    for tensor, those of the same pack saved with the bank by save_pack (safetensors writes a header of several
+    metadata keys in no fixed order, so those files are compared by content); bad input is one line, exit 2."""
+    from safetensors.torch import load_file
+
+    from dekasim.cli import main
+    from dekasim.codecs.jscc import CHECKPOINT_DIR
+    from dekasim.deka.pack_codec import with_cala
+    from dekasim.generative.pack import quantised_lora_name
+
+    ckpt = CHECKPOINT_DIR / "cala_generic-48x8x8-bw1_6.json"
+    src = save_pack(joint, tmp_path / "src")
+    assert main(["pack-bank", "--pack", str(src), "--cala", str(ckpt), "--bits", "8", "--out", str(tmp_path / "new")]) == 0
+    ref = save_pack(with_cala(joint, str(ckpt)), tmp_path / "ref", bits=8)
+    for name in (embeds_name("triangle"), embeds_name("purple")):
+        assert (tmp_path / "new" / name).read_bytes() == (ref / name).read_bytes(), name
+    for name in (quantised_lora_name(8), "cala_bank.q8.safetensors"):
+        got, want = load_file(str(tmp_path / "new" / name)), load_file(str(ref / name))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), name
+    back = load_pack(tmp_path / "new")
+    assert back.cala is not None and back.cala.source["file"] == "cala_generic-48x8x8-bw1_6.safetensors"
+    assert back.subjects == ["triangle", "purple"]
+    capsys.readouterr()
+    for argv, key in ((["--cala", str(tmp_path / "nothing.json")], "cala"), (["--bits", "3"], "--bits")):
+        base = {"--pack": str(src), "--cala": str(ckpt), "--bits": "8", "--out": str(tmp_path / "bad")}
+        base.update(dict(zip(argv[::2], argv[1::2])))
+        rc = main(["pack-bank", *[x for kv in base.items() for x in kv]])
+        err = capsys.readouterr().err
+        assert rc == 2 and key in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "bad" / MANIFEST_NAME).exists()

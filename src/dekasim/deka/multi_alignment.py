@@ -46,14 +46,16 @@ log = logging.getLogger(__name__)
 #: The designs scored, in the report's order (the two candidates are ``per_subject`` and ``joint``).
 VARIANTS = ("none", "only", "per_subject", "per_subject_all_on", "joint")
 CANDIDATES = ("per_subject", "joint")
+#: Rows of ``grid.png``: the first test prompts of each subject in turn.
+GRID_ROWS = 6
 
 
 def variant_label(name: str) -> str:
     """A report row's label: ``only:triangle`` -> ``triangle only``."""
     if name.startswith("only:"):
-        return f"{name[5:]} only (routed)"
-    return {"none": "edge (unaligned)", "per_subject": "per-subject G-LoRAs, routed",
-            "per_subject_all_on": "per-subject G-LoRAs, all on", "joint": "joint G-LoRA"}[name]
+        return f"{name[5:]} only"
+    return {"none": "unaligned", "per_subject": "per-subject, routed", "per_subject_all_on": "per-subject, all on",
+            "joint": "joint G-LoRA"}[name]
 
 
 def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfig | None = None,
@@ -145,7 +147,8 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
         edges["per_subject_all_on"] = apply_pack(edge, per_subject, routing=False)
         edges["joint"] = joint.edge
         reports: dict[str, dict[str, Any]] = {}
-        test_images: dict[str, torch.Tensor] = {}
+        per_subject_rows = max(1, GRID_ROWS // len(subjects))
+        test_images: dict[str, list[torch.Tensor]] = {}
         for name, e in edges.items():
             reports[name] = {}
             for k, (p, sd) in splits.items():
@@ -153,8 +156,8 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
                     continue
                 imgs = _sample(e, p, sd, kw)
                 reports[name][k] = score(imgs, cloud_imgs[k])
-                if k == f"test:{subjects[0]}":
-                    test_images[name] = imgs
+                if k.startswith("test:") and k != "test:control":
+                    test_images.setdefault(name, []).append(imgs[:per_subject_rows])
         val_pooled = {name: _pooled(reports[name], [k for k in splits if k.startswith("val:")], metric)
                       for name in edges}
         chosen = max(CANDIDATES, key=lambda n: val_pooled[n])
@@ -176,8 +179,11 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
         }
         if out is not None:
             report["packs"] = _write_multi_packs(pack, edge, out, bits, splits, cloud_imgs, kw, score, bank)
-            _grid(out / "grid.png", _GridPrompts(splits[f"test:{subjects[0]}"][0]), cloud_imgs[f"test:{subjects[0]}"],
-                  test_images, 6, labels=variant_label)
+            keys = [f"test:{s}" for s in subjects]
+            _grid(out / "grid.png", _GridPrompts([p for k in keys for p in splits[k][0][:per_subject_rows]]),
+                  torch.cat([cloud_imgs[k][:per_subject_rows] for k in keys]),
+                  {n: torch.cat(v) for n, v in test_images.items()}, per_subject_rows * len(subjects),
+                  labels=variant_label)
         report["wall_s"] = time.perf_counter() - t_start
         report["command"] = command
         if out is not None:
