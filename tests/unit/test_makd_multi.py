@@ -86,7 +86,8 @@ def test_align_several_subjects_writes_a_chosen_multi_pack(toy_pair, tmp_path):
     assert saved["val_pooled"][saved["chosen"]] == max(saved["val_pooled"][c] for c in CANDIDATES)
     assert set(saved["results"]) == {"none", "only:triangle", "only:purple", "per_subject", "per_subject_all_on",
                                      "joint"}
-    for name in ("report.md", "grid.png", "pack/manifest.json", "pack-q8/manifest.json"):
+    for name in ("report.md", "grid.png", "pack/manifest.json", "pack-q8/manifest.json",
+                 "pack-per_subject/manifest.json", "pack-joint/manifest.json"):
         assert (tmp_path / name).exists(), name
     manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
     assert manifest["format_version"] == MULTI_FORMAT_VERSION
@@ -94,6 +95,8 @@ def test_align_several_subjects_writes_a_chosen_multi_pack(toy_pair, tmp_path):
     pack = load_pack(tmp_path / "pack")
     assert pack.lora_mode == ("per_subject" if saved["chosen"] == "per_subject" else "joint")
     assert pack.info["chosen_on_validation"]["design"] == saved["chosen"]
+    assert load_pack(tmp_path / "pack-per_subject").lora_mode == "per_subject"
+    assert load_pack(tmp_path / "pack-joint").lora_mode == "joint"
     # routing: one subject's adapter leaves the other subject's and the control prompts exactly as unaligned
     res = report["results"]
     for split in ("test:purple", "test:control", "val:control"):

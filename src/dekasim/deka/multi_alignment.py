@@ -19,7 +19,8 @@ every validation split; the design with the higher mean validation score over al
 (every subject's and the control prompts, pooled) ships, and the report says so. Test prompts -- other
 backgrounds and positions, never seen by the choice -- give the reported numbers. The chosen pack is
 written unquantised and at each requested bit width (with the CALA bank when given), as
-``dekasim align`` writes a single-subject pack.
+``dekasim align`` writes a single-subject pack (``pack/``, ``pack-q{bits}/``); both designs also unquantised
+(``pack-per_subject/``, ``pack-joint/``), so either can be used or a subject selected from it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from dekasim.errors import ConfigError
 from dekasim.generative.align_config import AlignConfig, alignment_prompts, control_prompts
 from dekasim.generative.aligned import AlignedEdge, apply_pack
 from dekasim.generative.makd import align_joint, align_method
-from dekasim.generative.pack import KnowledgePack, SubjectPart, load_pack, model_fingerprint, save_pack
+from dekasim.generative.pack import (KnowledgePack, SubjectPart, load_pack, model_fingerprint, pack_size_bytes,
+                                     save_pack)
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +181,9 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
         }
         if out is not None:
             report["packs"] = _write_multi_packs(pack, edge, out, bits, splits, cloud_imgs, kw, score, bank)
+            for name, candidate in (("per_subject", per_subject), ("joint", joint.pack)):  # both designs, as trained
+                d = save_pack(candidate if bank is None else with_cala(candidate, bank["part"]), out / f"pack-{name}")
+                report["packs"][name] = {"dir": str(d), "bytes": pack_size_bytes(d), "n_params": candidate.n_params()}
             keys = [f"test:{s}" for s in subjects]
             _grid(out / "grid.png", _GridPrompts([p for k in keys for p in splits[k][0][:per_subject_rows]]),
                   torch.cat([cloud_imgs[k][:per_subject_rows] for k in keys]),
