@@ -136,7 +136,8 @@ def _edge_users_args(sub: Any) -> None:
     e.add_argument("--catalogue-size", type=int, default=16, help="N subjects; beyond the real ones, modelled "
                    "copies cycling their pack bytes and consistencies (default 16)")
     e.add_argument("--users", default="1,2,4,8,16,32,64", help="numbers of users U (default 1,2,4,8,16,32,64)")
-    e.add_argument("--cache-bytes", default="1000000,4000000", help="edge cache sizes [B] (default 1000000,4000000)")
+    e.add_argument("--cache-bytes", default="1000000,2000000,4000000", help="edge cache sizes [B] (default "
+                   "1000000,2000000,4000000: room for 4, 9 and 18 shipped packs)")
     e.add_argument("--policy", default="lru,lfu", help="cache policies: lru, lfu (default both)")
     e.add_argument("--zipf", default="0,1.2", help="Zipf exponents of subject popularity, 0 = uniform (default 0,1.2)")
     e.add_argument("--slots", type=int, default=1000, help="request slots T of 100 ms (see "

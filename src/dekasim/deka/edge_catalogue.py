@@ -79,8 +79,10 @@ class Subject:
     :param pack_key: its pack's identity at the edge: ``"pack<j>#<copy>"``, ``j`` the real pack's index among the
         catalogue's distinct pack directories, ``copy`` 0 for a real subject (subjects sharing a key share one
         cache entry and one adapter).
-    :param consistency_aligned / consistency_unaligned: per-image consistency of the aligned / unaligned edge.
-    :param metric: the metric of both; :param source: where they come from.
+    :param consistency_aligned: per-image consistency with the aligned edge (mean over test prompts).
+    :param consistency_unaligned: the same with the unaligned edge.
+    :param metric: the metric of both.
+    :param source: where they come from.
     :param copy_of: the real subject a modelled copy repeats, else None.
     """
 

@@ -148,7 +148,9 @@ class UserSnrLaw:
 class LinkSettings:
     """The pack downlink that :func:`~dekasim.deka.downlink.simulate_downlink` simulates.
 
-    :param tdl_profile / delay_spread_ns / speed_mps: the channel (:class:`~dekasim.conditions.Condition`).
+    :param tdl_profile: the channel profile (:class:`~dekasim.conditions.Condition`).
+    :param delay_spread_ns: its RMS delay spread [ns].
+    :param speed_mps: the receivers' speed [m/s].
     :param csi: the receiver's channel estimate (``"perfect"``, ``"ls"``, ``"lmmse"``).
     :param carrier_frequency_hz: carrier [Hz].
     :param mcs_table: TS 38.214 table of :func:`~dekasim.codecs.mcs.select_mcs`.
@@ -366,8 +368,8 @@ def simulate_edge(config: EdgeConfig, settings: EdgeSettings, subjects: Sequence
     """One replication of one configuration (module doc).
 
     :param subjects: the catalogue (N subjects, popularity rank = index + 1).
-    :param snr_db: users' Es/N0 ``[U]`` [dB] (default :func:`draw_users`); :param requests: ``[U, T]`` subject
-        indices (default :func:`draw_requests`); tests pass their own.
+    :param snr_db: users' Es/N0 ``[U]`` [dB] (default :func:`draw_users`; tests pass their own).
+    :param requests: ``[U, T]`` requested subject indices (default :func:`draw_requests`).
     :return: ``{"replication", "users": {column: [U values]}, "edge": {...}, "received": [U dicts pack_key ->
         sha256 received]}``; channel uses in complex symbols, delays in slots.
     """

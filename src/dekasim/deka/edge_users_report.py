@@ -55,6 +55,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "edge_ms_per_image_merged": ("edge adapter time per image, adapters merged into the weights", "ms"),
     "fetches_per_slot": ("fetches started per slot", "fetches"),
     "broadcast_group_size": ("users per broadcast, mean over fetches", "users"),
+    "pack_downlink_busy": ("share of the slots in which the pack downlink was sending", "fraction"),
 }
 
 
@@ -100,13 +101,17 @@ def replication_metrics(rep: dict[str, Any], settings: EdgeSettings, costs: dict
         "edge_ms_per_image_merged": None if ms_m is None else ms_m / images,
         "fetches_per_slot": e["fetches_started"] / n_slots,
         "broadcast_group_size": e["group_size_sum"] / e["fetches_started"] if e["fetches_started"] else None,
+        "pack_downlink_busy": e["pack_downlink_busy_slots"] / n_slots,
     }
 
 
-#: Metrics that cannot be negative: their Student-t interval is clipped at 0 (which keeps its coverage).
+#: Metrics that cannot be negative: their Student-t interval is clipped at 0 (which keeps its coverage: the true
+#: mean is inside the clipped interval whenever it is inside the unclipped one).
 NON_NEGATIVE = {"channel_uses_per_image", "pack_channel_uses_per_image", "bank_channel_uses_per_image",
                 "price_per_0.1_consistency", "delay_slots", "switches_per_image", "edge_ms_per_image_unmerged",
-                "edge_ms_per_image_merged", "fetches_per_slot", "broadcast_group_size"}
+                "edge_ms_per_image_merged", "fetches_per_slot", "broadcast_group_size", "pack_downlink_busy"}
+#: ... and those that cannot exceed 1 (a time share; clipped likewise).
+AT_MOST_ONE = {"pack_downlink_busy"}
 
 
 def _interval(values: Sequence[float], metric: str, value_range: tuple[float, float]) -> dict[str, Any]:
@@ -118,11 +123,14 @@ def _interval(values: Sequence[float], metric: str, value_range: tuple[float, fl
     else:
         iv = student_t_interval(st, "replication")
     entry = iv.as_entry()
-    lo = iv.lo
+    lo, hi = iv.lo, iv.hi
     if lo is not None and metric in NON_NEGATIVE and lo < 0:
         lo = 0.0
         entry["note"] = "Student-t interval clipped at 0, the quantity's lower bound"
-    return {"mean": iv.estimate, "lo": lo, "hi": iv.hi, "interval": entry}
+    if hi is not None and metric in AT_MOST_ONE and hi > 1:
+        hi = 1.0
+        entry["note"] = "Student-t interval clipped to [0, 1], the quantity's bounds"
+    return {"mean": iv.estimate, "lo": lo, "hi": hi, "interval": entry}
 
 
 def summarise(per_rep: Sequence[dict[str, Any]], value_range: tuple[float, float]) -> dict[str, Any]:
@@ -135,8 +143,18 @@ def summarise(per_rep: Sequence[dict[str, Any]], value_range: tuple[float, float
     return out
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory where it lies below it (result files carry no absolute paths
+    of the machine that wrote them), else as given."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def catalogue_rows(subjects: Sequence[Subject]) -> list[dict[str, Any]]:
-    return [{"subject": s.subject, "pack_key": s.pack_key, "pack": str(s.pack.directory), "copy_of": s.copy_of,
+    return [{"subject": s.subject, "pack_key": s.pack_key, "pack": shown_path(s.pack.directory), "copy_of": s.copy_of,
              "size_bytes": s.pack.size_bytes, "bank_bytes": s.pack.bank_bytes, "sha256": s.pack.sha256,
              "consistency_aligned": s.consistency_aligned, "consistency_unaligned": s.consistency_unaligned,
              "source": s.source} for s in subjects]
@@ -148,7 +166,8 @@ def run_edge_users(configs: Sequence[EdgeConfig], settings: EdgeSettings, subjec
                    progress: bool = False) -> dict[str, Any]:
     """Every configuration x replication through :func:`~dekasim.deka.edge_users.simulate_edge`.
 
-    :param subjects: the (expanded) catalogue; :param catalogue: facts about its file for the record.
+    :param subjects: the (expanded) catalogue.
+    :param catalogue: facts about its file, for the record.
     :return: the result document (module doc).
     """
     from dekasim.progress import progress_bar
@@ -179,7 +198,8 @@ def run_edge_users(configs: Sequence[EdgeConfig], settings: EdgeSettings, subjec
             "interval_unit": "replication (an independent run of the whole edge: new users, requests and fetch "
                              "draws; users of one edge share its cache and broadcasts, so they are not "
                              "independent units)",
-            "reference_consistency": {repr(z): _reference(subjects, z) for z in sorted({float(c.zipf_s) for c in configs})},
+            "reference_consistency": {repr(z): _reference(subjects, z)
+                                      for z in sorted({float(c.zipf_s) for c in configs})},
             "downlink": {"simulated_s": round(outcomes.simulated_s, 1), "entries": outcomes.entries},
             "configurations": rows, "wall_s": round(time.perf_counter() - t0, 1)}
 
@@ -201,55 +221,77 @@ def _received_ok(rep: dict[str, Any], subjects: Sequence[Subject]) -> bool:
 # Markdown
 # --------------------------------------------------------------------------------------------------
 
-def _f(x: float | None, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}g}"
+def _num(x: float | None) -> str:
+    """3 significant digits (whole numbers up to 9999), from 10 000 on as ``24.8 k`` / ``1.14 M``; ``—`` for
+    None."""
+    if x is None:
+        return "—"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.3g} M"
+    if abs(x) >= 1e4:
+        return f"{x / 1e3:.3g} k"
+    if x == 0:
+        return "0"
+    digits = max(0, 2 - math.floor(math.log10(abs(x))))
+    return f"{x:.{digits}f}"
 
 
-def _cell(entry: dict[str, Any], digits: int = 3) -> str:
+def _cell(entry: dict[str, Any]) -> str:
     """``mean [lo, hi]``, or the mean alone where there is no interval."""
     if entry.get("mean") is None:
         return "—"
     if entry.get("lo") is None:
-        return _f(entry["mean"], digits)
-    return f"{_f(entry['mean'], digits)} [{_f(entry['lo'], digits)}, {_f(entry['hi'], digits)}]"
+        return _num(entry["mean"])
+    return f"{_num(entry['mean'])} [{_num(entry['lo'])}, {_num(entry['hi'])}]"
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:g} MB"
 
 
-def markdown(doc: dict[str, Any]) -> str:
-    """The tables of ``edge_users.md`` from a result document of :func:`run_edge_users`."""
+def _room(doc: dict[str, Any], cache: int) -> str:
+    pack = max(x["size_bytes"] for x in doc["catalogue"]["subjects"])
+    return f"{_mb(cache)} (room for {cache // pack} packs)"
+
+
+#: The columns of the per-configuration tables: (metric, heading).
+COLUMNS = (("channel_uses_per_image", "channel uses / image"), ("pack_channel_uses_per_image", "of which pack"),
+           ("consistency", "consistency"), ("aligned_fraction", "aligned"), ("delay_slots", "delay slots"),
+           ("pack_downlink_busy", "downlink busy"), ("switches_per_image", "switches / image"),
+           ("edge_ms_per_image_unmerged", "edge ms / image"), ("price_per_0.1_consistency", "price of +0.1"))
+
+
+def _setting(doc: dict[str, Any]) -> list[str]:
     s, cat = doc["settings"], doc["catalogue"]
     link, snr = s["link"], s["snr"]
     subjects = cat["subjects"]
     real = [x for x in subjects if x["copy_of"] is None]
-    sizes = sorted({x["size_bytes"] for x in subjects})
-    lines = ["# An edge serving U users: pack cache, broadcast fetches and adapter switching", ""]
-    if doc.get("command"):
-        lines += [f"Made by `{doc['command']}` on {doc['date']} ({doc['wall_s']:.0f} s; downlink simulations "
-                  f"{doc['downlink']['simulated_s']:.0f} s of it); every number below is in the result file.", ""]
-    lines += [
+    return [
         "## Setting", "",
         f"- Catalogue: {cat['size']} subjects, {len(real)} real ({', '.join(x['subject'] for x in real)}); "
         f"{cat['modelled_copies']} are **modelled copies** of them (their pack bytes and consistencies are the real "
-        f"ones; each is a distinct pack in the cache). Pack size {', '.join(f'{b} B' for b in sizes)}; CALA bank "
+        f"ones; each is a distinct pack in the cache). Pack size "
+        f"{', '.join(sorted({str(x['size_bytes']) + ' B' for x in subjects}))}; CALA bank "
         f"{', '.join(sorted({str(x['bank_bytes']) + ' B' for x in subjects}))}. Consistency: `{doc['metric']}` "
-        f"(aligned {', '.join(_f(x['consistency_aligned']) for x in real)}, unaligned "
-        f"{', '.join(_f(x['consistency_unaligned']) for x in real)}).",
+        f"(aligned {', '.join(_num(x['consistency_aligned']) for x in real)}, unaligned "
+        f"{', '.join(_num(x['consistency_unaligned']) for x in real)}).",
         f"- {s['slots']} request slots (one image per user per slot, {s['image_channel_uses']} channel uses each), "
         f"{s['replications']} replications per configuration; pack downlink {s['pack_channel_uses_per_slot']} "
         f"channel uses per slot; serving order `{s['serve_order']}`; seed {s['seed']}.",
         f"- Users' Es/N0: normal({snr['mean_db']:g}, {snr['std_db']:g}) dB rounded to {snr['step_db']:g} dB and "
-        f"clipped to [{snr['min_db']:g}, {snr['max_db']:g}] dB; MCS = select_mcs(Es/N0 − {link['mcs_margin_db']:g} dB) "
+        f"clipped to [{snr['min_db']:g}, {snr['max_db']:g}] dB; "
+        f"MCS = select_mcs(Es/N0 − {link['mcs_margin_db']:g} dB) "
         f"of table {link['mcs_table']}.",
         f"- Fetches simulated on TDL-{link['tdl_profile']} {link['delay_spread_ns']:g} ns, {link['csi'].upper()} "
         f"CSI, {link['speed_mps']:g} m/s, ARQ up to {link['max_rounds']} rounds; {link['outcomes_per_key']} "
         "outcomes per (pack, MCS, Es/N0), each fetch draws one.",
         f"- Intervals: 95 %, over {doc['interval_unit']}.", ""]
-    lines += ["## Simulated fetches", "",
-              "| pack bytes | MCS | Es/N0 dB | outcomes | channel uses (mean) | min – max | ARQ rounds | "
-              "first-round BLER | delivered | simulation s |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def _fetches(doc: dict[str, Any]) -> list[str]:
+    lines = ["## Simulated fetches", "",
+             "| pack bytes | MCS | Es/N0 dB | outcomes | channel uses (mean) | min – max | ARQ rounds | "
+             "first-round BLER | delivered | simulation s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for e in sorted(doc["downlink"]["entries"].values(), key=lambda e: (e["pack_bytes"], e["snr_db"])):
         o = e["outcomes"]
         cu = [x["channel_uses"] for x in o]
@@ -257,36 +299,84 @@ def markdown(doc: dict[str, Any]) -> str:
                      f"{min(cu)} – {max(cu)} | {', '.join(str(x['rounds']) for x in o)} | "
                      f"{sum(x['first_round_bler'] for x in o) / len(o):.3f} | "
                      f"{sum(bool(x['delivered']) for x in o)}/{len(o)} | {sum(x['runtime_s'] for x in o):.0f} |")
+    return lines + [""]
+
+
+def _adapters(doc: dict[str, Any]) -> list[str]:
     costs = doc.get("adapter_costs")
-    if costs:
-        lines += ["", "## Adapter switching on the edge (measured)", "",
-                  f"Edge `{costs['edge']}` on {costs['device']} ({costs['cpu']}, {costs['torch_threads']} torch "
-                  f"thread(s)); median of {costs['set_adapter_ms']['n']} calls (min – max); the second adapter: "
-                  f"{costs['second_adapter']}.", "", "| operation | median ms | min – max ms |", "|---|---|---|"]
-        for k, v in costs.items():
-            if isinstance(v, dict) and "median_ms" in v:
-                lines.append(f"| `{k.removesuffix('_ms')}` | {v['median_ms']:.2f} | "
-                             f"{v['min_ms']:.2f} – {v['max_ms']:.2f} |")
-        for mode, v in costs["sample_ms"].items():
-            lines.append(f"| one image, adapter {mode} ({costs['sample_settings']['steps']} DDIM steps) | "
-                         f"{v['median_ms']:.1f} | {v['min_ms']:.1f} – {v['max_ms']:.1f} |")
-        lines += ["", f"Merged against unmerged latents: max |difference| {costs['merged_max_abs_diff']:.2e}."]
-    cols = [("channel_uses_per_image", 4), ("pack_channel_uses_per_image", 3), ("consistency", 3),
-            ("aligned_fraction", 2), ("delay_slots", 3), ("switches_per_image", 2),
-            ("edge_ms_per_image_unmerged", 2), ("price_per_0.1_consistency", 3)]
-    head = ["channel uses / image", "of which pack", "consistency", "aligned", "delay slots", "switches / image",
-            "edge ms / image", "price of +0.1 consistency"]
+    if not costs:
+        return ["## Adapter switching on the edge", "", "Not measured (`--adapter-timing skip`): no edge times.", ""]
+    med = {k: v["median_ms"] for k, v in costs.items() if isinstance(v, dict) and "median_ms" in v}
+    load = f", load average {costs['load_average_1min']:.2f}" if costs.get("load_average_1min") is not None else ""
+    lines = ["## Adapter switching on the edge (measured)", "",
+             f"Edge `{costs['edge']}` on {costs['device']} ({costs['cpu']}, {costs['torch_threads']} torch "
+             f"thread(s){load}); median of {costs['set_adapter_ms']['n']} calls (min – max); the second adapter: "
+             f"{costs['second_adapter']}.", "", "| operation | median ms | min – max ms |", "|---|---|---|"]
+    for k, v in costs.items():
+        if isinstance(v, dict) and "median_ms" in v:
+            lines.append(f"| `{k.removesuffix('_ms')}` | {v['median_ms']:.2f} | "
+                         f"{v['min_ms']:.2f} – {v['max_ms']:.2f} |")
+    steps = costs["sample_settings"]["steps"]
+    for mode, v in costs["sample_ms"].items():
+        lines.append(f"| one image, adapter {mode} ({steps} DDIM steps, batch 1) | {v['median_ms']:.1f} | "
+                     f"{v['min_ms']:.1f} – {v['max_ms']:.1f} |")
+    sample = {m: v["median_ms"] for m, v in costs["sample_ms"].items()}
+    saved = sample["unmerged"] - sample["merged"]
+    extra = med["unfuse_ms"] + med["fuse_ms"] - med["set_adapter_ms"]
+    most = max((c["summary"]["switches_per_image"]["mean"] or 0.0) for c in doc["configurations"])
+    lines += ["", f"Merged and unmerged latents differ by at most {costs['merged_max_abs_diff']:.2e}. Merging the "
+              f"LoRA into the weights saves {saved:.0f} ms per image (no LoRA branch in {steps} steps) and costs "
+              f"{extra:.1f} ms more per switch (`unfuse` + `fuse` instead of `set_adapter`): merged serving is faster "
+              f"below {saved / extra:.1f} switches per image" + (f"; the most switches per image in this run: "
+                                                                f"{most:.2f}." if extra > 0 else "."), ""]
+    return lines
+
+
+def _payoff(doc: dict[str, Any]) -> list[str]:
+    image = doc["settings"]["image_channel_uses"]
+    lines = ["## Where alignment pays off", "",
+             f"Price of +0.1 consistency: the pack channel uses per image that buy +0.1 over the unaligned edge on the "
+             f"same requests (0.1 × pack traffic per image / consistency gain). Below {image} (one image's channel "
+             "uses) +0.1 consistency costs less than sending one more image. Pack traffic per image in images' worth, "
+             "the bank unicasts' share of it, and the pack downlink's busy share at the largest U:", "",
+             "| Zipf s | cache | policy | price below one image from U = | at U = | pack traffic / image "
+             "[images] | bank unicasts' share | downlink busy |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for c in doc["configurations"]:
+        groups.setdefault((c["zipf_s"], c["cache_bytes"], c["policy"]), []).append(c)
+    for (z, cache, policy), rows in sorted(groups.items()):
+        rows.sort(key=lambda c: c["users"])
+        below = [c["users"] for c in rows if (c["summary"]["price_per_0.1_consistency"]["mean"] or math.inf) < image]
+        top = rows[-1]["summary"]
+        pack, bank = top["pack_channel_uses_per_image"]["mean"], top["bank_channel_uses_per_image"]["mean"]
+        lines.append(f"| {z:g} | {_room(doc, cache)} | {policy} | {below[0] if below else 'none'} | "
+                     f"{rows[-1]['users']} | {_num(pack / image)} | {_num(bank / pack if pack else None)} | "
+                     f"{_num(top['pack_downlink_busy']['mean'])} |")
+    return lines + [""]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The tables of ``edge_users.md`` from a result document of :func:`run_edge_users`."""
+    lines = ["# An edge serving U users: pack cache, broadcast fetches and adapter switching", ""]
+    if doc.get("command"):
+        spent = sum(o["runtime_s"] for e in doc["downlink"]["entries"].values() for o in e["outcomes"])
+        lines += [f"Made by `{doc['command']}` on {doc['date']} ({doc['wall_s']:.0f} s, of which "
+                  f"{doc['downlink']['simulated_s']:.0f} s simulating fetches; the fetch outcomes took {spent:.0f} s "
+                  "to simulate, in this run or an earlier one into the same folder, with the same seeds); every "
+                  "number below is in its result file.", ""]
+    lines += _setting(doc) + _fetches(doc) + _adapters(doc) + _payoff(doc)
     for zipf in sorted({c["zipf_s"] for c in doc["configurations"]}):
-        lines += ["", f"## Zipf s = {zipf:g}" + (" (uniform)" if zipf == 0 else ""), "",
-                  "| U | cache | policy | " + " | ".join(head) + " |", "|---" * (3 + len(head)) + "|"]
+        lines += [f"## Zipf s = {zipf:g}" + (" (uniform)" if zipf == 0 else ""), "",
+                  "| U | cache | policy | " + " | ".join(h for _, h in COLUMNS) + " |",
+                  "|---" * (3 + len(COLUMNS)) + "|"]
         rows = [c for c in doc["configurations"] if c["zipf_s"] == zipf]
         for c in sorted(rows, key=lambda c: (c["cache_bytes"], c["policy"], c["users"])):
-            fits = c["cache_bytes"] // sizes[-1] if sizes else 0
-            lines.append(f"| {c['users']} | {_mb(c['cache_bytes'])} ({fits} packs) | {c['policy']} | "
-                         + " | ".join(_cell(c["summary"][m], d) for m, d in cols) + " |")
-    lines += ["", "Columns: " + "; ".join(f"**{h}**: {doc['metrics'][m]['meaning']} [{doc['metrics'][m]['unit']}]"
-                                          for h, (m, _) in zip(head, cols)) + ". Mean [95 % interval over "
-              "replications]; a mean alone where the replications do not vary or are too few.", ""]
+            lines.append(f"| {c['users']} | {_room(doc, c['cache_bytes'])} | {c['policy']} | "
+                         + " | ".join(_cell(c["summary"][m]) for m, _ in COLUMNS) + " |")
+        lines.append("")
+    lines += ["Columns: " + "; ".join(f"**{h}**: {doc['metrics'][m]['meaning']} [{doc['metrics'][m]['unit']}]"
+                                      for m, h in COLUMNS) + ". Mean [95 % interval over replications]; a mean alone "
+              "where the replications do not vary or are too few.", ""]
     return "\n".join(lines)
 
 
@@ -351,7 +441,8 @@ def _adapter_costs(spec: str, real: Sequence[Subject]) -> dict[str, Any] | None:
     if spec == "skip":
         return None
     if spec == "measure":
-        return measure_adapter_costs([s.pack.directory for s in real])
+        costs = measure_adapter_costs([s.pack.directory for s in real])
+        return {**costs, "packs": [shown_path(d) for d in costs["packs"]]}
     p = Path(spec)
     if not p.is_file():
         raise ConfigError("--adapter-timing", spec, "'measure', 'skip' or a JSON file (an earlier results.json)",
@@ -385,7 +476,7 @@ def write_edge_users(out_dir: str | Path, configs: Sequence[EdgeConfig], setting
     outcomes = DownlinkOutcomes(settings.link, settings.seed, store=out / "downlink_outcomes.json")
     cat_path = Path(catalogue) if catalogue is not None else DEFAULT_CATALOGUE
     doc = run_edge_users(configs, settings, subjects, outcomes, costs, command=command, progress=progress,
-                         catalogue={"file": str(cat_path), "sha256": sha256_file(cat_path), "meta": meta,
+                         catalogue={"file": shown_path(cat_path), "sha256": sha256_file(cat_path), "meta": meta,
                                     "real_subjects": len(real)})
     paths = {"results": out / "results.json", "markdown": out / "edge_users.md",
              "outcomes": out / "downlink_outcomes.json"}

@@ -20,6 +20,7 @@ Error bars: the stored 95 % intervals over replications. Typical use::
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ def _mb(n: int) -> str:
 
 def _cache_label(doc: dict[str, Any], cache: int) -> str:
     pack = max(s["size_bytes"] for s in doc["catalogue"]["subjects"])
-    return f"cache {_mb(cache)} ({cache // pack} of {doc['catalogue']['size']} packs)"
+    n = doc["catalogue"]["size"]
+    return f"cache {_mb(cache)} (room for {cache // pack} packs" + (", all fit)" if cache // pack >= n else f" of {n})")
 
 
 def _series(doc: dict[str, Any], zipf: float, cache: int, policy: str, metric: str) -> list[tuple[int, dict]]:
@@ -78,16 +80,17 @@ def _axes_u(ax: Any, users: Sequence[int]) -> None:
     ax.grid(True, which="major", alpha=0.6)
 
 
-def _caption(doc: dict[str, Any]) -> str:
+def _caption(doc: dict[str, Any], width: int = 150) -> str:
     s, link, snr = doc["settings"], doc["settings"]["link"], doc["settings"]["snr"]
     real = [x["subject"] for x in doc["catalogue"]["subjects"] if x["copy_of"] is None]
-    return (f"{doc['catalogue']['size']} subjects ({len(real)} real: {', '.join(real)}; the rest modelled copies), "
+    text = (f"{doc['catalogue']['size']} subjects ({len(real)} real: {', '.join(real)}; the rest modelled copies), "
             f"{s['slots']} slots, image {s['image_channel_uses']} ch. uses, pack downlink "
             f"{s['pack_channel_uses_per_slot']} ch. uses/slot; users' Es/N0 N({snr['mean_db']:g}, "
             f"{snr['std_db']:g}) dB "
             f"in {snr['step_db']:g} dB steps [{snr['min_db']:g}, {snr['max_db']:g}]; fetches simulated on "
             f"TDL-{link['tdl_profile']} {link['delay_spread_ns']:g} ns, {link['csi'].upper()} CSI, ARQ; "
             f"error bars: 95 % CI over {s['replications']} replications")
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _by_u_figure(doc: dict[str, Any], metric: str, ylabel: str, log_y: bool) -> Figure:
@@ -95,7 +98,7 @@ def _by_u_figure(doc: dict[str, Any], metric: str, ylabel: str, log_y: bool) -> 
     caches = sorted({c["cache_bytes"] for c in doc["configurations"]})
     policies = [p for p in ("lru", "lfu") if any(c["policy"] == p for c in doc["configurations"])]
     users = sorted({c["users"] for c in doc["configurations"]})
-    fig = Figure(figsize=(3.6 * len(zipfs) + 0.6, 4.4), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(zipfs) + 0.6, 4.6), layout="constrained")
     axes = fig.subplots(1, len(zipfs), sharey=True, squeeze=False)[0]
     handles = []
     for ax, z in zip(axes, zipfs):
@@ -128,8 +131,8 @@ def _by_u_figure(doc: dict[str, Any], metric: str, ylabel: str, log_y: bool) -> 
     if metric == "consistency":
         handles.append(Line2D([], [], color="0.3", linestyle=":", label="every request aligned"))
         handles.append(Line2D([], [], color="0.6", linestyle=":", label="no request aligned"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False,
-               fontsize="small", title=_caption(doc), title_fontsize="x-small")
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False,
+               fontsize="small", title=_caption(doc, int(fig.get_figwidth() * 18)), title_fontsize="x-small")
     return fig
 
 
@@ -186,7 +189,7 @@ def payoff_figure(doc: dict[str, Any]) -> Figure:
                        label=f"Zipf s = {z:g}") for j, z in enumerate(zipfs)]
     handles.append(Line2D([], [], color="0.3", linestyle=":", label=f"one image ({image} channel uses)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False,
-               fontsize="small", title=_caption(doc), title_fontsize="x-small")
+               fontsize="small", title=_caption(doc, int(fig.get_figwidth() * 18)), title_fontsize="x-small")
     return fig
 
 
