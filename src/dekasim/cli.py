@@ -124,9 +124,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _edge_users_args(sub: Any) -> None:
     """``dekasim edge-users``: a command, not a scenario table, because it is a stateful slot simulation over users
-    (one cache, one queue of fetches, users waiting on the same broadcast), not a sweep of independent link points."""
-    from dekasim.deka.edge_users import DEFAULT_IMAGE_CHANNEL_USES, DEFAULT_PACK_CHANNEL_USES_PER_SLOT, SERVE_ORDERS
-
+    (one cache, one queue of fetches, users waiting on the same broadcast), not a sweep of independent link points.
+    The defaults are those of :class:`dekasim.deka.edge_users.EdgeSettings` (a test keeps them equal; the parser
+    imports nothing heavy)."""
     e = sub.add_parser("edge-users", help="an edge serving U users with distinct knowledge packs: pack cache "
                        "(LRU/LFU, bytes), broadcast fetches over the simulated downlink (ARQ), adapter switching "
                        "measured on the edge; results.json, edge_users.md, figures")
@@ -155,12 +155,12 @@ def _edge_users_args(sub: Any) -> None:
     e.add_argument("--tdl-profile", default="C", help="downlink channel profile (default C)")
     e.add_argument("--delay-spread-ns", type=float, default=300.0, help="its RMS delay spread [ns] (default 300)")
     e.add_argument("--csi", default="ls", help="perfect, ls or lmmse (default ls)")
-    e.add_argument("--image-channel-uses", type=int, default=DEFAULT_IMAGE_CHANNEL_USES,
-                   help=f"channel uses per image (default {DEFAULT_IMAGE_CHANNEL_USES}: 48x8x8 latents at 1/6)")
-    e.add_argument("--pack-channel-uses-per-slot", type=int, default=DEFAULT_PACK_CHANNEL_USES_PER_SLOT,
-                   help=f"pack downlink per slot (default {DEFAULT_PACK_CHANNEL_USES_PER_SLOT}: a 20 MHz carrier, "
-                   "100 ms slots)")
-    e.add_argument("--serve-order", default="grouped", help=f"one of {', '.join(SERVE_ORDERS)} (default grouped)")
+    e.add_argument("--image-channel-uses", type=int, default=512,
+                   help="channel uses per image (default 512: 48x8x8 latents at 1/6)")
+    e.add_argument("--pack-channel-uses-per-slot", type=int, default=1526400,
+                   help="pack downlink per slot (default 1526400: a 20 MHz carrier, 100 ms slots)")
+    e.add_argument("--serve-order", default="grouped", help="grouped (by adapter within a slot) or arrival "
+                   "(default grouped)")
     e.add_argument("--adapter-timing", default="measure", help="'measure' on the shipped edge, 'skip', or an "
                    "earlier results.json to reuse its measured costs")
     e.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")

@@ -19,7 +19,7 @@ from dekasim.deka.downlink import pack_bytes
 from dekasim.deka.edge_catalogue import (DEFAULT_CATALOGUE, expand_catalogue, load_catalogue, popularity)
 from dekasim.deka.edge_users import (DownlinkOutcomes, EdgeConfig, EdgeSettings, LinkSettings, UserSnrLaw,
                                      draw_requests, draw_users, simulate_edge)
-from dekasim.deka.edge_users_report import run_edge_users
+from dekasim.deka.edge_users_report import FLAGS, run_edge_users
 from dekasim.errors import ConfigError
 from dekasim.generative.pack import CALA_NAME, EMBEDS_NAME, FORMAT_VERSION, KIND, LORA_NAME, MANIFEST_NAME
 
@@ -262,3 +262,19 @@ def test_adapter_costs_are_measured_on_the_shipped_edge():
     assert set(c["sample_ms"]) == {"none", "unmerged", "merged"} and c["cpu"]
     # merging changes nothing; the pack does change the latents
     assert c["merged_max_abs_diff"] < 1e-3 < c["adapter_vs_none_max_abs_diff"]
+
+
+def test_the_command_line_defaults_are_the_librarys():
+    from dekasim.cli import _parser
+
+    args = _parser().parse_args(["edge-users", "--out", "x"])
+    assert args.adapter_timing == "measure"
+    d = EdgeSettings()
+    want = {"slots": d.slots, "replications": d.replications, "image_channel_uses": d.image_channel_uses,
+            "pack_channel_uses_per_slot": d.pack_channel_uses_per_slot, "serve_order": d.serve_order,
+            "catalogue_size": d.catalogue_size, "seed": d.seed, "snr_db": d.snr.mean_db, "snr_std_db": d.snr.std_db,
+            "snr_step_db": d.snr.step_db, "snr_min_db": d.snr.min_db, "snr_max_db": d.snr.max_db,
+            "tdl_profile": d.link.tdl_profile, "delay_spread_ns": d.link.delay_spread_ns, "csi": d.link.csi,
+            "mcs_margin_db": d.link.mcs_margin_db, "downlink_outcomes": d.link.outcomes_per_key}
+    assert {k: getattr(args, k) for k in want} == want
+    assert {f"--{k.replace('_', '-')}" for k in want} == set(FLAGS.values())  # every flag checked

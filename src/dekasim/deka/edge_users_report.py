@@ -418,7 +418,7 @@ FLAGS = {"slots": "--slots", "replications": "--replications", "image_channel_us
          "pack_channel_uses_per_slot": "--pack-channel-uses-per-slot", "seed": "--seed", "serve_order": "--serve-order",
          "catalogue_size": "--catalogue-size", "snr_db_mean": "--snr-db", "snr_db_std": "--snr-std-db",
          "snr_db_step": "--snr-step-db", "snr_db_min": "--snr-min-db", "snr_db_max": "--snr-max-db",
-         "tdl_profile": "--tdl-profile", "delay_spread_ns": "--delay-spread-ns", "speed_mps": "--speed-mps",
+         "tdl_profile": "--tdl-profile", "delay_spread_ns": "--delay-spread-ns",
          "csi": "--csi", "mcs_margin_db": "--mcs-margin-db", "downlink_outcomes": "--downlink-outcomes"}
 
 
