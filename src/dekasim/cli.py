@@ -1,4 +1,4 @@
-"""``dekasim`` command line: run, validate, plot, list, check-codec, world (train/check/sample), align.
+"""``dekasim`` command line: run, validate, plot, list, check-codec, world (train/check/sample), align, edge-users.
 
 Errors a user can fix print one line naming the file, key, value and fix, and exit with status 2.
 """
@@ -125,7 +125,86 @@ def _parser() -> argparse.ArgumentParser:
                     "checkpoint beside it)")
     pb.add_argument("--bits", default="8", help="8, 4, 2 or 'none' (unquantised); LoRA and bank quantised per row")
     pb.add_argument("--out", required=True, help="the new pack's directory (not --pack itself)")
+    _edge_users_args(sub)
     return p
+
+
+def _edge_users_args(sub: Any) -> None:
+    """``dekasim edge-users``: a command, not a scenario table, because it is a stateful slot simulation over users
+    (one cache, one queue of fetches, users waiting on the same broadcast), not a sweep of independent link points.
+    The defaults are those of :class:`dekasim.deka.edge_users.EdgeSettings` (a test keeps them equal; the parser
+    imports nothing heavy)."""
+    e = sub.add_parser("edge-users", help="an edge serving U users with distinct knowledge packs: pack cache "
+                       "(LRU/LFU, bytes), broadcast fetches over the simulated downlink (ARQ), adapter switching "
+                       "measured on the edge; results.json, edge_users.md, figures")
+    e.add_argument("--out", required=True, help="output directory (a rerun into it reuses its simulated fetches)")
+    e.add_argument("--catalogue", metavar="FILE", help="catalogue JSON: subjects, packs, consistencies (default: "
+                   "the shipped pack; schema in docs/edge_users.md)")
+    e.add_argument("--catalogue-size", type=int, default=16, help="N subjects; beyond the real ones, modelled "
+                   "copies cycling their pack bytes and consistencies (default 16)")
+    e.add_argument("--users", default="1,2,4,8,16,32,64", help="numbers of users U (default 1,2,4,8,16,32,64)")
+    e.add_argument("--cache-bytes", default="1000000,2000000,4000000", help="edge cache sizes [B] (default "
+                   "1000000,2000000,4000000: room for 4, 9 and 18 shipped packs)")
+    e.add_argument("--policy", default="lru,lfu", help="cache policies: lru, lfu (default both)")
+    e.add_argument("--zipf", default="0,1.2", help="Zipf exponents of subject popularity, 0 = uniform (default 0,1.2)")
+    e.add_argument("--slots", type=int, default=1000, help="request slots T of 100 ms (see "
+                   "--pack-channel-uses-per-slot), one image per user each (default 1000)")
+    e.add_argument("--replications", type=int, default=5, help="independent runs per configuration (default 5)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--snr-db", type=float, default=10.0, help="users' mean Es/N0 per data RE [dB] (default 10)")
+    e.add_argument("--snr-std-db", type=float, default=4.0, help="its spread [dB] (default 4)")
+    e.add_argument("--snr-step-db", type=float, default=5.0, help="users' Es/N0 rounded to this step [dB] (default 5)")
+    e.add_argument("--snr-min-db", type=float, default=5.0, help="... and clipped to [min, max] (default 5)")
+    e.add_argument("--snr-max-db", type=float, default=15.0, help="(default 15)")
+    e.add_argument("--mcs-margin-db", type=float, default=5.0, help="select_mcs at Es/N0 minus this (default 5)")
+    e.add_argument("--downlink-outcomes", type=int, default=4, help="simulated outcomes per (pack, MCS, Es/N0) that "
+                   "fetches draw from (default 4)")
+    e.add_argument("--tdl-profile", default="C", help="downlink channel profile (default C)")
+    e.add_argument("--delay-spread-ns", type=float, default=300.0, help="its RMS delay spread [ns] (default 300)")
+    e.add_argument("--csi", default="ls", help="perfect, ls or lmmse (default ls)")
+    e.add_argument("--image-channel-uses", type=int, default=512,
+                   help="channel uses per image (default 512: 48x8x8 latents at 1/6)")
+    e.add_argument("--pack-channel-uses-per-slot", type=int, default=1526400,
+                   help="pack downlink per slot (default 1526400: a 20 MHz carrier, 100 ms slots)")
+    e.add_argument("--serve-order", default="grouped", help="grouped (by adapter within a slot) or arrival "
+                   "(default grouped)")
+    e.add_argument("--adapter-timing", default="measure", help="'measure' on the shipped edge, 'skip', or an "
+                   "earlier results.json to reuse its measured costs")
+    e.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    e.add_argument("--no-plots", action="store_true", help="no figures")
+
+
+def _cmd_edge_users(args: argparse.Namespace) -> int:
+    """``dekasim edge-users``: :func:`dekasim.deka.edge_users_report.write_edge_users`, then the figures."""
+    import torch
+
+    from dekasim.deka.edge_users_report import edge_configs, edge_settings, parse_list, write_edge_users
+
+    if args.threads < 1:
+        raise ConfigError("--threads", args.threads, "a positive number of torch threads", "e.g. --threads 1")
+    torch.set_num_threads(args.threads)
+    configs = edge_configs(parse_list("--users", args.users, int, "1,2,4,8"),
+                           parse_list("--cache-bytes", args.cache_bytes, int, "1000000,4000000"),
+                           parse_list("--policy", args.policy, str, "lru,lfu"),
+                           parse_list("--zipf", args.zipf, float, "0,0.8,1.2"))
+    settings = edge_settings(
+        slots=args.slots, replications=args.replications, image_channel_uses=args.image_channel_uses,
+        pack_channel_uses_per_slot=args.pack_channel_uses_per_slot, serve_order=args.serve_order,
+        catalogue_size=args.catalogue_size, seed=args.seed, snr_db_mean=args.snr_db, snr_db_std=args.snr_std_db,
+        snr_db_step=args.snr_step_db, snr_db_min=args.snr_min_db, snr_db_max=args.snr_max_db,
+        tdl_profile=args.tdl_profile, delay_spread_ns=args.delay_spread_ns, csi=args.csi,
+        mcs_margin_db=args.mcs_margin_db, downlink_outcomes=args.downlink_outcomes)
+    logging.getLogger("dekasim").setLevel(logging.INFO)
+    paths = write_edge_users(args.out, configs, settings, args.catalogue, args.adapter_timing, command=_command_line(),
+                             progress=True)
+    print(f"{len(configs)} configuration(s) x {settings.replications} replication(s) -> {paths['results']}, "
+          f"{paths['markdown']}; simulated fetches: {paths['outcomes']}")
+    if not args.no_plots:
+        from dekasim.plots.edge_users import plot_edge_users
+
+        for fig in plot_edge_users(paths["results"], args.out):
+            print(f"figure: {fig}")
+    return 0
 
 
 def _alignment_args(a: argparse.ArgumentParser, out_help: str) -> None:
@@ -605,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plot": _cmd_plot, "list": _cmd_list,
                 "world": _cmd_world, "align": _cmd_align, "build-pack": _cmd_build_pack, "pack-bank": _cmd_pack_bank,
                 "random-models": _cmd_random_models,
-                "check-codec": _cmd_check_codec}
+                "check-codec": _cmd_check_codec, "edge-users": _cmd_edge_users}
     try:
         with warnings.catch_warnings():  # the command's way of showing warnings, undone when it returns
             _show_warnings_once()
