@@ -216,12 +216,15 @@ def provenance() -> str:
         if Path(path).name != "SHIPPED.json":
             continue
         pack_dir = Path(path).parent
-        lines += [f"## The default knowledge pack (`{pack_dir}`)", "", _cell(m["what"]), "",
-                  f"- command: `{m['command']}` (seed {m['seed']}, {m['threads']} thread(s)), copied from "
-                  f"`{m['copied_from']}`",
+        title = "The default knowledge pack" if pack_dir.name == "pack" else f"Knowledge pack `{pack_dir.name}`"
+        lines += [f"## {title} (`{pack_dir}`)", "", _cell(m["what"]), "",
+                  f"- command: `{m['command']}` (seed {m['seed']}, {m['threads']} thread(s))"
+                  + (f", then `{m['then']}`" if m.get("then") else "") + f", copied from `{m['copied_from']}`",
                   f"- size: {m['size_bytes']:,} B; the edge model it applies to: `{m['base_model_hash'][:16]}…`", "",
                   "| file | bytes | sha256 |", "|---|---|---|"]
         lines += [f"| `{name}` | {f['size_bytes']:,} | `{f['sha256'][:16]}…` |" for name, f in m["files"].items()]
+        if m.get("reproduced"):
+            lines.append(f"- reproduced: {_cell(m['reproduced'])}")
         tc = m.get("test_consistency", {})
         if tc:
             lines += ["", "Consistency on the alignment's test prompts (from the same record): " + "; ".join(

@@ -31,11 +31,29 @@ def test_shipped_pack_fits_the_shipped_edge_and_its_preinstalled_jscc():
     from dekasim.generative.pack import load_pack, model_fingerprint
 
     pack = load_pack(DEFAULT_PACK_DIR, base_model_hash=model_fingerprint(load_model("edge")))
-    assert pack.metaword == "<triangle*>" and pack.lora and pack.cala is not None
+    assert pack.subjects == ["triangle", "purple"] and pack.lora_mode == "joint" and pack.cala is not None
+    assert [p.metaword for p in pack.parts] == ["<triangle*>", "<purple*>"]
+    assert pack.info["chosen_on_validation"]["design"] == "joint"
     base = preinstalled_checkpoint(pack)
     manifest, _ = read_checkpoint(base)
     assert manifest["sha256"] == pack.cala.base["sha256"]
-    assert (pack.info.get("config") or {}).get("subject") == "triangle"  # the main job reads its prompt split
+    assert isinstance(pack.info.get("config"), dict)  # the main job reads its prompt split from it
+
+
+@pytest.mark.parametrize("subject", ["triangle", "purple"])
+def test_the_per_subject_packs_fit_the_shipped_edge(subject):
+    """pack-triangle (the previous default) and pack-purple: one subject each, the generic bank, 8-bit."""
+    from dekasim.generative.models import load_model
+    from dekasim.generative.pack import load_pack, model_fingerprint, pack_size_bytes
+
+    d = DEFAULT_PACK_DIR.parent / f"pack-{subject}"
+    shipped = json.loads((d / "SHIPPED.json").read_text())
+    for name, entry in shipped["files"].items():
+        assert sha256_file(d / name) == entry["sha256"], name
+    assert pack_size_bytes(d) == shipped["size_bytes"]
+    pack = load_pack(d, base_model_hash=model_fingerprint(load_model("edge")))
+    assert pack.subjects == [subject] and pack.metaword == f"<{subject}*>" and pack.lora
+    assert pack.cala.source["file"] == "cala_generic-48x8x8-bw1_6.safetensors"
 
 
 def test_the_main_job_uses_the_shipped_pack():
@@ -49,10 +67,10 @@ def test_the_main_job_uses_the_shipped_pack():
 
 
 def test_the_shipped_bank_is_the_generic_t_ka_bank_and_refuses_other_bases():
-    """The pack carries cala_generic (K = 2 rank-4 CP adapters + affine on the generic, rate-adaptive
-    jscc_generic) in 8 bits: the codec it rebuilds sends within 1 % of the checkpoint's symbols at each of
-    the three rates, and the bank is refused on the edge-trained jscc_base (a bank adapts the exact network
-    it was trained on)."""
+    """The pack carries cala_s18 (S = 18 shared CP components + K = 2 gated rank-1 adapters, affine, on the
+    generic, rate-adaptive jscc_generic; within 10 % of its parameters) in 8 bits: the codec it rebuilds
+    sends within 1 % of the checkpoint's symbols at each of the three rates, and the bank is refused on the
+    edge-trained jscc_base (a bank adapts the exact network it was trained on)."""
     import torch
 
     from dekasim.codecs import build_codec
@@ -64,12 +82,13 @@ def test_the_shipped_bank_is_the_generic_t_ka_bank_and_refuses_other_bases():
 
     pack = load_pack(DEFAULT_PACK_DIR)
     part = pack.cala
-    assert part.source["file"] == "cala_generic-48x8x8-bw1_6.safetensors" and part.affine
-    assert (part.num_adapters, part.rank, part.factor) == (2, 4, "cp")
+    assert part.source["file"] == "cala_s18-48x8x8-bw1_6.safetensors" and part.affine
+    assert (part.num_adapters, part.rank, part.factor, part.shared_rank) == (2, 1, "cp", 18)
+    assert part.n_params() <= 0.10 * 230848  # within 10 % of the base's parameters
     assert part.base["file"] == "jscc_generic-48x8x8-bw1_6.safetensors" and part.base["codec"] == "jscc_generic"
     base = preinstalled_checkpoint(pack)
     codec = cala_codec_from_pack(pack, base)
-    ref = build_codec("cala", (48, 8, 8), 1 / 6, checkpoint=str(CHECKPOINT_DIR / "cala_generic-48x8x8-bw1_6.json"))
+    ref = build_codec("cala", (48, 8, 8), 1 / 6, checkpoint=str(CHECKPOINT_DIR / "cala_s18-48x8x8-bw1_6.json"))
     x = torch.rand(8, 48, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     for ratio, n in ((1 / 24, 128), (1 / 12, 256), (1 / 6, 512)):
         codec.set_rate(ratio)

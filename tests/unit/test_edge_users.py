@@ -200,14 +200,22 @@ def test_catalogue_expansion_and_its_errors(small, tmp_path):
 
 
 def test_the_default_catalogue_quotes_its_sources():
+    """The two real subjects quote their packs' records: the aligned consistency of each SHIPPED.json, the
+    unaligned edge's on the same prompts (for triangle the figure plots/generic_vs_world.json also holds)."""
     real, _ = load_catalogue()
-    (s,) = real
-    shipped = json.loads((DEFAULT_CATALOGUE.parent / "pack" / "SHIPPED.json").read_text())
+    tri, pur = real
+    assert (tri.subject, pur.subject) == ("triangle", "purple")
     world = json.loads((ROOT / "plots" / "generic_vs_world.json").read_text())
-    assert s.consistency_aligned == shipped["test_consistency"]["feature_cosine"]["mean"]
-    assert s.consistency_unaligned == world["paths"]["world path"]["methods"]["none"]["test_feature_cosine"]["mean"]
-    assert s.pack.size_bytes == shipped["size_bytes"] and s.pack.bank_bytes == os.path.getsize(
-        DEFAULT_CATALOGUE.parent / "pack" / "cala_bank.q8.safetensors")
+    assert tri.consistency_unaligned == pytest.approx(
+        world["paths"]["world path"]["methods"]["none"]["test_feature_cosine"]["mean"], abs=1e-4)
+    for s in real:
+        d = DEFAULT_CATALOGUE.parent / f"pack-{s.subject}"
+        shipped = json.loads((d / "SHIPPED.json").read_text())
+        assert s.consistency_aligned == shipped["test_consistency"]["feature_cosine"]["mean"]
+        assert s.pack.size_bytes == shipped["size_bytes"] and s.pack.bank_bytes == os.path.getsize(
+            d / "cala_bank.q8.safetensors")
+    assert pur.consistency_unaligned == json.loads((DEFAULT_CATALOGUE.parent / "pack-purple" / "SHIPPED.json")
+                                                   .read_text())["unaligned_test_consistency"]["feature_cosine"]["mean"]
 
 
 @pytest.mark.parametrize("argv, flag", [(["--policy", "lru,fifo"], "--policy"),
@@ -255,7 +263,8 @@ def test_the_command_writes_results_table_and_figures(small, tmp_path, capsys):
 def test_adapter_costs_are_measured_on_the_shipped_edge():
     from dekasim.deka.edge_adapters import measure_adapter_costs
 
-    c = measure_adapter_costs([DEFAULT_CATALOGUE.parent / "pack"], repeats=2, sample_repeats=1)
+    c = measure_adapter_costs([DEFAULT_CATALOGUE.parent / "pack-triangle", DEFAULT_CATALOGUE.parent / "pack-purple"],
+                              repeats=2, sample_repeats=1)
     for k in ("set_adapter_ms", "set_adapters_ms", "disable_adapters_ms", "enable_adapter_ms", "fuse_ms", "unfuse_ms",
               "load_pack_ms", "load_adapter_ms", "delete_adapter_ms"):
         assert c[k]["n"] == 2 and 0 < c[k]["min_ms"] <= c[k]["median_ms"] <= c[k]["max_ms"], k

@@ -14,9 +14,9 @@ the popularity law of requests over it (used by :mod:`dekasim.deka.edge_users`).
 
 Other top-level keys (``"what"``, ``"note"``) are kept as text. Subjects whose ``pack`` names the same
 directory share one pack (one cache entry, one adapter at the edge). The shipped default,
-``dekasim/deka/data/edge_catalogue.json`` (:data:`DEFAULT_CATALOGUE`), lists the shipped pack
-(``triangle``) with its test consistency from ``SHIPPED.json`` and the unaligned edge's on the same 128
-test prompts (``plots/generic_vs_world.json``, the same number as ``plots/align_report.md``).
+``dekasim/deka/data/edge_catalogue.json`` (:data:`DEFAULT_CATALOGUE`), lists the two shipped per-subject packs
+(``pack-triangle``, ``pack-purple``), each with its test consistency and the unaligned edge's on the same 128
+test prompts (their ``SHIPPED.json`` and the reports of the commands they record).
 
 **Catalogue size.** The embedded world has only two misaligned subjects. :func:`expand_catalogue` models a
 catalogue of ``N`` subjects by cycling the real ones: subject ``i >= R`` (``R`` real subjects) is a
@@ -42,7 +42,7 @@ from dekasim.deka.downlink import pack_bytes
 from dekasim.errors import ConfigError
 from dekasim.generative.pack import MANIFEST_NAME, pack_size_bytes, read_manifest
 
-#: The shipped default catalogue (the shipped pack, subject ``triangle``).
+#: The shipped default catalogue (the per-subject packs of ``triangle`` and ``purple``).
 DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "edge_catalogue.json"
 #: Keys every catalogue subject must have.
 SUBJECT_KEYS = ("subject", "pack", "consistency_aligned", "consistency_unaligned", "metric", "source")

@@ -253,10 +253,11 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Generation: {g['sampled']} latents sampled, {g['cache_hits']} served from the cache "
              f"({g['wall_s']:.1f} s).", "",
              f"Pack `{p['dir']}` (manifest sha256 {p['manifest_sha256'][:16]}…): {p['size_bytes']} B, "
-             f"{p['n_params']} parameters; subject `{p['subject']}`, metaword `{p['metaword']}`, G-LoRA {p['g_lora']}, "
+             f"{p['n_params']} parameters; subject(s) `{p['subject']}`, metaword(s) `{p['metaword']}`, G-LoRA "
+             f"{p.get('lora_mode', p['g_lora'])}, "
              f"CALA bank {p['cala_bank']}. Re-quantised: "
              + ", ".join(f"{k} {v} B" for k, v in p["requantised_size_bytes"].items()) + ".", "",
-             f"Prompts: {report['prompts']['subject']} held-out prompts with the subject, "
+             f"Prompts: {report['prompts']['subject']} held-out prompts with the subject(s), "
              f"{report['prompts']['control']} control prompts without it.", "",
              "## Each edge's own image against the cloud's (no channel)", "",
              "Mean and 95 % interval over prompts (Wilson at the effective sample size; all five agree: "
