@@ -31,6 +31,8 @@ base -> fine-tune gap that CALA recovers, the bank's parameters against the base
 
     .venv/bin/python benchmarks/tka_generic.py --base B.json --cala C.json --finetune F.json \\
         [--extra NAME=CKPT ...] [--split heldout|val] [--repeats 4] [--threads 2] [--json out.json]
+    .venv/bin/python benchmarks/tka_generic.py --render out.json --markdown table.md [--title T]
+        (a saved run's gains over the base, paired over points, with each bank's share of the base's parameters)
 """
 
 from __future__ import annotations
@@ -106,9 +108,28 @@ def _evaluate_specialists(a, results: dict[str, dict[str, list[float]]], latents
               flush=True)
 
 
+def render_gains(run: dict, title: str, layouts: dict[str, str]) -> str:
+    """Markdown: each codec's mean gain over ``base`` (paired over the run's points, t interval) and its bank's
+    share of the base's parameters."""
+    base = run["results"]["base"]
+    lines = [f"# {title}", "", f"{run.get('split', '')} images; every point a (rate, Es/N0, delay spread) of the run, "
+             "paired draws.", "", "| codec | layout | share of the base's parameters | points | mean gain over the base "
+             "| ± 95 % (paired over points) |", "|---|---|---:|---:|---:|---:|"]
+    for name, res in run["results"].items():
+        if name == "base":
+            continue
+        d = [x - y for k in sorted(base) if k in res for x, y in zip(res[k], base[k])]
+        f = run["facts"][name]["params"]
+        share = (f.get("adapters", 0) + f.get("gate", 0)) / f["base"] if "adapters" in f else 1.0
+        half = 1.96 * statistics.stdev(d) / len(d) ** 0.5
+        lines.append(f"| `{name}` | {layouts.get(name, '')} | {100 * share:.1f} % | {len(d)} | "
+                     f"{statistics.fmean(d):+.2f} dB | {half:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--base", required=True)
+    p.add_argument("--base", default=None, help="the generic base checkpoint (required for a run)")
     p.add_argument("--cala", default=None)
     p.add_argument("--finetune", default=None)
     p.add_argument("--extra", nargs="*", default=[])
@@ -121,7 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument("--render", metavar="JSON", default=None, help="write --markdown from a saved --json run; no run")
+    p.add_argument("--markdown", default=None)
+    p.add_argument("--title", default="T-KA banks: gain over the generic base")
+    p.add_argument("--describe", nargs="*", default=[], metavar="NAME=TEXT", help="a layout column for --render")
     a = p.parse_args(argv)
+    if a.render:
+        Path(a.markdown).write_text(render_gains(json.loads(Path(a.render).read_text()), a.title,
+                                                dict(d.split("=", 1) for d in a.describe)))
+        return 0
+    if a.base is None:
+        p.error("--base is required for a run")
     torch.set_num_threads(a.threads)
 
     from dekasim.codecs import build_codec

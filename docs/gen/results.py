@@ -47,6 +47,8 @@ RESULT_FILES: dict[str, str] = {
     "plots/align_multi_grid.png": "dekasim align --subject triangle --subject purple --out runs/align-multi --bits 8,2 "
                                   "--cala src/dekasim/codecs/checkpoints/cala_generic-48x8x8-bw1_6.json --set "
                                   "threads=1; runs/align-multi/grid.png",
+    "plots/tka_bank_choice.json": "python benchmarks/tka_generic.py --base src/dekasim/codecs/checkpoints/jscc_generic-48x8x8-bw1_6.json --pack runs/align-multi/pack-q8 --split val --extra old=src/dekasim/codecs/checkpoints/cala_generic-48x8x8-bw1_6.json k2r4=runs/tka3/k2r4/cala_k2r4-48x8x8-bw1_6.json s14=runs/tka3/s14/cala_s14-48x8x8-bw1_6.json s18=runs/tka3/s18/cala_s18-48x8x8-bw1_6.json --threads 1 --json plots/tka_bank_choice.json",
+    "plots/tka_bank_choice.md": "python benchmarks/tka_generic.py --base src/dekasim/codecs/checkpoints/jscc_generic-48x8x8-bw1_6.json --pack runs/align-multi/pack-q8 --split val --extra old=src/dekasim/codecs/checkpoints/cala_generic-48x8x8-bw1_6.json k2r4=runs/tka3/k2r4/cala_k2r4-48x8x8-bw1_6.json s14=runs/tka3/s14/cala_s14-48x8x8-bw1_6.json s18=runs/tka3/s18/cala_s18-48x8x8-bw1_6.json --threads 1 --json plots/tka_bank_choice.json; then --render plots/tka_bank_choice.json --markdown plots/tka_bank_choice.md",
     "plots/digital_default.md": "python benchmarks/digital_default.py --threads 1",
     "plots/digital_default.json": "python benchmarks/digital_default.py --threads 1",
     "plots/interval_coverage.md": "python benchmarks/interval_coverage.py",
