@@ -25,8 +25,9 @@ shutil.rmtree(out, ignore_errors=True)
 # %% [markdown]
 # ## The knowledge pack
 #
-# The pack the cloud sends the edge: the **metaword** (one new token embedding) and the **G-LoRA** (low-rank
-# updates of the edge UNet's attention) align what the edge *draws* (G-KA, trained by MAKD); the **CALA bank
+# The pack the cloud sends the edge: the **metawords** (one new token embedding per subject the edge
+# misreads: `triangle` and `purple`) and the **G-LoRA** (low-rank updates of the edge UNet's attention, one
+# joint LoRA for both) align what the edge *draws* (G-KA, trained by MAKD); the **CALA bank
 # + gate** (low-rank adapters over the edge's pre-installed JSCC, mixed by a gate on the channel condition)
 # aligns how it *transmits* (T-KA). Its manifest pins every file by sha256 and names the edge model and the
 # JSCC it applies to.
@@ -36,9 +37,10 @@ manifest = json.loads((DEFAULT_PACK_DIR / "manifest.json").read_text())
 for f in manifest["files"]:
     print(f"{f['name']:<40} {f['size_bytes']:>8} B  tensors: {len(f['tensors'])}")
 cala = manifest["cala"]
-print(f"\n{manifest['bits']}-bit pack; CALA: {cala['num_adapters']} adapters of rank {cala['rank']} "
-      f"({cala['factor']}) on {len(cala['layers'])} layers, gate '{cala['gate']}', over "
-      f"{cala['base']['codec']} ({cala['base']['file']})")
+print(f"\nsubjects {[s['subject'] for s in manifest['subjects']]}, G-LoRA {manifest['lora_mode']}")
+print(f"{manifest['bits']}-bit pack; CALA: {cala.get('shared_rank', 0)} shared components + {cala['num_adapters']} "
+      f"gated adapters of rank {cala['rank']} ({cala['factor']}) on {len(cala['layers'])} layers, gate "
+      f"'{cala['gate']}', over {cala['base']['codec']} ({cala['base']['file']})")
 
 # %% [markdown]
 # ## The systems
@@ -71,7 +73,7 @@ print(len(result.rows), "rows; generation:", result.generation)
 #
 # The y axis is how many of the five attributes (shape, colour, size, position, background) the world's
 # checker reads the same from the user's image and the cloud's image of the same prompt, over the prompts
-# that hold the pack's subject; the error bars are 95 % intervals over those prompts. Compare DeKA-g with
+# that name the pack's subjects; the error bars are 95 % intervals over those prompts. Compare DeKA-g with
 # *no alignment* (the whole pack), and with *G-KA only* and *T-KA only* (each half of it).
 
 # %%
