@@ -39,7 +39,7 @@ for f in manifest["files"]:
 cala = manifest["cala"]
 print(f"\nsubjects {[s['subject'] for s in manifest['subjects']]}, G-LoRA {manifest['lora_mode']}")
 print(f"{manifest['bits']}-bit pack; CALA: {cala.get('shared_rank', 0)} shared components + {cala['num_adapters']} "
-      f"gated adapters of rank {cala['rank']} ({cala['factor']}) on {len(cala['layers'])} layers, gate "
+      f"gated adapters of rank {cala.get('rank', 1)} ({cala.get('factor', 'full')}) on {len(cala['layers'])} layers, gate "
       f"'{cala['gate']}', over {cala['base']['codec']} ({cala['base']['file']})")
 
 # %% [markdown]
