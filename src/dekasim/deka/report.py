@@ -45,12 +45,24 @@ BROADCAST_USERS = (1, 2, 4, 8, 16, 32, 64)
 BROADCAST_SNR_DB = {"snr_db_mean": 10.0, "snr_db_std": 5.0, "snr_db_min": 0.0, "snr_db_max": 25.0}
 
 
+def _shown_dir(path) -> str:
+    """A pack directory as a report shows it: inside the installed package, relative to it
+    (``dekasim/deka/data/pack``), so a report does not depend on where the repository was cloned."""
+    import dekasim
+
+    root = Path(dekasim.__file__).resolve().parent
+    try:
+        return str(Path("dekasim") / Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def _pack_facts(deka) -> dict[str, Any]:
     from dekasim.generative.pack import pack_size_bytes, save_pack
 
     pack = deka.pack
     facts: dict[str, Any] = {
-        "dir": str(deka.pack_dir), "manifest_sha256": deka.pack_sha256, "size_bytes": pack_size_bytes(deka.pack_dir),
+        "dir": _shown_dir(deka.pack_dir), "manifest_sha256": deka.pack_sha256, "size_bytes": pack_size_bytes(deka.pack_dir),
         "n_params": pack.n_params(), "subject": ", ".join(pack.subjects),
         "metaword": pack.metaword or ", ".join(p.metaword for p in pack.parts if p.metaword),
         "g_lora": pack.lora_mode != "none", "lora_mode": pack.lora_mode, "cala_bank": pack.cala is not None,
