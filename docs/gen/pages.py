@@ -176,6 +176,14 @@ def world_models() -> str:
     return "\n".join([*lines, "", "Commands:", "", *commands])
 
 
+def _mean_interval(v: dict) -> str:
+    """``0.925 [0.915, 0.933]`` (an interval) or ``0.925 ± 0.010`` (a half-width)."""
+    if v.get("ci95_interval"):
+        lo, hi = v["ci95_interval"]
+        return f"{v['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{v['mean']:.3f} ± {v['ci95_halfwidth']:.3f}"
+
+
 def provenance() -> str:
     manifests = shipped_manifests()
     by_name = {_rel(p): json.loads(p.read_text()) for p in manifests}
@@ -224,11 +232,11 @@ def provenance() -> str:
                   "| file | bytes | sha256 |", "|---|---|---|"]
         lines += [f"| `{name}` | {f['size_bytes']:,} | `{f['sha256'][:16]}…` |" for name, f in m["files"].items()]
         if m.get("reproduced"):
-            lines.append(f"- reproduced: {_cell(m['reproduced'])}")
+            lines += ["", f"Reproduced: {_cell(m['reproduced'])}."]
         tc = m.get("test_consistency", {})
         if tc:
             lines += ["", "Consistency on the alignment's test prompts (from the same record): " + "; ".join(
-                f"{k.replace('_', ' ')} {v['mean']:.3f} ± {v['ci95_halfwidth']:.3f} (n = {v['n']})"
+                f"{k.replace('_', ' ')} {_mean_interval(v)} (n = {v['n']})"
                 for k, v in tc.items() if isinstance(v, dict) and "mean" in v) + "."]
         manifest = by_name.get(f"{pack_dir}/manifest.json")
         if manifest:
