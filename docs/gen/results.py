@@ -58,7 +58,7 @@ RESULT_FILES: dict[str, str] = {
     "plots/generic_vs_world.json": "python benchmarks/generic_vs_world.py --threads 1",
     "plots/sd_scale_cpu.md": "python benchmarks/sd_scale.py --preset sd15 --device cpu",
     "plots/sd_scale_cpu.json": "python benchmarks/sd_scale.py --preset sd15 --device cpu",
-    **{f"plots/edge_users{name}": f"dekasim edge-users --out runs/edge_users; runs/edge_users/{source}"
+    **{f"plots/edge_users{name}": f"dekasim edge-users --out runs/edge_users2; runs/edge_users2/{source}"
        for name, source in ((".json", "results.json"), (".md", "edge_users.md"),
                             ("_channel_uses.png", "edge_users_channel_uses.png"),
                             ("_consistency.png", "edge_users_consistency.png"),
