@@ -216,9 +216,9 @@ def _alignment_args(a: argparse.ArgumentParser, out_help: str) -> None:
     a.add_argument("--out", required=True, help=out_help)
     a.add_argument("--subject", action="append", default=None,
                    help="the word to align (default triangle); with --prompts, a word every prompt holds (e.g. sks). "
-                        "Given several times (dekasim align, the embedded world): one pack aligning every subject, "
-                        "its G-LoRA per subject or joint, chosen on validation")
-    a.add_argument("--prompts", metavar="FILE", default=None,
+                        "Given several times (dekasim align): one pack aligning every subject, its G-LoRA per subject "
+                        "or joint, chosen on validation; with your models, one --prompts per --subject, in order")
+    a.add_argument("--prompts", metavar="FILE", action="append", default=None,
                    help="your subject prompts, one per line, each holding --subject: split deterministically into "
                         "train (the cloud's S_CG), validation and test; without it the embedded world's prompts")
     a.add_argument("--control-prompts", metavar="FILE", default=None, help="prompts without the subject (optional)")
@@ -476,13 +476,7 @@ def _prompt_file_task(args: argparse.Namespace, config, device: str):
         if path is not None:
             extra[key] = read_prompt_file(path, flag)
             files[key] = path
-    spec: dict[str, str] = {}
-    for item in args.image_encoder:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError("--image-encoder", item, "NAME=DIR", "e.g. --image-encoder dino=models/dinov2-small")
-        spec[name.strip()] = path.strip()
-    encoders = load_image_encoders(spec, device=device, dtype=resolve_dtype(args.dtype))
+    encoders = load_image_encoders(_encoder_spec(args), device=device, dtype=resolve_dtype(args.dtype))
     return prompt_file_task(config, prompts, encoders, images_per_prompt=args.images_per_prompt, files=files, **extra)
 
 
@@ -493,9 +487,14 @@ def _alignment_task(args: argparse.Namespace, edge, device: str):
 
     subjects = _subjects(args)
     if len(subjects) > 1:
-        raise ConfigError("--subject", subjects, "one subject here (several: dekasim align on the embedded world)",
+        raise ConfigError("--subject", subjects, "one subject here (several: dekasim align)",
                           "run dekasim align --subject A --subject B, then train the bank on its pack")
     args.subject = subjects[0]
+    files = args.prompts or []
+    if len(files) > 1:
+        raise ConfigError("--prompts", files, "one prompt file for the one --subject",
+                          "give --subject once per prompt file, in the same order")
+    args.prompts = files[0] if files else None
     config = AlignConfig(subject=args.subject, **_align_overrides(args.overrides))
     if args.prompts is not None:
         return _prompt_file_task(args, config, device)
@@ -517,22 +516,36 @@ def _cmd_align_multi(args: argparse.Namespace) -> int:
     from dekasim.generative.align_config import AlignConfig
 
     subjects = _subjects(args)
-    for flag in ("prompts", "control_prompts", "val_prompts", "test_prompts", "image_encoder"):
+    files = args.prompts or []
+    for flag in ("val_prompts", "test_prompts"):
         if getattr(args, flag):
             raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), "nothing with several --subject "
-                              "(several subjects align on the embedded world's prompts)",
-                              "align your own subjects one at a time: dekasim align --subject S --prompts FILE")
+                              "(each subject's file is split into train, validation and test)",
+                              "leave it out, or align the subjects one at a time")
+    if files and len(files) != len(subjects):
+        raise ConfigError("--prompts", files, f"one prompt file per --subject ({len(subjects)}: {subjects}), in the "
+                          "same order", "e.g. --subject sks --prompts dog.txt --subject cat --prompts cat.txt")
+    if not files:
+        for flag in ("control_prompts", "image_encoder"):
+            if getattr(args, flag):
+                raise ConfigError(f"--{flag.replace('_', '-')}", getattr(args, flag), "nothing without --prompts "
+                                  "(the embedded world's alignment has its own prompts and scores)")
     bits = [int(b) for b in args.bits.split(",") if b.strip()] if args.bits else []
-    config = AlignConfig(subject=subjects[0], **_align_overrides(args.overrides))
+    overrides = _align_overrides(args.overrides)
+    config = AlignConfig(subject=subjects[0], **overrides)
     device = resolve_device(args.device)
     cloud, edge = (_load_model_arg(spec, flag) for spec, flag in ((args.cloud, "--cloud"), (args.edge, "--edge")))
-    if not edge.config.world:
-        raise ConfigError("--edge", args.edge, "a model of the embedded world with several --subject",
-                          "align your own subjects one at a time: dekasim align --subject S --prompts FILE")
+    tasks = control = None
+    if files:
+        tasks, control = _multi_prompt_file_tasks(args, subjects, files, overrides, device)
+    elif not edge.config.world:
+        raise ConfigError("--prompts", None, "one prompt file per --subject: the edge model is not one of the "
+                          "embedded world, whose prompts are the default",
+                          "e.g. --subject sks --prompts dog.txt --subject cat --prompts cat.txt --image-encoder NAME=DIR")
     cloud.to(dtype=resolve_dtype(args.dtype))
     logging.getLogger("dekasim").setLevel(logging.INFO)
     run_multi_alignment(cloud, edge, subjects, config, out_dir=args.out, bits=bits, command=_command_line(),
-                        cala=getattr(args, "cala", None), progress=True, device=device)
+                        cala=getattr(args, "cala", None), progress=True, device=device, tasks=tasks, control=control)
     out = Path(args.out)
     print((out / "report.md").read_text())
     print(f"report -> {out / 'report.json'}, {out / 'report.md'}, {out / 'grid.png'}; packs -> {out}/pack*")
@@ -561,6 +574,40 @@ def _cmd_pack_bank(args: argparse.Namespace) -> int:
     print(f"pack -> {out} ({pack_size_bytes(out)} B; subjects {', '.join(pack.subjects) or 'none'}; bank "
           f"{pack.cala.source.get('file') if pack.cala.source else args.cala})")
     return 0
+
+
+def _multi_prompt_file_tasks(args: argparse.Namespace, subjects: list[str], files: list[str],
+                             overrides: dict[str, Any], device: str):
+    """Each subject's alignment task from its prompt file (the same image encoders), and the control prompts
+    (``--control-prompts``) split into validation and test halves."""
+    from dekasim.deka.multi_alignment import split_control
+    from dekasim.devices import resolve_dtype
+    from dekasim.generative.align_config import AlignConfig
+    from dekasim.generative.align_task import load_image_encoders, prompt_file_task
+    from dekasim.generative.prompts import read_prompt_file
+
+    encoders = load_image_encoders(_encoder_spec(args), device=device, dtype=resolve_dtype(args.dtype))
+    tasks = {}
+    for subject, path in zip(subjects, files):
+        config = AlignConfig(subject=subject, **overrides)
+        tasks[subject] = prompt_file_task(config, read_prompt_file(path, "--prompts"), encoders,
+                                          images_per_prompt=args.images_per_prompt, files={"prompts": path})
+    control = None
+    if args.control_prompts:
+        control = split_control(read_prompt_file(args.control_prompts, "--control-prompts"), subjects,
+                                tasks[subjects[0]].config.seed)
+    return tasks, control
+
+
+def _encoder_spec(args: argparse.Namespace) -> dict[str, str]:
+    """``--image-encoder NAME=DIR`` flags as ``{name: dir}``."""
+    spec: dict[str, str] = {}
+    for item in args.image_encoder:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError("--image-encoder", item, "NAME=DIR", "e.g. --image-encoder dino=models/dinov2-small")
+        spec[name.strip()] = path.strip()
+    return spec
 
 
 def _cmd_build_pack(args: argparse.Namespace) -> int:

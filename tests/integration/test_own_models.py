@@ -349,3 +349,44 @@ def test_half_precision_samples_and_scores_close_to_float32(own_models):
     enc32, enc16 = (local_image_encoder(own_models["dino"], dtype=d) for d in (torch.float32, torch.bfloat16))
     z32, z16 = enc32(want), enc16(want)
     assert z16.dtype == torch.float32 and torch.nn.functional.cosine_similarity(z32, z16).min() > 0.99
+
+
+def test_several_subjects_of_your_own_prompt_files(own_models, tmp_path, capsys):
+    """``dekasim align --subject sks --prompts dog.txt --subject cat --prompts cat.txt`` on the user's diffusers
+    folders: a two-subject pack scored by the user's encoders, chosen on validation, control prompts split in
+    two; a scenario then holds out every prompt either subject trained or validated on. Bad pairings: one line."""
+    from dekasim.deka.system import held_out_prompts
+    from dekasim.generative.ldm import TextToImageLDM
+    from dekasim.generative.pack import load_pack
+
+    cats = tmp_path / "cat.txt"
+    cats.write_text("\n".join(f"a photo of a cat {w}" for w in ("on the grass", "at night", "in the snow", "on a sofa",
+                                                                  "by the sea", "in a box", "on a car", "asleep")) + "\n")
+    control = tmp_path / "control.txt"
+    control.write_text("a red car on the street\na house in the snow\na tree by the sea\na bowl of fruit\n")
+    common = ["--cloud", str(own_models["cloud"]), "--edge", str(own_models["edge"]),
+              "--image-encoder", f"dino={own_models['dino']}", "--bits", "8", *FAST]
+    out = tmp_path / "two"
+    assert main(["align", "--subject", "sks", "--prompts", str(own_models["prompts"]), "--subject", "cat",
+                 "--prompts", str(cats), "--control-prompts", str(control), "--out", str(out), *common]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    assert report["subjects"] == ["sks", "cat"] and "dino_cosine" in report["metrics"]
+    assert report["prompts"]["val:control"] == 2 and report["prompts"]["test:control"] == 2
+    pack = load_pack(out / "pack")
+    assert pack.subjects == ["sks", "cat"] and pack.info["prompts"]["source"] == "prompt_files"
+    seen = {p for r in pack.info["prompts"]["subjects"].values() for p in r["train"] + r["val"]}
+    edge = TextToImageLDM.from_pretrained(own_models["edge"])
+    both = tmp_path / "both.txt"
+    both.write_text(own_models["prompts"].read_text() + cats.read_text())
+    subject, _ = held_out_prompts(pack, edge, {"n_subject_prompts": 100, "n_control_prompts": 0,
+                                               "prompts": str(both), "control_prompts": None}, out / "pack")
+    assert subject and not set(subject) & seen
+    assert any("cat" in p for p in subject) and any("sks" in p for p in subject)
+    for argv, flag in ((["--subject", "sks", "--prompts", str(own_models["prompts"]), "--subject", "cat"], "--prompts"),
+                       (["--subject", "sks", "--prompts", str(own_models["prompts"]), "--subject", "cat", "--prompts",
+                         str(cats), "--control-prompts", str(own_models["prompts"])], "--control-prompts")):
+        rc = main(["align", *argv, "--out", str(tmp_path / "bad"), *common])
+        err = capsys.readouterr().err
+        assert rc == 2 and flag in err and "Traceback" not in err, err
+        assert not (tmp_path / "bad" / "report.json").exists()

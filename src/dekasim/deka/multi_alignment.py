@@ -63,17 +63,20 @@ def variant_label(name: str) -> str:
 def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfig | None = None,
                         out_dir: str | Path | None = None, bits: Sequence[int] = (8, 4, 2),
                         command: str | None = None, cala: str | Path | None = None, progress: bool = False,
-                        device: str | torch.device | None = None) -> dict[str, Any]:
-    """Align ``edge`` to ``cloud`` on every subject of ``subjects`` (world models); returns the report
-    (also written to ``out_dir`` with the chosen pack, ``report.json`` / ``report.md`` and ``grid.png``).
+                        device: str | torch.device | None = None, tasks: dict[str, Any] | None = None,
+                        control: dict[str, tuple[list[str], list[int]]] | None = None) -> dict[str, Any]:
+    """Align ``edge`` to ``cloud`` on every subject of ``subjects``; returns the report (also written to
+    ``out_dir`` with the chosen pack, ``report.json`` / ``report.md`` and ``grid.png``).
 
     :param config: the settings of each subject's alignment (``subject`` is replaced by each of ``subjects``).
     :param bits: quantisation levels at which the chosen pack is also written and re-evaluated.
     :param cala: a CALA checkpoint manifest whose bank every written pack carries.
+    :param tasks: ``{subject: AlignmentTask}`` of a user's prompt files
+        (:func:`~dekasim.generative.align_task.prompt_file_task`, one per subject, the same image encoders);
+        None: the embedded world's (``edge`` a world model).
+    :param control: with ``tasks``: ``{"val": (prompts, seeds), "test": (prompts, seeds)}``, prompts naming none of
+        the subjects (:func:`split_control`); None: none (no control rows).
     """
-    from dekasim.generative.align_task import world_task
-    from dekasim.generative.models import model_world
-
     config = config or AlignConfig()
     subjects = list(dict.fromkeys(subjects))
     if len(subjects) < 2:
@@ -81,9 +84,20 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
     for b in bits:
         if b not in (8, 4, 2):
             raise ConfigError("align.bits", b, "quantisation levels among 8, 4, 2")
-    world = model_world(edge)
-    cfgs = {s: replace(config, subject=s, metaword=None) for s in subjects}
-    tasks = {s: world_task(edge, cfgs[s]) for s in subjects}  # checks each subject is a word of the world
+    if tasks is None:
+        from dekasim.generative.align_task import world_task
+        from dekasim.generative.models import model_world
+
+        world = model_world(edge)
+        cfgs = {s: replace(config, subject=s, metaword=None) for s in subjects}
+        tasks = {s: world_task(edge, cfgs[s]) for s in subjects}  # checks each subject is a word of the world
+        control = {"val": control_prompts(world, config, subjects, "val"),
+                   "test": control_prompts(world, config, subjects, "test")}
+    else:
+        if set(tasks) != set(subjects):
+            raise ConfigError("--prompts", sorted(tasks), f"one prompt file per subject {subjects}")
+        cfgs = {s: tasks[s].config for s in subjects}
+        control = control or {"val": ([], []), "test": ([], [])}
     bank = _cala_setup(cala) if cala is not None else None
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -103,10 +117,10 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
         splits: dict[str, tuple[list[str], list[int]]] = {}
         for s in subjects:
             splits[f"val:{s}"] = (prompts[s].val, prompts[s].seeds["val"])
-        splits["val:control"] = control_prompts(world, config, subjects, "val")
+        splits["val:control"] = control["val"]
         for s in subjects:
             splits[f"test:{s}"] = (prompts[s].test, prompts[s].seeds["test"])
-        splits["test:control"] = control_prompts(world, config, subjects, "test")
+        splits["test:control"] = control["test"]
         t0 = time.perf_counter()
         cloud_train = {s: _sample(cloud, prompts[s].train, prompts[s].seeds["train"], kw) for s in subjects}
         cloud_imgs = {k: _sample(cloud, p, sd, kw) for k, (p, sd) in splits.items() if p}
@@ -122,11 +136,15 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
                                base_hash=base_hash, progress=progress)
             singles[s] = res
             walls[f"only:{s}"] = res.wall_s
+        record = _prompt_record(tasks, subjects)
+        for r in singles.values():
+            r.pack.info["prompts"] = record
         per_subject = KnowledgePack(
             base_model_hash=base_hash, placement=config.placement,
             parts=[SubjectPart(s, r.pack.metaword, r.pack.metaword_embedding, r.pack.lora, r.pack.lora_config)
                    for s, r in singles.items()],
             info={"method": "makd", "lora_mode": "per_subject", "subjects": subjects, "config": asdict(config),
+                  "prompts": record,
                   "per_subject": {s: {k: r.pack.info.get(k) for k in ("steps", "best_step", "stopped")}
                                   for s, r in singles.items()}})
         walls["per_subject"] = walls["per_subject_all_on"] = sum(r.wall_s for r in singles.values())
@@ -140,6 +158,7 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
                             lambda a: _val(a, joint_val, joint_cloud_val, score, metric, kw), base_hash=base_hash,
                             progress=progress)
         joint.pack.info["config"] = asdict(config)
+        joint.pack.info["prompts"] = record
         walls["joint"] = joint.wall_s
 
         edges: dict[str, Any] = {"none": edge}
@@ -197,6 +216,35 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
         return report
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _prompt_record(tasks: dict[str, Any], subjects: list[str]) -> dict[str, Any]:
+    """What a pack keeps of its prompts: ``{"source": "world"}``, or each subject's train / validation / test
+    prompts of its file (so a scenario knows which prompts the alignment never saw)."""
+    first = tasks[subjects[0]]
+    if first.source.get("kind", "world") == "world":
+        return {"source": "world"}
+    return {"source": first.source.get("kind"), "subjects": {s: tasks[s].prompt_record() for s in subjects}}
+
+
+def split_control(prompts: Sequence[str], subjects: Sequence[str], seed: int) -> dict[str, tuple[list[str], list[int]]]:
+    """A control prompt file of a multi-subject alignment into validation and test halves (seeded), each
+    prompt with its image seed; refuses a prompt naming one of ``subjects``."""
+    import numpy as np
+
+    from dekasim.generative.align_config import SEED_BASE, VAL_CONTROL_SEED_BASE
+    from dekasim.generative.pack import names_subject
+
+    odd = [p for p in prompts if any(names_subject(p, s) for s in subjects)]
+    if odd:
+        raise ConfigError("--control-prompts", f"{len(odd)} prompt(s), e.g. {odd[0]!r}", f"prompts naming none of "
+                          f"the subjects {list(subjects)}", "move these prompts to a subject's prompt file")
+    order = np.random.default_rng([seed, 0xC2]).permutation(len(prompts))
+    half = len(prompts) // 2
+    val = [prompts[i] for i in order[:half]]
+    test = [prompts[i] for i in order[half:]]
+    return {"val": (val, [VAL_CONTROL_SEED_BASE + 1000 * seed + i for i in range(len(val))]),
+            "test": (test, [SEED_BASE["control"] + 1000 * seed + i for i in range(len(test))])}
 
 
 class _GridPrompts:
@@ -282,4 +330,4 @@ def render_multi_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CANDIDATES", "VARIANTS", "render_multi_markdown", "run_multi_alignment", "variant_label"]
+__all__ = ["CANDIDATES", "VARIANTS", "render_multi_markdown", "run_multi_alignment", "split_control", "variant_label"]

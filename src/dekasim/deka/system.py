@@ -398,8 +398,9 @@ def held_out_prompts(pack, edge, opts: dict[str, Any], pack_dir: Path) -> tuple[
     else:
         prompts = read_prompt_file(opts["prompts"], "payload.prompts")
         _check_subjects(prompts, subjects, "payload.prompts")
+        records = list((record.get("subjects") or {}).values()) or [record]  # several subjects: each one's
         seen = set(world_prompts.train + world_prompts.val) if world_prompts is not None else \
-            set(record.get("train", [])) | set(record.get("val", []))
+            {p for r in records for p in list(r.get("train", [])) + list(r.get("val", []))}
         held = [p for p in prompts if p not in seen]
         if not held:
             raise ConfigError("payload.prompts", opts["prompts"], "prompts the pack's alignment never trained or "
