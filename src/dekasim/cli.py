@@ -742,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dekasim: interrupted; finished points are saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (dekasim list | head): stop quietly, as Unix tools do
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush of stdout does not fail again
+        return 141
 
 
 if __name__ == "__main__":

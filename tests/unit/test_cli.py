@@ -237,3 +237,15 @@ def test_warnings_show_once_as_one_line(capsys):
     assert err[0] == "dekasim: warning: pilots too sparse"
     assert err[1].startswith("dekasim: warning: DeprecationWarning: an old API (") and __file__ in err[1]
     assert len(err) == 2  # each once, no source lines
+
+
+def test_a_reader_that_goes_away_gets_no_traceback():
+    """``dekasim list | head -0``: the pipe closes before dekasim writes; it stops quietly (status 141, as Unix
+    tools do), with nothing on stderr."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "dekasim", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before the command prints anything
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 141 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
