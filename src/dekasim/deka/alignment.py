@@ -72,19 +72,9 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
     for m in methods:
         if m not in METHODS:
             raise ConfigError("align.methods", m, f"a subset of {list(METHODS)}")
-    for b in bits:
-        if b not in (8, 4, 2):
-            raise ConfigError("align.bits", b, "quantisation levels among 8, 4, 2")
+    check_bits(bits)
     bank = _cala_setup(cala) if cala is not None else None
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    if device is not None:
-        cloud.to(device)
-        edge.to(device)
-    old_threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
+    out, old_threads = setup_run(cloud, edge, out_dir, device, config.threads)
     t_start = time.perf_counter()
     try:
         prompts = task.prompts
@@ -151,6 +141,28 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
         return report
     finally:
         torch.set_num_threads(old_threads)
+
+
+def check_bits(bits: Sequence[int]) -> None:
+    """Refuse quantisation levels other than 8, 4, 2 (before any work)."""
+    for b in bits:
+        if b not in (8, 4, 2):
+            raise ConfigError("align.bits", b, "quantisation levels among 8, 4, 2")
+
+
+def setup_run(cloud, edge, out_dir: str | Path | None, device, threads: int | None) -> tuple[Path | None, int]:
+    """An alignment's set-up: ``out_dir`` created, both models on ``device``, torch's threads set to ``threads``;
+    returns (the output directory or None, the thread count to restore when the run ends)."""
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if device is not None:
+        cloud.to(device)
+        edge.to(device)
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    return out, old_threads
 
 
 def _sample(sampler, prompts: Sequence[str], seeds: Sequence[int], kw: dict[str, Any]) -> torch.Tensor:

@@ -34,10 +34,11 @@ from typing import Any, Sequence
 
 import torch
 
-from dekasim.deka.alignment import _cala_setup, _grid, _json_default, _pack_sizes, _paired, _sample
+from dekasim.deka.alignment import (_cala_setup, _grid, _json_default, _pack_sizes, _paired, _sample, check_bits,
+                                    setup_run)
 from dekasim.deka.pack_codec import with_cala
 from dekasim.errors import ConfigError
-from dekasim.generative.align_config import AlignConfig, alignment_prompts, control_prompts
+from dekasim.generative.align_config import AlignConfig, control_prompts
 from dekasim.generative.aligned import AlignedEdge, apply_pack
 from dekasim.generative.makd import align_joint, align_method
 from dekasim.generative.pack import (KnowledgePack, SubjectPart, load_pack, model_fingerprint, pack_size_bytes,
@@ -81,9 +82,7 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
     subjects = list(dict.fromkeys(subjects))
     if len(subjects) < 2:
         raise ConfigError("--subject", subjects, "two or more distinct subjects (one subject: dekasim align --subject S)")
-    for b in bits:
-        if b not in (8, 4, 2):
-            raise ConfigError("align.bits", b, "quantisation levels among 8, 4, 2")
+    check_bits(bits)
     if tasks is None:
         from dekasim.generative.align_task import world_task
         from dekasim.generative.models import model_world
@@ -99,15 +98,7 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
         cfgs = {s: tasks[s].config for s in subjects}
         control = control or {"val": ([], []), "test": ([], [])}
     bank = _cala_setup(cala) if cala is not None else None
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    if device is not None:
-        cloud.to(device)
-        edge.to(device)
-    old_threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
+    out, old_threads = setup_run(cloud, edge, out_dir, device, config.threads)
     t_start = time.perf_counter()
     try:
         score = tasks[subjects[0]].score
