@@ -133,14 +133,21 @@ def run_alignment(cloud, edge, config: AlignConfig | None = None, out_dir: str |
             packs = _write_packs(results, edge, out, bits, prompts, cloud_imgs, kw, task, bank)
             report["packs"] = packs
             _grid(out / "grid.png", prompts, cloud_imgs["test"], images, grid_prompts)
-        report["wall_s"] = time.perf_counter() - t_start
-        report["command"] = command
-        if out is not None:
-            (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
-            (out / "report.md").write_text(render_markdown(report))
-        return report
+        return finish_report(report, out, t_start, command, render_markdown)
     finally:
         torch.set_num_threads(old_threads)
+
+
+def finish_report(report: dict[str, Any], out: Path | None, t_start: float, command: str | None,
+                  render) -> dict[str, Any]:
+    """``report`` with its wall time and command, written as ``report.json`` and ``report.md`` (``render``'s
+    Markdown) into ``out`` when given; returns it."""
+    report["wall_s"] = time.perf_counter() - t_start
+    report["command"] = command
+    if out is not None:
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        (out / "report.md").write_text(render(report))
+    return report
 
 
 def check_bits(bits: Sequence[int]) -> None:

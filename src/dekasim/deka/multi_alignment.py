@@ -25,7 +25,6 @@ written unquantised and at each requested bit width (with the CALA bank when giv
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, replace
@@ -34,7 +33,7 @@ from typing import Any, Sequence
 
 import torch
 
-from dekasim.deka.alignment import (_cala_setup, _grid, _json_default, _pack_sizes, _paired, _sample, check_bits,
+from dekasim.deka.alignment import (_cala_setup, _grid, _pack_sizes, _paired, _sample, check_bits, finish_report,
                                     setup_run)
 from dekasim.deka.pack_codec import with_cala
 from dekasim.errors import ConfigError
@@ -199,12 +198,7 @@ def run_multi_alignment(cloud, edge, subjects: Sequence[str], config: AlignConfi
                   torch.cat([cloud_imgs[k][:per_subject_rows] for k in keys]),
                   {n: torch.cat(v) for n, v in test_images.items()}, per_subject_rows * len(subjects),
                   labels=variant_label)
-        report["wall_s"] = time.perf_counter() - t_start
-        report["command"] = command
-        if out is not None:
-            (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
-            (out / "report.md").write_text(render_multi_markdown(report))
-        return report
+        return finish_report(report, out, t_start, command, render_multi_markdown)
     finally:
         torch.set_num_threads(old_threads)
 
